@@ -1,0 +1,126 @@
+/** Shared types of the cgroups layer. */
+
+/** What is mounted: `hybrid` is cgroup2 at /sys/fs/cgroup/unified beside v1 controllers. */
+export type CgroupMode = 'v1' | 'hybrid' | 'v2';
+
+/** Which manager logic runs: as in Nomad, v2 only where cgroup2 is the root; hybrid runs v1. */
+export type CgroupVersion = 'v1' | 'v2';
+
+export interface CgroupLayout {
+  mode: CgroupMode;
+  /** The version whose manager runs on this layout (v2 only where cgroup2 is the root, unless overridden). */
+  version: CgroupVersion;
+  /** v2: the cgroup2 mount the manager uses. v1: the directory holding the controller mounts (/sys/fs/cgroup). */
+  root: string;
+  /** v1: controller name → its mount point (e.g. cpuset → /sys/fs/cgroup/cpuset). Empty for v2. */
+  v1Mounts: Record<string, string>;
+  /** The cgroup2 mount, if any (v2 root, or hybrid's unified). */
+  unifiedMount?: string;
+}
+
+export interface TaskResources {
+  /** Relative CPU weight in Nomad/Docker "shares" (2..262144); v2 maps it to cpu.weight. */
+  cpuShares?: number;
+  /** Cores reserved for this task alone. Absent/empty: the task gets the shared pool. */
+  cores?: number[];
+  /** Hard memory limit in bytes (v1 memory.limit_in_bytes, v2 memory.max). */
+  memoryBytes?: number;
+  /** Max number of processes/threads (pids.max). */
+  pidsMax?: number;
+}
+
+export interface CgroupStats {
+  cpu: {
+    /** Nanoseconds. */
+    userNs: number;
+    systemNs: number;
+    totalNs: number;
+    throttledNs: number;
+    throttledPeriods: number;
+  };
+  /** Absent where the memory controller is not available (reported in `unavailable`). */
+  memory?: {
+    usageBytes: number;
+    rssBytes: number;
+    cacheBytes: number;
+    maxUsageBytes: number;
+  };
+  /** Controllers/stats that could not be read on this layout, with the reason. */
+  unavailable: Record<string, string>;
+}
+
+export interface CgroupFingerprint {
+  'unique.cgroups.version': CgroupVersion;
+  'cgroups.mode': CgroupMode;
+  'cgroups.root': string;
+  'cgroups.controllers': string;
+  'cgroups.cores': string;
+}
+
+/** What the native spawn needs to place a child in a group before its first instruction. */
+export interface SpawnPlacement {
+  /** v2: the group directory (clone3 CLONE_INTO_CGROUP). */
+  cgroupDir?: string;
+  /** `cgroup.procs` files the child writes itself into (v1: one per controller). */
+  joinProcs?: string[];
+}
+
+export interface GroupKillOutcome {
+  method: string;
+  signalled: number;
+  elapsedNs: number;
+}
+
+/** One task's cgroup (v1: one directory per controller; v2: one directory). */
+export interface TaskCgroup {
+  readonly allocId: string;
+  readonly taskName: string;
+  /** `<allocId>-<taskName>` (v2 dir name adds `.scope`). */
+  readonly name: string;
+  /** v1: controller → directory; v2: { unified: directory }. */
+  readonly paths: Readonly<Record<string, string>>;
+  readonly placement: SpawnPlacement;
+  readonly resources: Readonly<TaskResources>;
+  /** The cpuset this group has now (reserved cores, or the shared pool). */
+  cpus(): number[];
+  join(pid: number): void;
+  pids(): number[];
+  /** Freezes and waits (off the event loop, bounded) until the kernel reports it frozen. */
+  freeze(opts?: { timeoutMs?: number }): Promise<void>;
+  thaw(opts?: { timeoutMs?: number }): Promise<void>;
+  /** Sends a signal to every process in the group once. Returns how many were signalled. */
+  signal(signal: NodeJS.Signals | number): number;
+  /** Kills everything in the group (cgroup.kill, or freeze→SIGKILL→thaw) and waits until it is empty. */
+  kill(opts?: { timeoutMs?: number }): Promise<GroupKillOutcome>;
+  /** True when the memory controller killed a process of this group for OOM. */
+  oomKilled(): boolean;
+  stats(): CgroupStats;
+  /** Kills what is left, removes the directories (rmdir retried on EBUSY), releases reserved cores. Idempotent. */
+  destroy(opts?: { timeoutMs?: number }): Promise<void>;
+}
+
+export interface CreateOptions {
+  resources?: TaskResources;
+}
+
+export interface CgroupManager {
+  readonly version: CgroupVersion;
+  readonly layout: CgroupLayout;
+  /** The parent corral owns: v2 `corral.slice` (configurable), v1 `corral` under each controller. */
+  readonly parentName: string;
+  /** Controllers usable here for task limits and stats. */
+  controllers(): string[];
+  /** Cores the tasks may use (the root's effective cpuset). */
+  usableCores(): number[];
+  /** Cores of the shared pool now: usable minus every reservation. */
+  sharedCores(): number[];
+  fingerprint(): CgroupFingerprint;
+  /** Creates the task's group with its limits written in one batch. Undoes itself on failure. */
+  create(allocId: string, taskName: string, opts?: CreateOptions): TaskCgroup;
+  /** Re-opens an existing group (recovery). Reserved cores are taken from the group itself. */
+  open(allocId: string, taskName: string): TaskCgroup;
+  /** Groups of ours under the parent: removes empty ones left by a crash, reports non-empty ones. */
+  cleanupStale(opts?: { keep?: (name: string) => boolean }): { removed: string[]; nonEmpty: string[] };
+  /** Removes the parent itself when it holds no groups (tests; an agent normally keeps it). */
+  removeParentIfEmpty(): void;
+}
