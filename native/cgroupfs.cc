@@ -1,0 +1,213 @@
+// Batched control-file writes and reads, cgroup.procs parsing, statfs.
+#include "cgroupfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "errors.h"
+#include "fd.h"
+
+namespace corral {
+
+int WriteOnce(const char* path, const char* data, size_t len, const char** syscall) {
+  UniqueFd fd(::open(path, O_WRONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    *syscall = "open";
+    return errno;
+  }
+  ssize_t n;
+  do {
+    n = ::write(fd.get(), data, len);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    *syscall = "write";
+    return errno;
+  }
+  if (static_cast<size_t>(n) != len) {
+    *syscall = "write";
+    return EIO;
+  }
+  // close() of a cgroup file does not report write errors, but be exact anyway.
+  if (::close(fd.release()) < 0 && errno != EINTR) {
+    *syscall = "close";
+    return errno;
+  }
+  return 0;
+}
+
+int ReadWhole(const char* path, std::string* out, const char** syscall) {
+  out->clear();
+  UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    *syscall = "open";
+    return errno;
+  }
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      *syscall = "read";
+      return errno;
+    }
+    if (n == 0) break;
+    out->append(buf, static_cast<size_t>(n));
+  }
+  return 0;
+}
+
+int ReadPidList(const char* path, std::vector<int32_t>* out, const char** syscall) {
+  out->clear();
+  UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    *syscall = "open";
+    return errno;
+  }
+  char buf[8192];
+  int64_t cur = 0;
+  bool in_num = false;
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      *syscall = "read";
+      return errno;
+    }
+    if (n == 0) break;
+    for (ssize_t i = 0; i < n; i++) {
+      char c = buf[i];
+      if (c >= '0' && c <= '9') {
+        cur = cur * 10 + (c - '0');
+        in_num = true;
+      } else if (in_num) {
+        out->push_back(static_cast<int32_t>(cur));
+        cur = 0;
+        in_num = false;
+      }
+    }
+  }
+  if (in_num) out->push_back(static_cast<int32_t>(cur));
+  return 0;
+}
+
+int ProcsEmpty(const char* path, bool* empty, const char** syscall) {
+  UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) {
+    *syscall = "open";
+    return errno;
+  }
+  char buf[64];
+  ssize_t n;
+  do {
+    n = ::read(fd.get(), buf, sizeof buf);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    *syscall = "read";
+    return errno;
+  }
+  *empty = (n == 0);
+  return 0;
+}
+
+// Copies a JS string into buf (NUL-terminated) when it fits, else into *heap. Returns the C string
+// and its length, or nullptr when v is not a string.
+static const char* Utf8(napi_env env, napi_value v, char* buf, size_t bufsize, std::string* heap, size_t* len) {
+  size_t n = 0;
+  if (napi_get_value_string_utf8(env, v, nullptr, 0, &n) != napi_ok) return nullptr;
+  if (n < bufsize) {
+    napi_get_value_string_utf8(env, v, buf, bufsize, len);
+    return buf;
+  }
+  heap->resize(n + 1);
+  napi_get_value_string_utf8(env, v, &(*heap)[0], n + 1, len);
+  return heap->c_str();
+}
+
+static std::string StringArg(const Napi::Value& v) { return v.As<Napi::String>().Utf8Value(); }
+
+// writeFiles(paths: string[], values: string[]): (NativeErrorInfo | null)[]
+static Napi::Value WriteFiles(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsArray())
+    return ThrowType(env, "writeFiles(paths: string[], values: string[])");
+  Napi::Array paths = info[0].As<Napi::Array>();
+  Napi::Array values = info[1].As<Napi::Array>();
+  uint32_t n = paths.Length();
+  if (values.Length() != n) return ThrowType(env, "writeFiles: paths and values differ in length");
+  Napi::Array result = Napi::Array::New(env, n);
+  napi_value null_v = env.Null();
+  char pbuf[4096 + 1];
+  char vbuf[4096];
+  std::string pheap, vheap;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value pv, vv;
+    if (napi_get_element(env, paths, i, &pv) != napi_ok || napi_get_element(env, values, i, &vv) != napi_ok)
+      return env.Undefined();
+    size_t plen = 0, vlen = 0;
+    const char* p = Utf8(env, pv, pbuf, sizeof pbuf, &pheap, &plen);
+    const char* v = Utf8(env, vv, vbuf, sizeof vbuf, &vheap, &vlen);
+    if (p == nullptr || v == nullptr) return ThrowType(env, "writeFiles: every path and value must be a string");
+    const char* sc = "";
+    int err = WriteOnce(p, v, vlen, &sc);
+    napi_value item = err == 0 ? null_v : static_cast<napi_value>(MakeErrorInfo(env, err, sc, p));
+    if (napi_set_element(env, result, i, item) != napi_ok) return env.Undefined();
+  }
+  return result;
+}
+
+// readFiles(paths: string[]): (string | NativeErrorInfo)[]
+static Napi::Value ReadFiles(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) return ThrowType(env, "readFiles(paths: string[])");
+  Napi::Array paths = info[0].As<Napi::Array>();
+  uint32_t n = paths.Length();
+  Napi::Array result = Napi::Array::New(env, n);
+  std::string text;
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value pv = paths[i];
+    if (!pv.IsString()) return ThrowType(env, "readFiles: every path must be a string");
+    std::string p = StringArg(pv);
+    const char* sc = "";
+    int err = ReadWhole(p.c_str(), &text, &sc);
+    if (err == 0)
+      result[i] = Napi::String::New(env, text);
+    else
+      result[i] = MakeErrorInfo(env, err, sc, p.c_str());
+  }
+  return result;
+}
+
+// readProcs(procsPath: string): Int32Array
+static Napi::Value ReadProcs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) return ThrowType(env, "readProcs(procsPath: string)");
+  std::string p = StringArg(info[0]);
+  std::vector<int32_t> pids;
+  const char* sc = "";
+  int err = ReadPidList(p.c_str(), &pids, &sc);
+  if (err != 0) return ThrowErrno(env, err, sc, p.c_str());
+  Napi::Int32Array arr = Napi::Int32Array::New(env, pids.size());
+  for (size_t i = 0; i < pids.size(); i++) arr[i] = pids[i];
+  return arr;
+}
+
+// statfsType(path: string): number
+static Napi::Value StatfsType(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) return ThrowType(env, "statfsType(path: string)");
+  std::string p = StringArg(info[0]);
+  struct statfs st;
+  if (::statfs(p.c_str(), &st) < 0) return ThrowErrno(env, errno, "statfs", p.c_str());
+  return Napi::Number::New(env, static_cast<double>(static_cast<unsigned long>(st.f_type)));
+}
+
+void InitCgroupfs(Napi::Env env, Napi::Object exports) {
+  exports.Set("writeFiles", Napi::Function::New(env, WriteFiles, "writeFiles"));
+  exports.Set("readFiles", Napi::Function::New(env, ReadFiles, "readFiles"));
+  exports.Set("readProcs", Napi::Function::New(env, ReadProcs, "readProcs"));
+  exports.Set("statfsType", Napi::Function::New(env, StatfsType, "statfsType"));
+}
+
+}  // namespace corral
