@@ -137,6 +137,17 @@ export class DockerError extends CorralError {
   }
 }
 
+/** A Docker Engine API call did not answer within its bound (a hung dockerd must not hang corral). */
+export class DockerTimeoutError extends CorralError {
+  readonly operation: string;
+  readonly timeoutMs: number;
+  constructor(operation: string, timeoutMs: number) {
+    super('ERR_DOCKER_TIMEOUT', `docker ${operation} did not answer within ${timeoutMs} ms`);
+    this.operation = operation;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
 /** The operation was aborted through an AbortSignal. */
 export class AbortError extends CorralError {
   constructor(what = 'operation') {
