@@ -1,0 +1,465 @@
+// Kernel tests of the C++ addon (native/): batched cgroup file I/O, signalling, pidfds, spawn, watchExit.
+// Runs as root on the real (hybrid) kernel. Every cgroup lives under corral-test-native-<random>.
+import test from 'ava';
+import * as cp from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import {
+  CGROUP2_SUPER_MAGIC,
+  CGROUP_SUPER_MAGIC,
+  TMPFS_MAGIC,
+  native,
+  type ExitInfo,
+  type NativeError,
+  type NativeErrorInfo,
+  type SpawnOptions,
+} from '../src/native.js';
+
+const n = native();
+const PARENT = `corral-test-native-${randomBytes(4).toString('hex')}`;
+const V2 = '/sys/fs/cgroup/unified';
+const V1 = '/sys/fs/cgroup';
+const created: string[] = [];
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-native-'));
+
+// ---------- helpers ----------
+
+function sleepMs(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls fn until it returns a truthy value, bounded. */
+async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs = 5000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (let step = 2; ; step = Math.min(step * 2, 50)) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleepMs(step);
+  }
+}
+
+function mkgroup(root: string, name: string): string {
+  const parent = path.join(root, PARENT);
+  if (!fs.existsSync(parent)) {
+    fs.mkdirSync(parent);
+    created.push(parent);
+  }
+  const dir = path.join(parent, name);
+  fs.mkdirSync(dir);
+  created.push(dir);
+  return dir;
+}
+
+function procsOf(dir: string): number[] {
+  return fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+}
+
+async function removeGroup(dir: string): Promise<void> {
+  if (!fs.existsSync(dir)) return;
+  const freezer = path.join(dir, 'freezer.state');
+  if (fs.existsSync(freezer)) fs.writeFileSync(freezer, 'THAWED');
+  const freeze2 = path.join(dir, 'cgroup.freeze');
+  if (fs.existsSync(freeze2)) fs.writeFileSync(freeze2, '0');
+  const end = Date.now() + 10_000;
+  for (;;) {
+    try {
+      for (const pid of procsOf(dir)) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+      fs.rmdirSync(dir);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY' || Date.now() > end) throw err;
+      await sleepMs(20);
+    }
+  }
+}
+
+test.after.always(async () => {
+  for (const dir of [...created].reverse()) {
+    try { await removeGroup(dir); } catch (err) { console.error(`cleanup of ${dir}: ${String(err)}`); }
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+/** Zombie (or live) children of this process, from /proc (this kernel has no task children files). */
+function childrenOfUs(): { pid: number; state: string }[] {
+  const out: { pid: number; state: string }[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    let stat: string;
+    try { stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8'); } catch { continue; }
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(rest[1]) === process.pid) out.push({ pid: Number(e), state: rest[0]! });
+  }
+  return out;
+}
+
+interface Spawned { pid: number; pidfd: number; placement: string; exit: Promise<ExitInfo> }
+
+const live = new Set<number>();
+test.after.always(() => {
+  for (const pid of live) {
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+});
+
+/** native spawn + watchExit(reap) so that nothing is left as a zombie. */
+function spawnWatched(opts: Partial<SpawnOptions> & { file: string; argv: string[] }): Spawned {
+  const r = n.spawn({ envp: ['PATH=/usr/sbin:/usr/bin:/sbin:/bin'], stdio: [-1, -1, -1], ...opts });
+  live.add(r.pid);
+  const exit = new Promise<ExitInfo>((resolve) => {
+    n.watchExit(r.pidfd, r.pid, true, (info) => {
+      live.delete(r.pid);
+      resolve(info);
+    });
+  });
+  return { ...r, exit };
+}
+
+function outFile(name: string): { file: string; fd: number } {
+  const file = path.join(tmp, name);
+  const fd = fs.openSync(file, 'w');
+  return { file, fd };
+}
+
+function statusField(pid: number, field: string): string {
+  const m = new RegExp(`^${field}:[ \\t]*(.*)$`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? m[1]!.trim() : '';
+}
+
+function assertErrorShape(t: import('ava').ExecutionContext, e: NativeErrorInfo, code: string, syscall: string, p?: string) {
+  t.is(e.code, code);
+  t.is(e.syscall, syscall);
+  t.true(e.errno < 0, 'errno is negative as in libuv');
+  if (p !== undefined) {
+    t.is(e.path, p);
+    t.is(e.message.startsWith(`${code}: `), true, e.message);
+    t.true(e.message.endsWith(`, ${syscall} '${p}'`), e.message);
+  }
+}
+
+// ---------- cgroupfs ----------
+
+test('writeFiles: one result per item, errors per item, never throws for one bad item', (t) => {
+  const a = path.join(tmp, 'w-a');
+  const b = path.join(tmp, 'w-b');
+  fs.writeFileSync(a, '');
+  fs.writeFileSync(b, '');
+  const big = 'x'.repeat(10_000);
+  const g = mkgroup(V2, 'w.scope');
+  const res = n.writeFiles(
+    [a, path.join(tmp, 'missing', 'x'), tmp, b, path.join(g, 'cgroup.freeze'), path.join(g, 'cgroup.freeze')],
+    ['hello', 'x', 'y', big, 'not-a-number', '0'],
+  );
+  t.is(res.length, 6);
+  t.is(res[0], null);
+  assertErrorShape(t, res[1]!, 'ENOENT', 'open', path.join(tmp, 'missing', 'x'));
+  assertErrorShape(t, res[2]!, 'EISDIR', 'open', tmp);
+  t.is(res[3], null);
+  assertErrorShape(t, res[4]!, 'EINVAL', 'write', path.join(g, 'cgroup.freeze'));
+  t.is(res[5], null);
+  t.is(fs.readFileSync(a, 'utf8'), 'hello');
+  t.is(fs.readFileSync(b, 'utf8'), big);
+  t.deepEqual(n.writeFiles([], []), []);
+  t.throws(() => n.writeFiles([a], []), { instanceOf: TypeError });
+});
+
+test('writeFiles does not create files', (t) => {
+  const p = path.join(tmp, 'never-created');
+  const [r] = n.writeFiles([p], ['x']);
+  t.is(r?.code, 'ENOENT');
+  t.false(fs.existsSync(p));
+});
+
+test('readFiles: text or error per item', (t) => {
+  const a = path.join(tmp, 'r-a');
+  fs.writeFileSync(a, 'abc\n');
+  const res = n.readFiles([a, path.join(tmp, 'nope'), '/proc/self/status']);
+  t.is(res[0], 'abc\n');
+  assertErrorShape(t, res[1] as NativeErrorInfo, 'ENOENT', 'open', path.join(tmp, 'nope'));
+  t.regex(res[2] as string, /^Name:/);
+});
+
+test('readProcs: pids of a group, empty group, missing group throws ENOENT', async (t) => {
+  const g = mkgroup(V2, 'procs.scope');
+  t.deepEqual(Array.from(n.readProcs(path.join(g, 'cgroup.procs'))), []);
+  const a = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'], cgroupDir: g });
+  const b = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'], cgroupDir: g });
+  const pids = n.readProcs(path.join(g, 'cgroup.procs'));
+  t.true(pids instanceof Int32Array);
+  t.deepEqual(Array.from(pids).sort(), [a.pid, b.pid].sort());
+  t.is(n.signalGroup(path.join(g, 'cgroup.procs'), 9), 2);
+  t.is((await a.exit).signal, 9);
+  t.is((await b.exit).signal, 9);
+  const missing = path.join(V2, PARENT, 'missing', 'cgroup.procs');
+  const err = t.throws(() => n.readProcs(missing)) as NativeError;
+  assertErrorShape(t, err, 'ENOENT', 'open', missing);
+  t.true(err instanceof Error);
+});
+
+test('statfsType tells cgroup2, cgroup v1 and tmpfs apart', (t) => {
+  t.is(n.statfsType(V2), CGROUP2_SUPER_MAGIC);
+  t.is(n.statfsType(path.join(V1, 'freezer')), CGROUP_SUPER_MAGIC);
+  t.is(n.statfsType('/dev/shm'), TMPFS_MAGIC);
+  const err = t.throws(() => n.statfsType('/nonexistent-corral')) as NativeError;
+  assertErrorShape(t, err, 'ENOENT', 'statfs', '/nonexistent-corral');
+});
+
+// ---------- signals and pidfds ----------
+
+test('killPids: ESRCH counts as gone', async (t) => {
+  const a = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'] });
+  const dead = spawnWatched({ file: '/bin/true', argv: ['true'] });
+  await dead.exit;
+  const r = n.killPids(new Int32Array([a.pid, dead.pid]), 15);
+  t.deepEqual(r, { signalled: 1, gone: 1 });
+  const info = await a.exit;
+  t.is(info.signal, 15);
+  t.is(info.exitCode, null);
+  t.throws(() => n.killPids(new Int32Array([0]), 0), { code: 'EINVAL' });
+});
+
+test('pidfdOpen / pidfdSendSignal / closeFd', async (t) => {
+  const a = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'] });
+  const fd = n.pidfdOpen(a.pid);
+  t.true(fd >= 0);
+  n.pidfdSendSignal(fd, 0);
+  n.pidfdSendSignal(fd, 9);
+  t.is((await a.exit).signal, 9);
+  const err = t.throws(() => n.pidfdSendSignal(fd, 0)) as NativeError;
+  assertErrorShape(t, err, 'ESRCH', 'pidfd_send_signal');
+  n.closeFd(fd);
+  t.throws(() => n.closeFd(fd), { code: 'EBADF' });
+  const e2 = t.throws(() => n.pidfdOpen(a.pid)) as NativeError;
+  assertErrorShape(t, e2, 'ESRCH', 'pidfd_open');
+});
+
+// ---------- spawn ----------
+
+test('spawn into a v2 group with clone3: in the group before its first instruction', async (t) => {
+  const g = mkgroup(V2, 'clone3.scope');
+  const out = outFile('clone3-cgroup');
+  const s = spawnWatched({ file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], stdio: [-1, out.fd, out.fd], cgroupDir: g });
+  fs.closeSync(out.fd);
+  t.is(s.placement, 'clone3');
+  t.is((await s.exit).exitCode, 0);
+  // cat reads its own cgroup file: it never moved, so this is where it started.
+  t.regex(fs.readFileSync(out.file, 'utf8'), new RegExp(`^0::/${PARENT}/clone3\\.scope$`, 'm'));
+});
+
+test('spawn into v1 groups by joining cgroup.procs before execve', async (t) => {
+  const fz = mkgroup(path.join(V1, 'freezer'), 'join');
+  const cpu = mkgroup(path.join(V1, 'cpu'), 'join');
+  const out = outFile('join-cgroup');
+  const s = spawnWatched({
+    file: '/bin/cat',
+    argv: ['cat', '/proc/self/cgroup'],
+    stdio: [-1, out.fd, out.fd],
+    joinProcs: [path.join(fz, 'cgroup.procs'), path.join(cpu, 'cgroup.procs')],
+  });
+  fs.closeSync(out.fd);
+  t.is(s.placement, 'join');
+  t.is((await s.exit).exitCode, 0);
+  const text = fs.readFileSync(out.file, 'utf8');
+  t.regex(text, new RegExp(`^\\d+:freezer:/${PARENT}/join$`, 'm'));
+  t.regex(text, new RegExp(`^\\d+:cpu:/${PARENT}/join$`, 'm'));
+});
+
+test('spawn with v2 cgroupDir and v1 joinProcs together (hybrid)', async (t) => {
+  const g = mkgroup(V2, 'both.scope');
+  const fz = mkgroup(path.join(V1, 'freezer'), 'both');
+  const out = outFile('both-cgroup');
+  const s = spawnWatched({
+    file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], stdio: [-1, out.fd, out.fd],
+    cgroupDir: g, joinProcs: [path.join(fz, 'cgroup.procs')],
+  });
+  fs.closeSync(out.fd);
+  t.is(s.placement, 'clone3');
+  t.is((await s.exit).exitCode, 0);
+  const text = fs.readFileSync(out.file, 'utf8');
+  t.regex(text, new RegExp(`^0::/${PARENT}/both\\.scope$`, 'm'));
+  t.regex(text, new RegExp(`^\\d+:freezer:/${PARENT}/both$`, 'm'));
+});
+
+test('spawn: exact argv, envp and cwd', async (t) => {
+  const out = outFile('argv-env');
+  const s = spawnWatched({
+    file: '/bin/sh',
+    argv: ['my-sh', '-c', 'printf "%s|%s|%s|%s\\n" "$0" "$1" "$(pwd)" "$FOO"; /usr/bin/env', 'zero', 'one two'],
+    envp: ['FOO=bar baz', 'ONLY=this'],
+    cwd: tmp,
+    stdio: [-1, out.fd, out.fd],
+  });
+  fs.closeSync(out.fd);
+  t.is((await s.exit).exitCode, 0);
+  const lines = fs.readFileSync(out.file, 'utf8').trim().split('\n');
+  t.is(lines[0], `zero|one two|${tmp}|bar baz`);
+  // The environment is exactly envp (sh adds PWD, maybe SHLVL/_; nothing from our process).
+  const envNames = lines.slice(1).map((l) => l.split('=')[0]);
+  t.true(envNames.includes('FOO') && envNames.includes('ONLY'));
+  t.false(envNames.includes('HOME') || envNames.includes('PATH') || envNames.some((e) => e?.startsWith('AVA')));
+});
+
+test('spawn: uid, gid, supplementary groups, setsid, oom_score_adj, clean signal state, only fds 0..2', async (t) => {
+  const s = spawnWatched({
+    file: '/bin/sleep', argv: ['sleep', '100'],
+    uid: 65534, gid: 65533, groups: [1234, 5678], setsid: true, oomScoreAdj: 500,
+  });
+  t.teardown(() => { try { process.kill(s.pid, 9); } catch { /* gone */ } });
+  await until('exec of sleep', () => fs.readFileSync(`/proc/${s.pid}/comm`, 'utf8').trim() === 'sleep');
+  t.is(statusField(s.pid, 'Uid'), '65534\t65534\t65534\t65534');
+  t.is(statusField(s.pid, 'Gid'), '65533\t65533\t65533\t65533');
+  t.is(statusField(s.pid, 'Groups'), '1234 5678');
+  t.is(statusField(s.pid, 'SigIgn'), '0000000000000000', 'Node ignores SIGPIPE; the child must not');
+  t.is(statusField(s.pid, 'SigBlk'), '0000000000000000');
+  t.is(fs.readFileSync(`/proc/${s.pid}/oom_score_adj`, 'utf8').trim(), '500');
+  const stat = fs.readFileSync(`/proc/${s.pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  t.is(Number(f[2]), s.pid, 'process group leader');
+  t.is(Number(f[3]), s.pid, 'session leader');
+  t.deepEqual(fs.readdirSync(`/proc/${s.pid}/fd`).sort(), ['0', '1', '2']);
+  t.is(fs.readlinkSync(`/proc/${s.pid}/fd/0`), '/dev/null');
+  n.killPids(new Int32Array([s.pid]), 9);
+  t.is((await s.exit).signal, 9);
+});
+
+test('spawn: uid without groups clears supplementary groups; no setsid keeps our session', async (t) => {
+  const s = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'], uid: 65534, gid: 65534 });
+  await until('exec of sleep', () => fs.readFileSync(`/proc/${s.pid}/comm`, 'utf8').trim() === 'sleep');
+  t.is(statusField(s.pid, 'Groups'), '');
+  const stat = fs.readFileSync(`/proc/${s.pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  t.not(Number(f[3]), s.pid);
+  n.killPids(new Int32Array([s.pid]), 9);
+  await s.exit;
+});
+
+test('spawn: stdio fds that overlap 0..2 are permuted correctly', async (t) => {
+  // Our own 0, 1, 2 rotated: the child's 0 is our 2, its 1 our 0, its 2 our 1.
+  const s = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'], stdio: [2, 0, 1] });
+  await until('exec of sleep', () => fs.readFileSync(`/proc/${s.pid}/comm`, 'utf8').trim() === 'sleep');
+  const ours = [0, 1, 2].map((i) => fs.readlinkSync(`/proc/self/fd/${i}`));
+  t.is(fs.readlinkSync(`/proc/${s.pid}/fd/0`), ours[2]);
+  t.is(fs.readlinkSync(`/proc/${s.pid}/fd/1`), ours[0]);
+  t.is(fs.readlinkSync(`/proc/${s.pid}/fd/2`), ours[1]);
+  n.killPids(new Int32Array([s.pid]), 9);
+  await s.exit;
+
+  // Same file on 1 and 2, a high fd; stdin from a file.
+  const input = path.join(tmp, 'stdin');
+  fs.writeFileSync(input, 'from stdin\n');
+  const inFd = fs.openSync(input, 'r');
+  const out = outFile('stdio-mixed');
+  const s2 = spawnWatched({ file: '/bin/sh', argv: ['sh', '-c', 'cat; echo err >&2'], stdio: [inFd, out.fd, out.fd] });
+  fs.closeSync(inFd);
+  fs.closeSync(out.fd);
+  t.is((await s2.exit).exitCode, 0);
+  t.is(fs.readFileSync(out.file, 'utf8'), 'from stdin\nerr\n');
+});
+
+async function assertNoChildLeft(t: import('ava').ExecutionContext, before: Set<number>) {
+  // vfork: spawn returns only after the child exec'd or exited, and a failed child is reaped before
+  // spawn throws. So no new child of ours (live or zombie) may exist now.
+  const extra = childrenOfUs().filter((c) => !before.has(c.pid) && !live.has(c.pid));
+  t.deepEqual(extra, []);
+}
+
+test('spawn: exec failures throw Node-style errors and leave no process or zombie', async (t) => {
+  const before = new Set(childrenOfUs().map((c) => c.pid));
+  const notExec = path.join(tmp, 'not-executable');
+  fs.writeFileSync(notExec, '#!/bin/sh\n', { mode: 0o644 });
+  const cases: [Partial<SpawnOptions> & { file: string }, string, string, string | undefined][] = [
+    [{ file: '/nonexistent/prog' }, 'ENOENT', 'execve', '/nonexistent/prog'],
+    [{ file: notExec }, 'EACCES', 'execve', notExec],
+    [{ file: '/bin/true', cwd: '/nonexistent-cwd' }, 'ENOENT', 'chdir', '/nonexistent-cwd'],
+    [{ file: '/bin/true', cgroupDir: path.join(V2, PARENT, 'missing.scope') }, 'ENOENT', 'open', path.join(V2, PARENT, 'missing.scope')],
+    [{ file: '/bin/true', joinProcs: [path.join(V1, 'freezer', PARENT, 'missing', 'cgroup.procs')] }, 'ENOENT', 'open',
+      path.join(V1, 'freezer', PARENT, 'missing', 'cgroup.procs')],
+  ];
+  mkgroup(V2, 'exists.scope'); // make sure PARENT exists so only the leaf is missing
+  for (const [opts, code, syscall, p] of cases) {
+    const err = t.throws(() => n.spawn({ argv: ['x'], envp: [], stdio: [-1, -1, -1], ...opts }), undefined, JSON.stringify(opts)) as NativeError;
+    t.true(err instanceof Error);
+    assertErrorShape(t, err, code, syscall, p);
+  }
+  await assertNoChildLeft(t, before);
+});
+
+test('spawn: bad options are TypeErrors', (t) => {
+  t.throws(() => n.spawn({ file: '', argv: [], envp: [], stdio: [-1, -1, -1] }), { instanceOf: TypeError });
+  t.throws(() => n.spawn({ file: '/bin/true', argv: ['a\0b'], envp: [], stdio: [-1, -1, -1] }), { instanceOf: TypeError });
+  t.throws(() => n.spawn({ file: '/bin/true', argv: [], envp: [], stdio: [-1, -1] as unknown as [number, number, number] }), {
+    instanceOf: TypeError,
+  });
+});
+
+// ---------- watchExit ----------
+
+test('watchExit: exit code, signal and rusage of a reaped child', async (t) => {
+  const a = spawnWatched({ file: '/bin/sh', argv: ['sh', '-c', 'i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; exit 7'] });
+  const info = await a.exit;
+  t.is(info.exitCode, 7);
+  t.is(info.signal, null);
+  t.true(info.reaped);
+  t.truthy(info.rusage);
+  t.true(info.rusage!.userUs + info.rusage!.systemUs > 0);
+  t.true(info.rusage!.maxRssKb > 0);
+  t.false(fs.existsSync(`/proc/${a.pid}`), 'reaped: no zombie left');
+
+  const b = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'] });
+  n.pidfdSendSignal(b.pidfd, 15);
+  const ib = await b.exit;
+  t.deepEqual([ib.exitCode, ib.signal, ib.reaped], [null, 15, true]);
+});
+
+test('watchExit: close() stops the callback; reap=false reports without reaping', async (t) => {
+  const r = n.spawn({ file: '/bin/sleep', argv: ['sleep', '100'], envp: [], stdio: [-1, -1, -1] });
+  let called = 0;
+  const w = n.watchExit(r.pidfd, r.pid, true, () => { called++; });
+  w.close();
+  w.close();
+  process.kill(r.pid, 'SIGKILL');
+  await until('zombie', () => statusField(r.pid, 'State').startsWith('Z'));
+  // A second watcher without reaping sees it end but leaves it as it is.
+  const info2 = await new Promise<ExitInfo>((resolve) => n.watchExit(n.pidfdOpen(r.pid), r.pid, false, resolve));
+  t.deepEqual(info2, { exitCode: null, signal: null, reaped: false });
+  t.true(statusField(r.pid, 'State').startsWith('Z'));
+  // And a third reaps it.
+  const info3 = await new Promise<ExitInfo>((resolve) => n.watchExit(n.pidfdOpen(r.pid), r.pid, true, resolve));
+  t.is(info3.signal, 9);
+  t.true(info3.reaped);
+  await sleepMs(20); // give a wrongly-late first callback the chance to show up
+  t.is(called, 0);
+});
+
+test('watchExit alongside child_process: both see their exits', async (t) => {
+  const natives = [0, 1, 2].map((i) => spawnWatched({ file: '/bin/sh', argv: ['sh', '-c', `sleep 0.0${i + 1}; exit ${i + 10}`] }));
+  const cps = [0, 1, 2].map(
+    (i) =>
+      new Promise<number | null>((resolve, reject) => {
+        const c = cp.spawn('/bin/sh', ['-c', `sleep 0.0${3 - i}; exit ${i + 20}`], { stdio: 'ignore' });
+        c.on('error', reject);
+        c.on('exit', (code) => resolve(code));
+      }),
+  );
+  t.deepEqual((await Promise.all(natives.map((s) => s.exit))).map((i) => i.exitCode), [10, 11, 12]);
+  t.deepEqual(await Promise.all(cps), [20, 21, 22]);
+  const out = cp.execFileSync('/bin/echo', ['still works'], { encoding: 'utf8' });
+  t.is(out, 'still works\n');
+});
+
+test('watchExit: ref/unref exist and do not break delivery', async (t) => {
+  const s = n.spawn({ file: '/bin/true', argv: ['true'], envp: [], stdio: [-1, -1, -1] });
+  const info = await new Promise<ExitInfo>((resolve) => {
+    const w = n.watchExit(s.pidfd, s.pid, true, resolve);
+    w.unref();
+    w.ref();
+  });
+  t.is(info.exitCode, 0);
+});
