@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what corral needs to build and test on a fresh Debian machine of this kind, then builds it.
-# Idempotent: skips what is already there.
+# Installs what corral needs to build on a fresh Debian machine of this kind (compiler, make, python3 for
+# node-gyp; npm packages), then builds the addon and the TypeScript. Idempotent and quiet when all is there.
+# Docker (scripts/docker-up.sh) and the bench's tools (scripts/bench.sh) install their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,9 +9,6 @@ need=()
 command -v g++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
 command -v python3 >/dev/null || need+=(python3)
-command -v dockerd >/dev/null || need+=(docker.io)
-command -v cgexec >/dev/null || need+=(cgroup-tools)
-[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh || need+=(busybox-static)
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then echo "setup-host: missing ${need[*]} and not root to install them" >&2; exit 1; fi
   echo "setup-host: installing ${need[*]}" >&2
