@@ -1,0 +1,194 @@
+/**
+ * Shared helpers for tests that use real cgroups: a unique parent per test file, a process started
+ * inside a group (native spawn with the group's placement), a bounded waitFor, and a clean-up that
+ * kills and removes everything under the test's parent (call it from test.after.always).
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { native, type ExitInfo } from '../../src/native.js';
+import { detectCgroupLayout } from '../../src/cgroups/detect.js';
+import type { CgroupLayout, SpawnPlacement, TaskCgroup } from '../../src/cgroups/types.js';
+
+export const isRoot = process.getuid?.() === 0;
+
+/** The host's detected layout (what the default manager would run on). */
+export function hostLayout(): CgroupLayout {
+  return detectCgroupLayout();
+}
+
+/** The v2 layout to test the v2 manager on: the root on a v2 host, /sys/fs/cgroup/unified on a hybrid one; undefined on pure v1. */
+export function v2Layout(): CgroupLayout | undefined {
+  try {
+    return detectCgroupLayout({ version: 'v2' });
+  } catch {
+    return undefined;
+  }
+}
+
+/** Controllers the cgroup2 root offers (empty on a hybrid host's unified mount). */
+export function v2RootControllers(layout: CgroupLayout | undefined = v2Layout()): string[] {
+  if (!layout) return [];
+  try {
+    return fs.readFileSync(path.join(layout.root, 'cgroup.controllers'), 'utf8').split(/\s+/).filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * A parent name no other test (file, or concurrent run) uses: `corral-test-<file>-<random>`,
+ * with `.slice` for v2.
+ */
+export function uniqueParent(file: string, version: 'v1' | 'v2'): string {
+  const base = `corral-test-${file.replace(/[^a-zA-Z0-9_-]/g, '_')}-${randomBytes(4).toString('hex')}`;
+  return version === 'v2' ? `${base}.slice` : base;
+}
+
+export const newAllocId = (): string => randomUUID();
+
+export interface Started {
+  pid: number;
+  /** Resolves when the process exits (reaped). */
+  exited: Promise<ExitInfo>;
+}
+
+/**
+ * Starts a process already inside a group (native spawn with the group's placement: clone3 into
+ * the v2 directory, or the child joins every v1 controller before execve). `file` is resolved
+ * against /bin and /usr/bin when not absolute.
+ */
+export function startInGroup(group: Pick<TaskCgroup, 'placement'> | SpawnPlacement, file: string, args: string[] = [], opts: { setsid?: boolean } = {}): Started {
+  const placement: SpawnPlacement = 'placement' in group ? group.placement : group;
+  const abs = path.isAbsolute(file) ? file : ['/bin', '/usr/bin'].map((d) => path.join(d, file)).find((p) => fs.existsSync(p)) ?? file;
+  const n = native();
+  const r = n.spawn({
+    file: abs,
+    argv: [file, ...args],
+    envp: [`PATH=${process.env.PATH ?? '/usr/bin:/bin'}`],
+    stdio: [-1, -1, -1],
+    setsid: opts.setsid ?? true,
+    ...(placement.cgroupDir ? { cgroupDir: placement.cgroupDir } : {}),
+    ...(placement.joinProcs ? { joinProcs: [...placement.joinProcs] } : {}),
+  });
+  let resolveExit!: (i: ExitInfo) => void;
+  const exited = new Promise<ExitInfo>((res) => { resolveExit = res; });
+  const w = n.watchExit(r.pidfd, r.pid, true, (info) => resolveExit(info));
+  w.unref();
+  return { pid: r.pid, exited };
+}
+
+/** Polls `pred` every `intervalMs` until it is true; rejects with `what` after `timeoutMs`. */
+export async function waitFor(pred: () => boolean | Promise<boolean>, opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<void> {
+  const timeoutMs = opts.timeoutMs ?? 5000;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await pred()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${opts.what ?? 'condition'}`);
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 10));
+  }
+}
+
+/** `Cpus_allowed_list` of /proc/<pid>/status. */
+export function cpusAllowed(pid: number): string {
+  const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? m[1]! : '';
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function readPids(procs: string): number[] {
+  try {
+    return fs.readFileSync(procs, 'utf8').split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** Every directory (depth-first, children before parents) of a tree. */
+function treeDirs(dir: string): string[] {
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const e of entries) if (e.isDirectory()) out.push(...treeDirs(path.join(dir, e.name)));
+  out.push(dir);
+  return out;
+}
+
+/**
+ * Kills every process and removes every directory under `parentName`: in each v1 controller mount
+ * and in the cgroup2 root (v2, or the unified mount of a hybrid host). Bounded; never throws.
+ * Returns what could not be removed.
+ */
+export async function cleanupParent(parentName: string, timeoutMs = 10_000): Promise<string[]> {
+  if (!parentName || parentName.includes('..') || !parentName.startsWith('corral')) throw new Error(`refusing to clean ${parentName}`);
+  const roots = new Set<string>();
+  try {
+    const l = hostLayout();
+    for (const mp of Object.values(l.v1Mounts)) roots.add(mp);
+    if (l.unifiedMount) roots.add(l.unifiedMount);
+    roots.add(l.root);
+  } catch { /* no cgroups */ }
+  const v2 = v2Layout();
+  if (v2) roots.add(v2.root);
+  const deadline = Date.now() + timeoutMs;
+  const left: string[] = [];
+  for (const r of roots) {
+    const top = path.join(r, parentName);
+    if (!fs.existsSync(top)) continue;
+    for (const d of treeDirs(top)) {
+      for (const [f, v] of [['freezer.state', 'THAWED'], ['cgroup.freeze', '0']] as const) {
+        try { if (fs.existsSync(path.join(d, f))) fs.writeFileSync(path.join(d, f), v); } catch { /* ignore */ }
+      }
+      for (;;) {
+        const pids = readPids(path.join(d, 'cgroup.procs'));
+        if (pids.length === 0) break;
+        try { if (fs.existsSync(path.join(d, 'cgroup.kill'))) fs.writeFileSync(path.join(d, 'cgroup.kill'), '1'); } catch { /* ignore */ }
+        for (const p of pids) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+        if (Date.now() > deadline) break;
+        await new Promise((res) => setTimeout(res, 5));
+      }
+      for (;;) {
+        try {
+          fs.rmdirSync(d);
+          break;
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT') break;
+          if (code !== 'EBUSY' || Date.now() > deadline) { left.push(d); break; }
+          await new Promise((res) => setTimeout(res, 5));
+        }
+      }
+    }
+  }
+  return left;
+}
+
+/** Task group directories (named `<uuid>-...`) under `parentName` in any hierarchy: "nothing left behind" checks. */
+export function groupDirsUnder(parentName: string): string[] {
+  const roots = new Set<string>();
+  try {
+    const l = hostLayout();
+    for (const mp of Object.values(l.v1Mounts)) roots.add(mp);
+    if (l.unifiedMount) roots.add(l.unifiedMount);
+  } catch { /* none */ }
+  const v2 = v2Layout();
+  if (v2) roots.add(v2.root);
+  const out: string[] = [];
+  for (const r of roots) {
+    const top = path.join(r, parentName);
+    out.push(...treeDirs(top).filter((d) => /^[0-9a-f]{8}-[0-9a-f]{4}-/.test(path.basename(d))));
+  }
+  return out;
+}
