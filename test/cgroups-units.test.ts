@@ -16,7 +16,7 @@ import { sharesToWeight, validateResources } from '../src/cgroups/resources.js';
 import { statsFromV1, statsFromV2 } from '../src/cgroups/stats.js';
 import { CgroupV1Manager } from '../src/cgroups/v1.js';
 import { CgroupV2Manager } from '../src/cgroups/v2.js';
-import type { CgroupLayout } from '../src/cgroups/types.js';
+import type { CgroupLayout, TaskResources } from '../src/cgroups/types.js';
 import type { NativeAddon, NativeErrorInfo } from '../src/native.js';
 import { CgroupError, CgroupTimeoutError, CgroupUnsupportedError, CpusetConflictError, InvalidConfigError } from '../src/errors.js';
 
@@ -427,7 +427,8 @@ test('fake v2 tree without controllers (hybrid unified): limits refused before a
   const layout = { ...l, mode: 'hybrid' as const };
   const fake = fakeAddon();
   const m = new CgroupV2Manager({ layout, parentName: 'corral.slice', native: () => fake });
-  for (const [res, ctrl] of [[{ cores: [0] }, 'cpuset'], [{ memoryBytes: 1 << 20 }, 'memory'], [{ pidsMax: 3 }, 'pids'], [{ cpuShares: 100 }, 'cpu']] as const) {
+  const cases: Array<[TaskResources, string]> = [[{ cores: [0] }, 'cpuset'], [{ memoryBytes: 1 << 20 }, 'memory'], [{ pidsMax: 3 }, 'pids'], [{ cpuShares: 100 }, 'cpu']];
+  for (const [res, ctrl] of cases) {
     const e = t.throws(() => m.create(A, 'x', { resources: res }), { instanceOf: CgroupUnsupportedError });
     t.is(e!.feature, ctrl);
     t.regex(e!.message, /hybrid host and has no controllers/);
