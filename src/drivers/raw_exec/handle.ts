@@ -1,0 +1,319 @@
+/**
+ * One running (or finished) raw_exec task: its main process (watched through a pidfd), its cgroup
+ * (or, with noCgroups, its session/process group), its exit result shared by every waiter, and the
+ * stop/kill/signal/stats operations on it. Nomad's rawexec taskHandle plus the executor's
+ * Shutdown/Wait/Stats.
+ */
+import { AbortError, CorralError } from '../../errors.js';
+import { type ExitInfo, type ExitWatch, type Rusage, native } from '../../native.js';
+import type { TaskCgroup } from '../../cgroups/types.js';
+import type { ExitResult, TaskHandle, TaskResourceUsage, TaskStatus } from '../contract.js';
+import { signalName } from '../../signals.js';
+import { CLK_TCK, PAGE_SIZE, killUntilGone, sessionMembers, sleep } from './procfs.js';
+
+/** What raw_exec persists in TaskHandle.driverState: exactly what recovery needs. */
+export interface RawExecDriverState {
+  pid: number;
+  /** /proc/<pid>/stat field 22 at start: a reused pid has another. */
+  startTime: number;
+  /** Session and process group id (the task is started with setsid, so it is `pid`). */
+  pgid: number;
+  /** null with noCgroups. */
+  cgroup: { version: string; parentName: string; name: string; paths: Record<string, string> } | null;
+  uid: number;
+  gid: number;
+  groups: number[];
+  /** Resolved executable. */
+  file: string;
+  cwd: string;
+  /** The final environment (denied names removed); execTask uses it too. */
+  env: Record<string, string>;
+}
+
+export type Emit = (type: string, message: string, annotations?: Record<string, string>) => void;
+
+export interface RunnerInit {
+  handle: TaskHandle<RawExecDriverState>;
+  cgroup: TaskCgroup | undefined;
+  recovered: boolean;
+  emit: Emit;
+  groupKillTimeoutMs: number;
+}
+
+export class TaskRunner {
+  readonly handle: TaskHandle<RawExecDriverState>;
+  readonly state: RawExecDriverState;
+  readonly cgroup: TaskCgroup | undefined;
+  readonly recovered: boolean;
+  private readonly emit: Emit;
+  private readonly groupKillTimeoutMs: number;
+  private watch: ExitWatch | undefined;
+  private sigPidfd = -1;
+  private result: ExitResult | undefined;
+  private resolveExit!: (r: ExitResult) => void;
+  /** Resolves once with the exit result; never rejects. */
+  readonly exited: Promise<ExitResult>;
+  completedAt: string | undefined;
+  rusage: Rusage | undefined;
+  private peakMemory = 0;
+  private stopping: Promise<void> | undefined;
+  destroyed = false;
+
+  constructor(init: RunnerInit) {
+    this.handle = init.handle;
+    this.state = init.handle.driverState;
+    this.cgroup = init.cgroup;
+    this.recovered = init.recovered;
+    this.emit = init.emit;
+    this.groupKillTimeoutMs = init.groupKillTimeoutMs;
+    this.exited = new Promise((resolve) => { this.resolveExit = resolve; });
+  }
+
+  get id(): string {
+    return this.handle.taskId;
+  }
+
+  get running(): boolean {
+    return this.result === undefined;
+  }
+
+  get exitResult(): ExitResult | undefined {
+    return this.result;
+  }
+
+  /**
+   * Starts watching the main process. `watchPidfd` is handed to watchExit (which owns it from then on);
+   * `sigPidfd` is a second pidfd kept for signalling, closed when the process is gone.
+   */
+  attach(watchPidfd: number, sigPidfd: number, reap: boolean): void {
+    this.sigPidfd = sigPidfd;
+    this.watch = native().watchExit(watchPidfd, this.state.pid, reap, (info) => this.onExit(info));
+  }
+
+  /** Marks a task found dead at recovery. */
+  markGone(err: string): void {
+    this.finish({ exitCode: null, signal: null, oomKilled: this.readOom(), err });
+  }
+
+  private readOom(): boolean {
+    try {
+      return this.cgroup?.oomKilled() ?? false;
+    } catch {
+      return false;
+    }
+  }
+
+  private onExit(info: ExitInfo): void {
+    this.watch = undefined;
+    if (info.rusage) this.rusage = info.rusage;
+    const oomKilled = this.readOom();
+    let r: ExitResult;
+    if (!info.reaped) {
+      r = {
+        exitCode: null,
+        signal: null,
+        oomKilled,
+        err: 'exit status unknown: the task was recovered after an agent restart, so this agent is not its parent and cannot read how it ended',
+      };
+    } else if (info.signal !== null && info.signal !== undefined) {
+      r = { exitCode: 128 + info.signal, signal: info.signal, oomKilled };
+    } else {
+      r = { exitCode: info.exitCode, signal: null, oomKilled };
+    }
+    this.finish(r);
+  }
+
+  private finish(r: ExitResult): void {
+    if (this.result) return;
+    this.result = r;
+    this.completedAt = new Date().toISOString();
+    this.closeSigPidfd();
+    const how = r.err ? r.err : r.signal ? `killed by ${signalName(r.signal) ?? r.signal}` : `exit code ${r.exitCode}`;
+    this.emit('exited', `task exited: ${how}${r.oomKilled ? ' (OOM killed)' : ''}`, {
+      exitCode: String(r.exitCode), signal: String(r.signal), oomKilled: String(r.oomKilled),
+    });
+    this.resolveExit(r);
+  }
+
+  private closeSigPidfd(): void {
+    if (this.sigPidfd >= 0) {
+      try {
+        native().closeFd(this.sigPidfd);
+      } catch {
+        /* closed */
+      }
+      this.sigPidfd = -1;
+    }
+  }
+
+  emitStarted(removedEnv: string[]): void {
+    this.emit('started', `task started (pid ${this.state.pid}${this.cgroup ? `, cgroup ${this.cgroup.name}` : ', no cgroup'})`,
+      removedEnv.length > 0 ? { deniedEnvvarsRemoved: removedEnv.join(',') } : undefined);
+  }
+
+  emitRecovered(attached: boolean): void {
+    this.emit('recovered', attached ? `task recovered (pid ${this.state.pid})` : `task recovered, but pid ${this.state.pid} is no longer the task`);
+  }
+
+  /** Sends a signal to the main process (through its pidfd: never to a reused pid). */
+  signal(sig: number): void {
+    if (!this.running || this.sigPidfd < 0) throw new CorralError('ERR_TASK_NOT_RUNNING', `task ${JSON.stringify(this.id)} is not running`);
+    try {
+      native().pidfdSendSignal(this.sigPidfd, sig);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') return; // exiting right now
+      throw err;
+    }
+  }
+
+  /** Live pids of the task (its cgroup, or its session/process group). */
+  pids(): number[] {
+    if (this.cgroup) {
+      try {
+        return this.cgroup.pids();
+      } catch {
+        return [];
+      }
+    }
+    return sessionMembers(this.state.pgid).map((s) => s.pid);
+  }
+
+  /** Kills every process of the task and waits until none is left. */
+  async killAll(): Promise<number> {
+    if (this.cgroup) {
+      const out = await this.cgroup.kill({ timeoutMs: this.groupKillTimeoutMs });
+      return out.signalled;
+    }
+    return killUntilGone(() => sessionMembers(this.state.pgid).map((s) => s.pid), this.groupKillTimeoutMs, `task ${this.id}`);
+  }
+
+  /**
+   * Nomad's executor Shutdown: the signal to the main process, up to `timeoutMs` for it to exit,
+   * then a kill of the whole group; when this resolves nothing of the task runs.
+   * Concurrent stops share the first one.
+   */
+  stop(timeoutMs: number, sig: number, abort: AbortSignal): Promise<void> {
+    this.stopping ??= this.doStop(timeoutMs, sig, abort).finally(() => { this.stopping = undefined; });
+    return this.stopping;
+  }
+
+  private async doStop(timeoutMs: number, sig: number, abort: AbortSignal): Promise<void> {
+    if (this.running) {
+      this.emit('killing', `sending ${signalName(sig) ?? sig} to the task, group kill after ${timeoutMs} ms`);
+      try {
+        this.signal(sig);
+      } catch (err) {
+        if ((err as CorralError).code !== 'ERR_TASK_NOT_RUNNING') throw err;
+      }
+      if (timeoutMs > 0) {
+        const ac = new AbortController();
+        const onAbort = () => ac.abort();
+        abort.addEventListener('abort', onAbort, { once: true });
+        try {
+          await Promise.race([this.exited, sleep(timeoutMs, ac.signal)]);
+        } finally {
+          ac.abort();
+          abort.removeEventListener('abort', onAbort);
+        }
+        // The driver shut down while we waited: leave the task as it is (shutdown never kills tasks).
+        if (abort.aborted && this.running) throw new AbortError('stopTask (the driver was shut down)');
+      }
+    }
+    const wasRunning = this.running;
+    const remaining = this.pids().length;
+    if (wasRunning || remaining > 0) {
+      const n = await this.killAll();
+      this.emit('killed', `killed the task's group (${wasRunning ? 'main process still running' : `${remaining} leftover process(es)`}; ${n} SIGKILL(s))`);
+    }
+    if (this.running) await this.waitExitBounded(this.groupKillTimeoutMs);
+  }
+
+  /** Waits for the main process's exit notification after it was killed; bounded. */
+  async waitExitBounded(ms: number): Promise<void> {
+    const ac = new AbortController();
+    try {
+      await Promise.race([this.exited, sleep(ms, ac.signal)]);
+    } finally {
+      ac.abort();
+    }
+    if (this.running) throw new CorralError('ERR_STOP_TIMEOUT', `task ${JSON.stringify(this.id)}: main process ${this.state.pid} did not exit within ${ms} ms of being killed`);
+  }
+
+  /** Stops watching (driver shutdown): the task keeps running. */
+  detach(): void {
+    this.watch?.close();
+    this.watch = undefined;
+    this.closeSigPidfd();
+  }
+
+  status(): TaskStatus {
+    const attrs: Record<string, string> = {
+      pid: String(this.state.pid),
+      pgid: String(this.state.pgid),
+      cgroups: this.cgroup ? 'on' : 'off',
+      recovered: String(this.recovered),
+    };
+    if (this.cgroup) for (const [k, v] of Object.entries(this.cgroup.paths)) attrs[`cgroup.${k}`] = v;
+    if (this.rusage) {
+      attrs['rusage.userUs'] = String(this.rusage.userUs);
+      attrs['rusage.systemUs'] = String(this.rusage.systemUs);
+      attrs['rusage.maxRssKb'] = String(this.rusage.maxRssKb);
+    }
+    return {
+      id: this.id,
+      name: this.handle.taskName,
+      state: this.running ? 'running' : 'exited',
+      startedAt: this.handle.startedAt,
+      ...(this.completedAt ? { completedAt: this.completedAt } : {}),
+      ...(this.result ? { exitResult: { ...this.result } } : {}),
+      driverAttributes: attrs,
+    };
+  }
+
+  /** One stats sample; `prev` gives the interval for cpu percent. */
+  sample(prev: TaskResourceUsage | undefined): TaskResourceUsage {
+    const now = Date.now();
+    let usage: TaskResourceUsage;
+    if (this.cgroup) {
+      const s = this.cgroup.stats();
+      const mem = s.memory ?? { usageBytes: 0, rssBytes: 0, cacheBytes: 0, maxUsageBytes: 0 };
+      usage = {
+        taskId: this.id,
+        timestamp: now,
+        cpu: { userNs: s.cpu.userNs, systemNs: s.cpu.systemNs, totalNs: s.cpu.totalNs, percent: 0, throttledNs: s.cpu.throttledNs },
+        memory: { ...mem },
+        source: 'cgroup',
+        ...(Object.keys(s.unavailable).length > 0 ? { unavailable: { ...s.unavailable } } : {}),
+      };
+    } else {
+      let ticksU = 0;
+      let ticksS = 0;
+      let rss = 0;
+      for (const p of sessionMembers(this.state.pgid)) {
+        ticksU += p.utime;
+        ticksS += p.stime;
+        rss += p.rss * PAGE_SIZE;
+      }
+      const toNs = 1e9 / CLK_TCK;
+      usage = {
+        taskId: this.id,
+        timestamp: now,
+        cpu: { userNs: ticksU * toNs, systemNs: ticksS * toNs, totalNs: (ticksU + ticksS) * toNs, percent: 0, throttledNs: 0 },
+        memory: { usageBytes: rss, rssBytes: rss, cacheBytes: 0, maxUsageBytes: 0 },
+        source: 'proc',
+        unavailable: {
+          'memory.cache': 'not measured without cgroups',
+          'cpu.throttled': 'not measured without cgroups',
+          'cpu.exited': 'cpu time of processes that already exited is not counted without cgroups',
+        },
+      };
+    }
+    this.peakMemory = Math.max(this.peakMemory, usage.memory.usageBytes, usage.memory.maxUsageBytes);
+    if (usage.memory.maxUsageBytes === 0) usage.memory.maxUsageBytes = this.peakMemory;
+    if (prev && now > prev.timestamp) {
+      const d = usage.cpu.totalNs - prev.cpu.totalNs;
+      usage.cpu.percent = Math.max(0, (d / ((now - prev.timestamp) * 1e6)) * 100);
+    }
+    return usage;
+  }
+}

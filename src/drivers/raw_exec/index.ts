@@ -1,0 +1,5 @@
+export { RawExecDriver, RAW_EXEC, type RawExecDriverOptions } from './driver.js';
+export type { RawExecPluginConfig, RawExecTaskConfig } from './config.js';
+export type { RawExecDriverState } from './handle.js';
+export { parseIdRanges, lookupUser, type UserInfo } from './users.js';
+export { envMatcher } from './env.js';
