@@ -1,0 +1,240 @@
+/**
+ * 1. Task lifecycle: create cgroup → start /bin/true inside → wait → remove cgroup, sequentially and
+ * with 2, 8 and 32 in flight. Figure: wall time of a batch divided by its task count (µs per task).
+ */
+import * as cp from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { promisify } from 'node:util';
+import type { NativeAddon } from '../../src/native.js';
+import type { CgroupManager } from '../../src/cgroups/types.js';
+import type { TaskDriver } from '../../src/drivers/contract.js';
+import {
+  BENCH_PARENT, binPath, stateDir, checkFaster, checkWithin, errMsg, haveCommand, makeV1Parent, measure, missing, msSince, nowNs, onCleanup,
+  removeCgroupTree, rootCpus, rootMems, v1Mounts, type Measure, type Row, type Section,
+} from './lib.js';
+import { loadCgroupManager, loadNative, loadRawExec } from './corral.js';
+import type { BenchOptions } from './run-one.js';
+
+const execFileP = promisify(cp.execFile);
+const LEVELS = [1, 2, 8, 32];
+const ENVP = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
+
+type Impl = { key: string; count: number; reps: number; batch: (count: number, conc: number) => Promise<number> };
+
+async function pool(count: number, conc: number, fn: (i: number) => Promise<void>): Promise<number> {
+  let next = 0;
+  const t0 = nowNs();
+  const worker = async () => {
+    while (next < count) await fn(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(conc, count) }, worker));
+  return msSince(t0);
+}
+
+/** Spawns /bin/true with the native addon (placed by `placement`) and resolves when it has been reaped. */
+export function nativeRun(n: NativeAddon, placement: { cgroupDir?: string; joinProcs?: string[] }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let r;
+    try {
+      r = n.spawn({ file: '/bin/true', argv: ['/bin/true'], envp: ENVP, stdio: [-1, -1, -1], ...placement });
+    } catch (err) {
+      reject(err);
+      return;
+    }
+    n.watchExit(r.pidfd, r.pid, true, (info) => {
+      if (info.exitCode === 0) resolve();
+      else reject(new Error(`/bin/true ended with ${JSON.stringify(info)}`));
+    });
+  });
+}
+
+export async function run(o: BenchOptions): Promise<Section> {
+  const notes: string[] = [];
+  const count = o.quick ? 30 : 100;
+  const reps = o.quick ? 3 : 5;
+  let uid = 0;
+
+  // corral: the cgroups layer (v1 manager on this hybrid host) and the raw_exec driver, under a parent of the bench's own.
+  const parentName = `${BENCH_PARENT}-corral`;
+  onCleanup(async () => {
+    for (const mnt of new Set(Object.values(v1Mounts()))) await removeCgroupTree(path.join(mnt, parentName));
+    await removeCgroupTree(path.join('/sys/fs/cgroup/unified', parentName));
+  });
+  const nat = await loadNative();
+  const mgrL = await loadCgroupManager({ parentName });
+  let mgr: CgroupManager | undefined;
+  let controllers: string[] = ['cpu', 'cpuacct', 'cpuset', 'memory', 'pids', 'freezer'];
+  let ctlSource = 'assumed (corral cgroups manager not available)';
+  let layerReason: string | undefined;
+  if (mgrL.ok) {
+    mgr = mgrL.value;
+    try {
+      const probe = mgr.create(randomUUID(), 'probe');
+      controllers = Object.keys(probe.paths).filter((c) => c !== 'unified');
+      await probe.destroy();
+      ctlSource = `corral's ${mgr.version} manager (${mgr.layout.mode} host)`;
+    } catch (err) {
+      layerReason = `corral cgroup create failed: ${errMsg(err)}`;
+    }
+  } else layerReason = mgrL.reason;
+  if (!nat.ok) layerReason = nat.reason;
+  else if (!layerReason && mgr) {
+    try {
+      const cg = mgr.create(randomUUID(), 'probe');
+      try {
+        await nativeRun(nat.value, cg.placement);
+      } finally {
+        await cg.destroy();
+      }
+    } catch (err) {
+      layerReason = `native spawn/watchExit not usable yet: ${errMsg(err)}`;
+    }
+  }
+  let driver: TaskDriver | undefined;
+  let driverReason: string | undefined;
+  if (mgr) {
+    const d = await loadRawExec({ cgroupManager: mgr, stateDir: stateDir() });
+    if (d.ok) {
+      driver = d.value;
+      onCleanup(() => driver!.shutdown());
+      try {
+        await driverRun(driver, uid++);
+      } catch (err) {
+        driverReason = `raw_exec start/wait/destroy failed: ${errMsg(err)}`;
+        driver = undefined;
+      }
+    } else driverReason = d.reason;
+  } else driverReason = layerReason;
+  notes.push(`cgroup work per task: one group in each v1 controller of ${controllers.join(', ')} — taken from ${ctlSource}; the C baseline and cgcreate do the same set (cpuset: cpus and mems written).`);
+
+  // Baseline (b): the C program, same controllers, under its own parent.
+  const cParents = makeV1Parent(controllers, 'c');
+  const cpus = rootCpus();
+  const mems = rootMems();
+  const ctlArgs = controllers.flatMap((c) => ['--ctl', c === 'cpuset' ? `${cParents[c]}:cpuset.cpus=${cpus},cpuset.mems=${mems}` : cParents[c]!]);
+  // Baseline (c): cgroup-tools. cgcreate does not copy cpuset.cpus/mems: clone_children on the parent does.
+  const haveCgexec = haveCommand('cgexec') && haveCommand('cgcreate') && haveCommand('cgdelete');
+  const gParents = makeV1Parent(controllers, 'cgtools');
+  if (gParents.cpuset) fs.writeFileSync(path.join(gParents.cpuset, 'cgroup.clone_children'), '1');
+  const gRel = `${BENCH_PARENT}/cgtools`;
+  const gSpec = `${controllers.join(',')}`;
+
+  const { execa } = (await import('execa')) as typeof import('execa');
+
+  const impls: Impl[] = [];
+  if (driver) impls.push({ key: 'corral raw_exec', count, reps, batch: (n, c) => pool(n, c, () => driverRun(driver!, uid++)) });
+  if (!layerReason && mgr && nat.ok) {
+    const m = mgr;
+    const nv = nat.value;
+    impls.push({
+      key: 'corral cgroups+spawn',
+      count,
+      reps,
+      batch: (n, c) =>
+        pool(n, c, async () => {
+          const cg = m.create(randomUUID(), 't');
+          try {
+            await nativeRun(nv, cg.placement);
+          } finally {
+            await cg.destroy();
+          }
+        }),
+    });
+  }
+  impls.push({
+    key: 'spawn (no cgroup)',
+    count,
+    reps,
+    batch: (n, c) =>
+      pool(n, c, () => new Promise((res, rej) => {
+        const ch = cp.spawn('/bin/true', [], { stdio: 'ignore' });
+        ch.on('error', rej);
+        ch.on('exit', (code) => (code === 0 ? res() : rej(new Error(`exit ${code}`))));
+      })),
+  });
+  impls.push({
+    key: 'C fork/exec+cgroup',
+    count,
+    reps,
+    batch: async (n, c) => {
+      const { stdout } = await execFileP(binPath('lifecycle'), ['-n', String(n), '-c', String(c), ...ctlArgs]);
+      return JSON.parse(stdout).elapsedNs / 1e6;
+    },
+  });
+  if (haveCgexec) {
+    impls.push({
+      key: 'cgexec',
+      count: o.quick ? 10 : 20,
+      reps: 3,
+      batch: (n, c) =>
+        pool(n, c, async () => {
+          const g = `${gSpec}:${gRel}/t${uid++}`;
+          await execFileP('cgcreate', ['-g', g]);
+          await execFileP('cgexec', ['-g', g, '/bin/true']);
+          await execFileP('cgdelete', ['-g', g]);
+        }),
+    });
+  } else notes.push('cgexec: cgroup-tools is not installed (scripts/bench.sh installs it)');
+  impls.push({ key: 'execa (no cgroup)', count, reps, batch: (n, c) => pool(n, c, async () => void (await execa('/bin/true'))) });
+
+  const columns = ['corral raw_exec', 'corral cgroups+spawn', 'spawn (no cgroup)', 'C fork/exec+cgroup', 'cgexec', 'execa (no cgroup)'];
+  const rows: Row[] = [];
+  const failures: Record<string, string> = {};
+  // Warm-up: JIT, page cache, first cgroup creation.
+  for (const im of impls) {
+    try {
+      await im.batch(5, 1);
+    } catch (err) {
+      failures[im.key] = errMsg(err);
+    }
+  }
+  for (const level of LEVELS) {
+    const runs: Record<string, number[]> = {};
+    for (let r = 0; r < reps; r++) {
+      for (const im of impls) {
+        if (failures[im.key] || r >= im.reps) continue;
+        try {
+          const ms = await im.batch(im.count, level);
+          (runs[im.key] ??= []).push((ms * 1000) / im.count);
+        } catch (err) {
+          failures[im.key] = errMsg(err);
+        }
+      }
+    }
+    const values: Record<string, Measure> = {};
+    for (const col of columns) {
+      const im = impls.find((i) => i.key === col);
+      if (failures[col]) values[col] = missing('µs/task', `failed: ${failures[col]}`);
+      else if (!im) values[col] = missing('µs/task', col === 'corral raw_exec' ? driverReason ?? 'n/a' : col === 'corral cgroups+spawn' ? layerReason ?? 'n/a' : 'not available');
+      else values[col] = measure(runs[col] ?? [], 'µs/task');
+    }
+    const checks = [];
+    for (const k of ['corral raw_exec', 'corral cgroups+spawn']) {
+      const tag = k === 'corral raw_exec' ? 'raw_exec' : 'cgroups+spawn';
+      checks.push(checkFaster(`${tag} ≥ spawn (no cgroup)`, values[k], values['spawn (no cgroup)'], 1));
+      checks.push(checkWithin(`${tag} within 1.5x of C`, values[k], values['C fork/exec+cgroup'], 1.5));
+      checks.push(checkFaster(`${tag} ≥10x cgexec`, values[k], values['cgexec'], 10));
+    }
+    rows.push({ case: level === 1 ? 'sequential' : `${level} in flight`, values, checks });
+  }
+  notes.push(`${count} tasks per batch (cgexec: ${o.quick ? 10 : 20}), ${reps} batches per figure (cgexec: 3); figure = batch wall time / tasks.`);
+  for (const [k, v] of Object.entries(failures)) notes.push(`${k} failed: ${v}`);
+  return {
+    id: 'lifecycle',
+    title: '1. Task lifecycle: create cgroup → start /bin/true → wait → remove cgroup',
+    unit: 'µs per task (lower is better)',
+    columns,
+    rows,
+    notes,
+  };
+}
+
+async function driverRun(driver: TaskDriver, i: number): Promise<void> {
+  const id = `bench-${process.pid}-${i}`;
+  await driver.startTask({ id, allocId: randomUUID(), name: 't', driver: { command: '/bin/true', args: [] } });
+  const res = await driver.waitTask(id);
+  await driver.destroyTask(id);
+  if (res.exitCode !== 0) throw new Error(`raw_exec /bin/true exited ${JSON.stringify(res)}`);
+}
