@@ -95,13 +95,26 @@ export function cpusAllowed(pid: number): string {
   return m ? m[1]! : '';
 }
 
+/** True while the process exists and is not a zombie (an orphan's zombie may linger until init reaps it). */
 export function pidAlive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
   } catch {
     return false;
   }
+}
+
+/** The cgroup paths of a process per hierarchy (`/proc/<pid>/cgroup`): controller list (or '' for v2) → path. */
+export function procCgroups(pid: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n')) {
+    const m = /^\d+:([^:]*):(.*)$/.exec(line);
+    if (!m) continue;
+    for (const c of m[1]!.split(',')) out[c] = m[2]!;
+  }
+  return out;
 }
 
 function readPids(procs: string): number[] {

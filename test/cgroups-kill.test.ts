@@ -1,0 +1,133 @@
+/**
+ * Escape tests on the real kernel: whatever a task does (forks at once, double-forks a setsid daemon,
+ * ignores SIGTERM, forks in a loop), kill() leaves its group empty, waited for, not slept.
+ * Runs on the host's own manager (v1 on a hybrid/v1 host, v2 on a v2 host) and, where a second
+ * hierarchy exists (the unified mount of a hybrid host), on the v2 manager there too.
+ */
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { createCgroupManager } from '../src/cgroups/factory.js';
+import type { CgroupV1Manager } from '../src/cgroups/v1.js';
+import type { CgroupV2Manager } from '../src/cgroups/v2.js';
+import { CgroupTimeoutError } from '../src/errors.js';
+import {
+  cleanupParent, groupDirsUnder, hostLayout, isRoot, newAllocId, pidAlive, startInGroup, uniqueParent, v2Layout, waitFor,
+} from './helpers/cgroups.js';
+
+type Manager = CgroupV1Manager | CgroupV2Manager;
+const variants: Array<{ label: string; mgr: Manager }> = [];
+const parents: string[] = [];
+
+if (isRoot) {
+  const host = hostLayout();
+  const p1 = uniqueParent('kill', host.version);
+  parents.push(p1);
+  variants.push({ label: `host ${host.mode} (${host.version} manager)`, mgr: createCgroupManager({ layout: host, parentName: p1 }) });
+  const v2 = v2Layout();
+  if (host.version === 'v1' && v2) {
+    const p2 = uniqueParent('kill', 'v2');
+    parents.push(p2);
+    variants.push({ label: `v2 manager on ${v2.root}`, mgr: createCgroupManager({ layout: v2, parentName: p2 }) });
+  }
+}
+
+test.after.always(async () => {
+  for (const v of variants) {
+    for (const g of [...v.mgr.groups.values()]) await g.destroy().catch(() => undefined);
+    try { v.mgr.removeParentIfEmpty(); } catch { /* cleaned below */ }
+  }
+  for (const p of parents) await cleanupParent(p);
+});
+
+if (!isRoot) test('cgroup kill tests need root', (t) => { t.log('skipped: not root'); t.pass(); });
+
+const bothDead = (pids: number[]) => pids.every((p) => !pidAlive(p));
+
+for (const { label, mgr } of variants) {
+  test.serial(`${label}: a child that forks at once`, async (t) => {
+    const g = mgr.create(newAllocId(), 'forker');
+    const s = startInGroup(g, 'sh', ['-c', 'sleep 30 & sleep 30 & sleep 30 & exec sleep 30']);
+    await waitFor(() => g.pids().length >= 4, { what: '4 processes in the group' });
+    const seen = g.pids();
+    const r = await g.kill();
+    t.log(`${r.method}: ${r.signalled} signalled in ${(r.elapsedNs / 1e6).toFixed(2)} ms`);
+    t.deepEqual(g.pids(), [], 'empty as soon as kill() resolves');
+    t.is((await s.exited).signal, 9);
+    await waitFor(() => bothDead(seen), { what: 'every process gone' });
+    await g.destroy();
+    t.deepEqual(groupDirsUnder(mgr.parentName), []);
+  });
+
+  test.serial(`${label}: a setsid double-forked daemon`, async (t) => {
+    const g = mgr.create(newAllocId(), 'daemon');
+    // The middle shell exits at once: the daemon is an orphan in its own session, still in our group.
+    const s = startInGroup(g, 'sh', ['-c', 'setsid sh -c "sleep 30 & exit 0"; exec sleep 30'], { setsid: false });
+    const comm = (p: number) => { try { return fs.readFileSync(`/proc/${p}/comm`, 'utf8').trim(); } catch { return ''; } };
+    const sid = (p: number) => { try { return fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')[3]; } catch { return ''; } };
+    await waitFor(() => { const p = g.pids(); return p.length === 2 && p.every((x) => comm(x) === 'sleep'); }, { what: 'daemon and parent (both sleep) in the group' });
+    const seen = g.pids();
+    t.is(new Set(seen.map(sid)).size, 2, 'the daemon runs in another session');
+    await g.kill();
+    t.deepEqual(g.pids(), []);
+    await s.exited;
+    await waitFor(() => bothDead(seen), { what: 'daemon gone' });
+    await g.destroy();
+  });
+
+  test.serial(`${label}: a process that ignores SIGTERM`, async (t) => {
+    const g = mgr.create(newAllocId(), 'stubborn');
+    const s = startInGroup(g, 'sh', ['-c', 'trap "" TERM; while :; do sleep 0.05; done']);
+    // A sleep child shows that the trap is set (SIGTERM before that would end the shell).
+    await waitFor(() => g.pids().length >= 2, { what: 'the shell past its trap' });
+    t.true(g.signal('SIGTERM') >= 1);
+    await new Promise((r) => setTimeout(r, 150));
+    t.true(pidAlive(s.pid), 'SIGTERM was ignored');
+    await g.kill();
+    t.deepEqual(g.pids(), []);
+    t.is((await s.exited).signal, 9);
+    await g.destroy();
+  });
+
+  test.serial(`${label}: a (bounded) fork loop, killed while it forks; the event loop keeps ticking`, async (t) => {
+    const g = mgr.create(newAllocId(), 'forkloop');
+    const s = startInGroup(g, 'sh', ['-c', 'i=0; while [ $i -lt 400 ]; do sleep 20 & i=$((i+1)); done; wait']);
+    await waitFor(() => g.pids().length >= 30, { what: 'the fork loop to get going' });
+    let ticks = 0;
+    const iv = setInterval(() => { ticks++; }, 1);
+    const r = await g.kill({ timeoutMs: 10_000 });
+    clearInterval(iv);
+    t.log(`${r.method}: ${r.signalled} signalled in ${(r.elapsedNs / 1e6).toFixed(2)} ms, ${ticks} timer ticks meanwhile`);
+    t.deepEqual(g.pids(), []);
+    t.is((await s.exited).signal, 9);
+    await g.destroy();
+    t.false(fs.existsSync((g.placement.cgroupDir ?? g.paths.freezer)!));
+  });
+
+  test.serial(`${label}: freeze and thaw, observed through the state files`, async (t) => {
+    const g = mgr.create(newAllocId(), 'freezeme');
+    const s = startInGroup(g, 'sh', ['-c', 'while :; do sleep 0.05; done']);
+    await waitFor(() => g.pids().length >= 1);
+    const state = () => (g.placement.cgroupDir
+      ? /^frozen (\d)$/m.exec(fs.readFileSync(path.join(g.placement.cgroupDir, 'cgroup.events'), 'utf8'))![1]
+      : fs.readFileSync(path.join(g.paths.freezer!, 'freezer.state'), 'utf8').trim());
+    await g.freeze();
+    t.is(state(), g.placement.cgroupDir ? '1' : 'FROZEN');
+    await g.thaw();
+    t.is(state(), g.placement.cgroupDir ? '0' : 'THAWED');
+    // A wait that cannot succeed (frozen, waiting for thawed without thawing) times out off the event loop.
+    await g.freeze();
+    let ticks = 0;
+    const iv = setInterval(() => { ticks++; }, 2);
+    const v = g.placement.cgroupDir ? 2 : 1;
+    const e = await t.throwsAsync(mgr.io.waitFrozen(g.placement.cgroupDir ?? g.paths.freezer!, v, false, 200), { instanceOf: CgroupTimeoutError });
+    clearInterval(iv);
+    t.log(`timeout: ${e!.message}; ${ticks} ticks meanwhile`);
+    t.true(ticks >= 20, `the event loop ticked ${ticks} times during a 200 ms wait`);
+    // kill works on a frozen group too.
+    await g.kill();
+    t.deepEqual(g.pids(), []);
+    await s.exited;
+    await g.destroy();
+  });
+}
