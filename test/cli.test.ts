@@ -1,0 +1,185 @@
+/** The `corral` CLI end to end (from the TypeScript sources through tsx), as root on the real kernel. */
+import test from 'ava';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { cleanupParent, groupDirsUnder, hostLayout, isRoot, uniqueParent, waitFor } from './helpers/cgroups.js';
+
+const ENTRY = path.join(__dirname, '..', 'src', 'cli', 'main-entry.ts');
+const version = isRoot ? hostLayout().version : 'v1';
+const PARENT = uniqueParent('cli', version);
+const STATE = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-cli-'));
+const children = new Set<ChildProcess>();
+// Serial: each test checks that nothing of ANY corral run is left under the file's parent and state dir.
+const t = isRoot ? test.serial : test.skip;
+
+interface Run { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
+
+function corral(args: string[], opts: { onStdout?: (s: string, child: ChildProcess) => void } = {}): { child: ChildProcess; done: Promise<Run> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => { stdout += d; opts.onStdout?.(stdout, child); });
+  child.stderr!.on('data', (d: Buffer) => { stderr += d; });
+  const done = new Promise<Run>((resolve) => child.on('close', (code, signal) => { children.delete(child); resolve({ code, signal, stdout, stderr }); }));
+  return { child, done };
+}
+
+const run = (args: string[]) => corral(args).done;
+const runArgs = (...extra: string[]) => ['run', '--state-dir', STATE, '--cgroup-parent', PARENT, ...extra];
+
+function taskFiles(): string[] {
+  try {
+    return fs.readdirSync(path.join(STATE, 'tasks'));
+  } catch {
+    return [];
+  }
+}
+
+function pidsWithMarker(marker: string): number[] {
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      if (!fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').includes(marker)) continue;
+      const st = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      if (st.slice(st.lastIndexOf(')') + 2)[0] !== 'Z') out.push(Number(name));
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+function nothingLeft(tt: { deepEqual: (a: unknown, b: unknown, m?: string) => void }, marker?: string): void {
+  tt.deepEqual(groupDirsUnder(PARENT), [], 'no task cgroup left');
+  tt.deepEqual(taskFiles(), [], 'no state file left');
+  if (marker) tt.deepEqual(pidsWithMarker(marker), [], 'no process left');
+}
+
+test.after.always(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  if (isRoot) await cleanupParent(PARENT);
+  fs.rmSync(STATE, { recursive: true, force: true });
+});
+
+t('run: output on the terminal, exit code passed through, nothing left', async (tt) => {
+  const r = await run(runArgs('--memory', '64M', '--pids-max', '20', '--cpu-shares', '512', '--env', 'GREETING=hi', '--', 'sh', '-c', 'echo $GREETING; echo warn >&2; exit 3'));
+  tt.is(r.code, 3, r.stderr);
+  tt.is(r.stdout, 'hi\n');
+  tt.is(r.stderr, 'warn\n');
+  nothingLeft(tt);
+});
+
+t('run: a task ended by signal n exits 128+n; --json prints the ExitResult and peak usage alone on stdout', async (tt) => {
+  const r = await run(runArgs('--json', '--', 'sh', '-c', 'echo to-stderr; kill -USR1 $$'));
+  tt.is(r.code, 128 + 10, r.stderr);
+  const j = JSON.parse(r.stdout) as { exitResult: { exitCode: number; signal: number; oomKilled: boolean }; peak: { memoryBytes: number; cpuTotalNs: number } };
+  tt.is(j.exitResult.signal, 10);
+  tt.is(j.exitResult.oomKilled, false);
+  tt.is(typeof j.peak.memoryBytes, 'number');
+  tt.true(r.stderr.includes('to-stderr'));
+  nothingLeft(tt);
+});
+
+t('run: --cores pins the task, --cwd and --user apply', async (tt) => {
+  const r = await run(runArgs('--cores', '0', '--cwd', '/tmp', '--user', 'nobody', '--', 'sh', '-c', 'grep Cpus_allowed_list /proc/self/status; pwd; id -u'));
+  tt.is(r.code, 0, r.stderr);
+  tt.regex(r.stdout, /Cpus_allowed_list:\s+0\n\/tmp\n65534\n/);
+  nothingLeft(tt);
+});
+
+t('usage errors: one line on stderr and exit 2; --help everywhere exits 0', async (tt) => {
+  const cases: string[][] = [
+    runArgs('--memory', '12X', '--', 'true'),
+    runArgs('--kill-timeout', 'soon', '--', 'true'),
+    runArgs('--kill-signal', 'SIGNOPE', '--', 'true'),
+    runArgs('--alloc-id', 'abc', '--', 'true'),
+    runArgs('--bogus'),
+    runArgs(),
+    runArgs('--', '/nonexistent/cmd'),
+    runArgs('--cores', '99999', '--', 'true'),
+    ['nope'],
+    ['ps', '--bogus'],
+  ];
+  const results = await Promise.all(cases.map((c) => run(c)));
+  results.forEach((r, i) => {
+    tt.is(r.code, 2, `${cases[i]!.join(' ')}: ${r.stderr}`);
+    tt.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+    tt.regex(r.stderr, /^corral: /);
+  });
+  tt.regex(results[0]!.stderr, /--memory.*"12X"/);
+  tt.regex(results[6]!.stderr, /"\/nonexistent\/cmd"/);
+  for (const args of [['--help'], ['run', '--help'], ['ps', '--help'], ['fingerprint', '--help']]) {
+    const r = await run(args);
+    tt.is(r.code, 0);
+    tt.regex(r.stdout, /Usage: corral/);
+  }
+  nothingLeft(tt);
+});
+
+t('Ctrl-C: SIGINT to corral run sends the kill signal to the task, corral exits with the task result, nothing remains', async (tt) => {
+  const marker = `corral-cli-int-${randomBytes(4).toString('hex')}`;
+  let sent = false;
+  const { done } = corral(runArgs('--kill-signal', 'USR2', '--kill-timeout', '10s', '--',
+    'bash', '-c', `trap 'echo got-usr2; exit 42' USR2; (exec -a ${marker} sleep 1000) & echo ready; while :; do sleep 0.05; done`), {
+    onStdout: (s, child) => { if (!sent && s.includes('ready')) { sent = true; child.kill('SIGINT'); } },
+  });
+  const r = await done;
+  tt.true(sent);
+  tt.is(r.code, 42, r.stderr);
+  tt.true(r.stdout.includes('got-usr2'));
+  nothingLeft(tt, marker);
+});
+
+t('SIGTERM to corral run with a task ignoring the kill signal: group kill after --kill-timeout, exit 137, no setsid daemon left', async (tt) => {
+  const marker = `corral-cli-term-${randomBytes(4).toString('hex')}`;
+  let sent = 0;
+  const { done } = corral(runArgs('--kill-timeout', '300ms', '--',
+    'bash', '-c', `trap '' TERM INT; setsid bash -c 'exec -a ${marker} sleep 1000' & echo ready; while :; do sleep 0.05; done`), {
+    onStdout: (s, child) => { if (!sent && s.includes('ready')) { sent = Date.now(); child.kill('SIGTERM'); } },
+  });
+  const r = await done;
+  tt.true(sent > 0);
+  tt.true(Date.now() - sent >= 300);
+  tt.is(r.code, 137, r.stderr);
+  nothingLeft(tt, marker);
+});
+
+t('ps lists a running task and its state; after corral run returns it is gone', async (tt) => {
+  const marker = `corral-cli-ps-${randomBytes(4).toString('hex')}`;
+  let ready = false;
+  const { child, done } = corral(runArgs('--name', 'pstask', '--', 'bash', '-c', `echo ready; exec -a ${marker} sleep 1000`), { onStdout: (s) => { ready ||= s.includes('ready'); } });
+  await waitFor(() => ready, { timeoutMs: 15000, what: 'task started' });
+  const ps = await run(['ps', '--json', '--state-dir', STATE]);
+  tt.is(ps.code, 0, ps.stderr);
+  const rows = JSON.parse(ps.stdout) as { name: string; state: string; driver: string }[];
+  tt.true(rows.some((r) => r.name === 'pstask' && r.state === 'running' && r.driver === 'raw_exec'), ps.stdout);
+  const table = await run(['ps', '--state-dir', STATE]);
+  tt.regex(table.stdout, /TASK ID\s+DRIVER\s+NAME\s+STATE[\s\S]*pstask\s+running/);
+  child.kill('SIGTERM');
+  const r = await done;
+  tt.is(r.code, 128 + 15);
+  const after = await run(['ps', '--json', '--state-dir', STATE]);
+  tt.deepEqual((JSON.parse(after.stdout) as { name: string }[]).filter((x) => x.name === 'pstask'), []);
+  nothingLeft(tt, marker);
+});
+
+t('fingerprint --json and --no-cgroups; run --no-cgroups', async (tt) => {
+  const f = await run(['fingerprint', '--json']);
+  tt.is(f.code, 0, f.stderr);
+  const j = JSON.parse(f.stdout) as { health: string; attributes: Record<string, unknown> };
+  tt.is(j.health, 'healthy');
+  tt.is(j.attributes['driver.raw_exec'], true);
+  tt.is(j.attributes['unique.cgroups.version'], version);
+  const off = JSON.parse((await run(['fingerprint', '--json', '--no-cgroups'])).stdout) as { attributes: Record<string, unknown> };
+  tt.is(off.attributes['cgroups.mode'], 'off');
+  const r = await run(runArgs('--no-cgroups', '--', 'sh', '-c', 'echo nocg; exit 4'));
+  tt.is(r.code, 4, r.stderr);
+  tt.is(r.stdout, 'nocg\n');
+  const bad = await run(runArgs('--no-cgroups', '--memory', '64M', '--', 'true'));
+  tt.is(bad.code, 2);
+  tt.regex(bad.stderr, /resources.memoryBytes.*noCgroups/);
+  nothingLeft(tt);
+});
