@@ -6,7 +6,7 @@
 # dockerd via scripts/docker-up.sh for the docker rows (skipped with the reason if it cannot come up).
 # Then scripts/bench/main.ts runs each bench in its own Node process, prints the table and writes
 # bench-results/latest.{json,md}. Everything the bench creates — cgroups under corral-bench-* parents,
-# processes, containers labelled io.corral.bench — is removed at the end, also on failure or Ctrl-C.
+# processes, containers labelled corral-bench.run or carrying the bench's io.corral.agent_id — is removed at the end, also on failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,7 +76,8 @@ cleanup() {
   done
   if command -v docker >/dev/null && timeout 10 docker info >/dev/null 2>&1; then
     local ids
-    ids=$(timeout 30 docker ps -aq --filter "label=io.corral.bench=$CORRAL_BENCH_RUN" 2>/dev/null || true)
+    ids=$( (timeout 30 docker ps -aq --filter "label=corral-bench.run=$CORRAL_BENCH_RUN"
+            timeout 30 docker ps -aq --filter "label=io.corral.agent_id=corral-bench-$CORRAL_BENCH_RUN") 2>/dev/null | sort -u || true)
     if [ -n "$ids" ]; then
       say "removing $(echo "$ids" | wc -l) leftover bench containers"
       echo "$ids" | xargs -r -n 50 timeout 120 docker rm -f >/dev/null 2>&1 || true

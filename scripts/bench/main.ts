@@ -13,7 +13,7 @@ import { BENCH_PARENT, REPO, RUN_ID, cgroupMode, markdownTable, removeCgroupTree
 
 const ORDER = ['lifecycle', 'spawnmem', 'kill', 'cpuset', 'docker', 'memory'] as const;
 /** Seconds each bench may take before it is stopped (the whole run must stay under 10 minutes). */
-const BUDGET_S: Record<string, number> = { lifecycle: 110, spawnmem: 60, kill: 130, cpuset: 40, docker: 170, memory: 60 };
+const BUDGET_S: Record<string, number> = { lifecycle: 100, spawnmem: 50, kill: 90, cpuset: 30, docker: 280, memory: 50 };
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
