@@ -5,6 +5,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { main } from '../src/cli/main.js';
 import { cleanupParent, groupDirsUnder, hostLayout, isRoot, uniqueParent, waitFor } from './helpers/cgroups.js';
 
 const ENTRY = path.join(__dirname, '..', 'src', 'cli', 'main-entry.ts');
@@ -90,32 +92,49 @@ t('run: --cores pins the task, --cwd and --user apply', async (tt) => {
   nothingLeft(tt);
 });
 
+class Sink extends Writable {
+  text = '';
+  override _write(chunk: Buffer, _enc: string, cb: () => void): void { this.text += chunk; cb(); }
+}
+
 t('usage errors: one line on stderr and exit 2; --help everywhere exits 0', async (tt) => {
   const cases: string[][] = [
     runArgs('--memory', '12X', '--', 'true'),
     runArgs('--kill-timeout', 'soon', '--', 'true'),
     runArgs('--kill-signal', 'SIGNOPE', '--', 'true'),
     runArgs('--alloc-id', 'abc', '--', 'true'),
+    runArgs('--name', 'a/b', '--', 'true'),
+    runArgs('--env', 'NOEQUALS', '--', 'true'),
+    runArgs('--pids-max', 'many', '--', 'true'),
+    runArgs('--driver', 'lxc', '--', 'true'),
     runArgs('--bogus'),
     runArgs(),
     runArgs('--', '/nonexistent/cmd'),
+    runArgs('--cwd', 'relative', '--', 'true'),
+    runArgs('--user', 'no-such-user-xyz', '--', 'true'),
     runArgs('--cores', '99999', '--', 'true'),
     ['nope'],
     ['ps', '--bogus'],
+    ['fingerprint', '--driver', 'nope'],
   ];
-  const results = await Promise.all(cases.map((c) => run(c)));
-  results.forEach((r, i) => {
-    tt.is(r.code, 2, `${cases[i]!.join(' ')}: ${r.stderr}`);
-    tt.is(r.stderr.trim().split('\n').length, 1, r.stderr);
-    tt.regex(r.stderr, /^corral: /);
-  });
-  tt.regex(results[0]!.stderr, /--memory.*"12X"/);
-  tt.regex(results[6]!.stderr, /"\/nonexistent\/cmd"/);
-  for (const args of [['--help'], ['run', '--help'], ['ps', '--help'], ['fingerprint', '--help']]) {
-    const r = await run(args);
-    tt.is(r.code, 0);
-    tt.regex(r.stdout, /Usage: corral/);
+  for (const c of cases) {
+    const io = { stdout: new Sink(), stderr: new Sink() };
+    const code = await main(c, io);
+    tt.is(code, 2, `${c.join(' ')}: ${io.stderr.text}`);
+    tt.is(io.stderr.text.trim().split('\n').length, 1, io.stderr.text);
+    tt.regex(io.stderr.text, /^corral: /);
+    if (c.includes('12X')) tt.regex(io.stderr.text, /--memory.*"12X"/);
+    if (c.includes('/nonexistent/cmd')) tt.regex(io.stderr.text, /"\/nonexistent\/cmd"/);
   }
+  for (const args of [['--help'], ['run', '--help'], ['ps', '--help'], ['fingerprint', '--help'], ['help', 'run']]) {
+    const io = { stdout: new Sink(), stderr: new Sink() };
+    tt.is(await main(args, io), 0);
+    tt.regex(io.stdout.text, /Usage: corral/);
+  }
+  // And through a real process: the exit status is 2 and stderr one line.
+  const r = await run(runArgs('--memory', 'lots', '--', 'true'));
+  tt.is(r.code, 2);
+  tt.is(r.stderr.trim().split('\n').length, 1);
   nothingLeft(tt);
 });
 
