@@ -33,7 +33,7 @@ function scopedClient(): ReconcilerDockerClient & { calls: { list: number; remov
     calls,
     listContainers(opts) {
       calls.list++;
-      return docker.listContainers({ ...opts, filters: { label: [`${FILE_LABEL}=${FID}`] } });
+      return docker.listContainers({ ...opts, filters: { label: [...(opts.filters?.label ?? []), `${FILE_LABEL}=${FID}`] } });
     },
     getContainer(id) {
       const c = docker.getContainer(id);

@@ -39,7 +39,7 @@ export interface DanglingContainersConfig {
 
 /** The part of dockerode the reconciler uses (a wrapper may count or fail calls). */
 export interface ReconcilerDockerClient {
-  listContainers(opts: { all?: boolean; abortSignal?: AbortSignal }): Promise<Docker.ContainerInfo[]>;
+  listContainers(opts: { all?: boolean; filters?: { label?: string[] }; abortSignal?: AbortSignal }): Promise<Docker.ContainerInfo[]>;
   getContainer(id: string): { remove(opts: { force?: boolean; v?: boolean; abortSignal?: AbortSignal }): Promise<unknown> };
 }
 
@@ -70,6 +70,10 @@ export interface DanglingContainerReconcilerOptions extends DanglingContainersCo
   signal?: AbortSignal;
   /** Floor of each call's bound; default 30 s (tests lower it). */
   callTimeoutFloorMs?: number;
+  /** Only consider containers with these labels (`key` or `key=value`), filtered by Docker in the one list call. */
+  labelFilter?: string[];
+  /** Called after every pass of the loop that ran (not for runOnce calls made by others). */
+  onPass?: (r: ReconcilePassResult) => void;
 }
 
 export interface DanglingContainer {
@@ -138,6 +142,8 @@ export class DanglingContainerReconciler {
   private readonly logger: Logger;
   private readonly clock: ReconcilerClock;
   private readonly signal: AbortSignal | undefined;
+  private readonly labelFilter: string[] | undefined;
+  private readonly onPass: ((r: ReconcilePassResult) => void) | undefined;
 
   private started = false;
   private stopped = false;
@@ -164,6 +170,13 @@ export class DanglingContainerReconciler {
     this.logger = opts.logger ?? stderrLogger;
     this.clock = opts.clock ?? systemClock;
     this.signal = opts.signal;
+    if (opts.labelFilter !== undefined) {
+      if (!Array.isArray(opts.labelFilter) || opts.labelFilter.some((l) => typeof l !== 'string' || l === '' || l.startsWith('='))) {
+        throw new InvalidConfigError('labelFilter', opts.labelFilter, 'must be an array of "key" or "key=value" strings');
+      }
+      this.labelFilter = [...opts.labelFilter];
+    }
+    this.onPass = opts.onPass;
   }
 
   /** Delay before the first pass: max(period, grace), leaving a restarted agent time to recover its tasks. */
@@ -228,6 +241,9 @@ export class DanglingContainerReconciler {
     try {
       const r = await this.runOnce();
       if (r.ran) this.lastPassSucceeded = true;
+      if (r.ran && this.onPass) {
+        try { this.onPass(r); } catch { /* the listener's problem */ }
+      }
     } catch (err) {
       if (!this.stopped) {
         if (this.lastPassSucceeded) {
@@ -265,7 +281,9 @@ export class DanglingContainerReconciler {
       const cutoff = this.clock.now() - this.creationGraceMs;
       const tracked = new Set(await this.tracked());
       const list = await bounded('list containers', this.callTimeoutMs, ac.signal,
-        (signal) => this.docker.listContainers({ all: false, abortSignal: signal }));
+        (signal) => this.docker.listContainers(this.labelFilter
+          ? { all: false, filters: { label: this.labelFilter }, abortSignal: signal }
+          : { all: false, abortSignal: signal }));
       result.ran = true;
       result.listed = list.length;
       for (const c of list) {
