@@ -131,6 +131,10 @@ t('usage errors: one line on stderr and exit 2; --help everywhere exits 0', asyn
     tt.is(await main(args, io), 0);
     tt.regex(io.stdout.text, /Usage: corral/);
   }
+  // reconcile is routed to the docker side's command.
+  const rec = await run(['reconcile', '--help']);
+  tt.is(rec.code, 0, rec.stderr);
+  tt.regex(rec.stdout, /Usage: corral reconcile/);
   // And through a real process: the exit status is 2 and stderr one line.
   const r = await run(runArgs('--memory', 'lots', '--', 'true'));
   tt.is(r.code, 2);
