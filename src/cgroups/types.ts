@@ -117,8 +117,11 @@ export interface CgroupManager {
   fingerprint(): CgroupFingerprint;
   /** Creates the task's group with its limits written in one batch. Undoes itself on failure. */
   create(allocId: string, taskName: string, opts?: CreateOptions): TaskCgroup;
-  /** Re-opens an existing group (recovery). Reserved cores are taken from the group itself. */
-  open(allocId: string, taskName: string): TaskCgroup;
+  /**
+   * Re-opens an existing group (recovery). v1 takes reserved cores from the group itself (its place
+   * under `reserved/`); v2 keeps no such record, so pass the task's persisted resources.
+   */
+  open(allocId: string, taskName: string, opts?: { resources?: TaskResources }): TaskCgroup;
   /** Groups of ours under the parent: removes empty ones left by a crash, reports non-empty ones. */
   cleanupStale(opts?: { keep?: (name: string) => boolean }): { removed: string[]; nonEmpty: string[] };
   /** Removes the parent itself when it holds no groups (tests; an agent normally keeps it). */
