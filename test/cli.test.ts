@@ -19,13 +19,13 @@ const t = isRoot ? test.serial : test.skip;
 
 interface Run { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
-function corral(args: string[], opts: { onStdout?: (s: string, child: ChildProcess) => void } = {}): { child: ChildProcess; done: Promise<Run> } {
+function corral(args: string[], opts: { onStdout?: (s: string, child: ChildProcess) => void; onStderr?: (s: string, child: ChildProcess) => void } = {}): { child: ChildProcess; done: Promise<Run> } {
   const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => { stdout += d; opts.onStdout?.(stdout, child); });
-  child.stderr!.on('data', (d: Buffer) => { stderr += d; });
+  child.stderr!.on('data', (d: Buffer) => { stderr += d; opts.onStderr?.(stderr, child); });
   const done = new Promise<Run>((resolve) => child.on('close', (code, signal) => { children.delete(child); resolve({ code, signal, stdout, stderr }); }));
   return { child, done };
 }
@@ -167,6 +167,22 @@ t('SIGTERM to corral run with a task ignoring the kill signal: group kill after 
   tt.true(sent > 0);
   tt.true(Date.now() - sent >= 300);
   tt.is(r.code, 137, r.stderr);
+  nothingLeft(tt, marker);
+});
+
+t('a second Ctrl-C kills at once instead of waiting for the whole --kill-timeout', async (tt) => {
+  const marker = `corral-cli-twice-${randomBytes(4).toString('hex')}`;
+  let first = 0;
+  let second = false;
+  const { done } = corral(runArgs('--kill-timeout', '60s', '--', 'bash', '-c', `trap '' TERM INT; (exec -a ${marker} sleep 1000) & echo ready; while :; do sleep 0.05; done`), {
+    onStdout: (s, child) => { if (!first && s.includes('ready')) { first = Date.now(); child.kill('SIGINT'); } },
+    onStderr: (s, child) => { if (!second && s.includes('stopping the task')) { second = true; child.kill('SIGINT'); } },
+  });
+  const r = await done;
+  tt.true(second);
+  tt.is(r.code, 137, r.stderr);
+  tt.true(Date.now() - first < 30000, 'did not wait for the 60 s timeout');
+  tt.regex(r.stderr, /killing the task now/);
   nothingLeft(tt, marker);
 });
 

@@ -162,15 +162,20 @@ async function execute(kind: ReturnType<typeof parseDriverKind>, spec: Parameter
     peak.cpuSystemNs = Math.max(peak.cpuSystemNs, s.cpu.systemNs);
     peak.cpuTotalNs = Math.max(peak.cpuTotalNs, s.cpu.totalNs);
   };
+  const stopNow = () => {
+    if (!started || !driver) return;
+    const timeoutMs = stopRequested > 1 ? 0 : o.killTimeoutMs;
+    const p = driver.stopTask(spec.id, { timeoutMs, signal: o.killSignal }).catch((err) => {
+      if ((err as { code?: string }).code !== 'ABORT_ERR') reportError(err, io.stderr);
+    });
+    stopping = stopping ? Promise.all([stopping, p]).then(() => {}) : p;
+  };
+  // Ctrl-C / SIGTERM / SIGHUP: the kill signal, then the group kill after the timeout; a second one kills at once.
   const requestStop = (sig: NodeJS.Signals) => {
     stopRequested++;
     if (stopRequested === 1) io.stderr.write(`corral: ${sig}: stopping the task (${o.killSignal}, group kill after ${o.killTimeoutMs} ms)\n`);
-    if (!started || !driver) return;
-    const timeoutMs = stopRequested > 1 ? 0 : o.killTimeoutMs;
-    if (stopRequested > 1) io.stderr.write('corral: killing the task now\n');
-    stopping = driver.stopTask(spec.id, { timeoutMs, signal: o.killSignal }).catch((err) => {
-      if ((err as { code?: string }).code !== 'ABORT_ERR') reportError(err, io.stderr);
-    });
+    else io.stderr.write('corral: killing the task now\n');
+    stopNow();
   };
   const onSigint = () => requestStop('SIGINT');
   const onSigterm = () => requestStop('SIGTERM');
@@ -187,7 +192,7 @@ async function execute(kind: ReturnType<typeof parseDriverKind>, spec: Parameter
     const cfg = taskConfigFor(kind, spec);
     await driver.startTask(cfg);
     started = true;
-    if (stopRequested > 0) requestStop('SIGINT');
+    if (stopRequested > 0) stopNow();
     const sampler = (async () => {
       try {
         for await (const s of driver.taskStats(spec.id, { intervalMs: 500, signal: statsAc.signal })) track(s);

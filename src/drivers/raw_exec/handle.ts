@@ -193,9 +193,13 @@ export class TaskRunner {
    * Concurrent stops share the first one.
    */
   stop(timeoutMs: number, sig: number, abort: AbortSignal): Promise<void> {
+    // A later stop with no grace (a second Ctrl-C, a forced destroy) cuts the running one's grace short.
+    if (this.stopping && timeoutMs === 0) this.hurry?.abort();
     this.stopping ??= this.doStop(timeoutMs, sig, abort).finally(() => { this.stopping = undefined; });
     return this.stopping;
   }
+
+  private hurry: AbortController | undefined;
 
   private async doStop(timeoutMs: number, sig: number, abort: AbortSignal): Promise<void> {
     if (this.running) {
@@ -207,12 +211,14 @@ export class TaskRunner {
       }
       if (timeoutMs > 0) {
         const ac = new AbortController();
+        this.hurry = ac;
         const onAbort = () => ac.abort();
         abort.addEventListener('abort', onAbort, { once: true });
         try {
           await Promise.race([this.exited, sleep(timeoutMs, ac.signal)]);
         } finally {
           ac.abort();
+          this.hurry = undefined;
           abort.removeEventListener('abort', onAbort);
         }
         // The driver shut down while we waited: leave the task as it is (shutdown never kills tasks).
