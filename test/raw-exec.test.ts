@@ -506,3 +506,27 @@ ts('shutdown (or the constructor signal) ends every timer, watcher and stream; r
   await d2.destroyTask(cfg.id, { force: true });
   tt.false(running(pidOf(h)));
 });
+
+// On a hybrid host, the v2 manager also runs on the unified mount (no controllers there): placement by
+// clone3, group kill, exec and stats still work, and limits that need a controller are refused clearly.
+const hybrid = isRoot && hostLayout().mode === 'hybrid';
+const V2_PARENT = uniqueParent('rawexec-v2', 'v2');
+test.after.always(async () => { if (hybrid) await cleanupParent(V2_PARENT); });
+
+(hybrid ? test : test.skip)('v2 manager on the unified hierarchy of a hybrid host: escapees killed, exec in the .scope, limits refused', async (tt) => {
+  const d = mkDriver({ cgroupParent: V2_PARENT, cgroupVersion: 'v2', stateDir: fs.mkdtempSync(path.join(STATE, 'v2-')) });
+  const marker = `corral-v2-${randomBytes(4).toString('hex')}`;
+  const cfg = task({ command: 'bash', args: ['-c', `setsid bash -c 'exec -a ${marker} sleep 1000' & ( (exec -a ${marker} sleep 1000 &) & ); exec -a ${marker} sleep 1000`] });
+  const h = await d.startTask(cfg);
+  tt.truthy((h.driverState as { cgroup: { paths: Record<string, string> } }).cgroup.paths.unified?.endsWith('.scope'));
+  await waitFor(() => pidsWithMarker(marker).length >= 3, { what: 'escapees' });
+  pidsWithMarker(marker).forEach((p) => knownPids.add(p));
+  const e = await d.execTask(cfg.id, ['cat', '/proc/self/cgroup']);
+  tt.regex(e.stdout, new RegExp(`0::/${V2_PARENT.replace('.', '\\.')}/${cfg.allocId}-${cfg.name}\\.scope`));
+  const err = await tt.throwsAsync(d.startTask(task({ command: 'true' }, { resources: { memoryBytes: 1 << 26 } })), { instanceOf: InvalidConfigError });
+  tt.regex(err?.message ?? '', /memory controller is not available/);
+  await d.stopTask(cfg.id, { timeoutMs: 100 });
+  tt.deepEqual(pidsWithMarker(marker), []);
+  await d.destroyTask(cfg.id);
+  tt.false(fs.existsSync((h.driverState as { cgroup: { paths: Record<string, string> } }).cgroup.paths.unified!));
+});
