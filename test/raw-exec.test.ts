@@ -128,22 +128,36 @@ t('non-zero exit code, stderr to stderrPath; a second start with the same id is 
   await driver.destroyTask(cfg.id);
 });
 
-t('stdout into a FIFO: opening it does not block even without a reader yet', async (tt) => {
+t('stdout into a FIFO: starting never blocks (no reader yet), and a reader gets the output', async (tt) => {
   const fifo = tmpFile('fifo');
   await new Promise<void>((res, rej) => execFile('mkfifo', [fifo], (e) => (e ? rej(e) : res())));
-  const cfg = task({ command: 'sh', args: ['-c', 'echo through-fifo'] }, { stdoutPath: fifo });
-  await driver.startTask(cfg);
-  await driver.waitTask(cfg.id);
+  // No reader at all: O_WRONLY would block the event loop here; the driver's O_RDWR open does not.
+  const lonely = task({ command: 'true' }, { stdoutPath: fifo });
+  await driver.startTask(lonely);
+  tt.is((await driver.waitTask(lonely.id)).exitCode, 0);
+  await driver.destroyTask(lonely.id);
+  // With a reader: the task's output arrives through the FIFO.
   const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   try {
-    // The task's line sits in the pipe buffer (the driver's own O_RDWR end was closed after spawn; the writer is gone).
+    const cfg = task({ command: 'sh', args: ['-c', 'echo through-fifo'] }, { stdoutPath: fifo });
+    await driver.startTask(cfg);
+    tt.is((await driver.waitTask(cfg.id)).exitCode, 0);
     const buf = Buffer.alloc(100);
-    let n = 0;
-    try { n = fs.readSync(fd, buf, 0, 100, null); } catch { n = 0; }
-    tt.true(n === 0 || buf.subarray(0, n).toString().includes('through-fifo'));
+    const n = fs.readSync(fd, buf, 0, 100, null);
+    tt.is(buf.subarray(0, n).toString(), 'through-fifo\n');
+    await driver.destroyTask(cfg.id);
   } finally {
     fs.closeSync(fd);
   }
+});
+
+t('inheritEnv passes the agent environment under the task env (only when asked)', async (tt) => {
+  const out = tmpFile('out');
+  process.env.CORRAL_TEST_AGENT_VAR = 'from-agent';
+  const cfg = task({ command: 'sh', args: ['-c', 'echo "$CORRAL_TEST_AGENT_VAR/$OWN"'], inheritEnv: true }, { env: { ...ENV, OWN: 'own' }, stdoutPath: out });
+  await driver.startTask(cfg);
+  await driver.waitTask(cfg.id);
+  tt.is(fs.readFileSync(out, 'utf8'), 'from-agent/own\n');
   await driver.destroyTask(cfg.id);
 });
 
@@ -354,6 +368,8 @@ ts('recovery from a second Node process: the task is found, measured, signalled,
   const shortRes = await d.waitTask(short.taskId);
   tt.is(shortRes.exitCode, null);
   tt.regex(shortRes.err ?? '', /unknown/);
+  await d.signalTask(long.taskId, 'WINCH');
+  tt.is(d.inspectTask(long.taskId).state, 'running');
   const s = d.sampleStats(long.taskId);
   tt.is(s.source, 'cgroup');
   tt.true(s.cpu.totalNs > 0);
