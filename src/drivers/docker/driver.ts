@@ -351,6 +351,7 @@ export class DockerDriver implements TaskDriver {
     try {
       const eng = await this.engine();
       const create = structuredClone(spec.createOptions);
+      if (cfg.taskDir) addTaskDirMounts(cfg.taskDir, create);
       if (eng.cgroupVersion === '2') {
         create.HostConfig.CgroupParent = eng.cgroupDriver === 'systemd' ? this.cgroupParent : `/${this.cgroupParent}`;
       }
@@ -462,7 +463,14 @@ export class DockerDriver implements TaskDriver {
     const { stdoutPath, stderrPath } = e.cfg;
     if (!stdoutPath && !stderrPath) return;
     const signal = anySignal(this.life.signal, e.watchCtl.signal)!;
-    const sink = (p: string | undefined): Writable => p ? fs.createWriteStream(p, { flags: 'a' }) : new Writable({ write(_c, _e, cb) { cb(); } });
+    const sink = (p: string | undefined): Writable => {
+      if (!p) return new Writable({ write(_c, _e, cb) { cb(); } });
+      // This process's own stdout/stderr: write through them (opening /dev/stdout anew would get a
+      // second file offset and overwrite a regular file the parent is also writing).
+      const own = p === '/dev/stdout' ? process.stdout : p === '/dev/stderr' ? process.stderr : undefined;
+      if (own) return new Writable({ write(c, _e, cb) { own.write(c, () => cb()); } });
+      return fs.createWriteStream(p, { flags: 'a' });
+    };
     const out = sink(stdoutPath);
     const err = sink(stderrPath);
     const closeAll = () => new Promise<void>((resolve) => { let n = 2; const done = () => { if (--n === 0) resolve(); }; out.end(done); err.end(done); });
@@ -820,6 +828,22 @@ export class DockerDriver implements TaskDriver {
     }
     return this.shutdownPromise;
   }
+}
+
+/**
+ * Nomad's task directory layout inside the container: <taskDir>/alloc → /alloc, <taskDir>/local →
+ * /local, <taskDir>/secrets → /secrets (created when missing), unless a volume already targets them.
+ */
+function addTaskDirMounts(taskDir: string, create: { HostConfig: { Binds?: string[] } }): void {
+  const binds = create.HostConfig.Binds ?? [];
+  const taken = new Set(binds.map((b) => path.posix.normalize(b.split(':')[1] ?? '').replace(/(.)\/+$/, '$1')));
+  for (const sub of ['alloc', 'local', 'secrets']) {
+    if (taken.has(`/${sub}`)) continue;
+    const host = path.join(taskDir, sub);
+    fs.mkdirSync(host, { recursive: true, mode: sub === 'secrets' ? 0o700 : 0o755 });
+    binds.push(`${host}:/${sub}`);
+  }
+  create.HostConfig.Binds = binds;
 }
 
 /** SIGKILL a process and its descendants (children first found through /proc). Best effort. */
