@@ -1,15 +1,20 @@
 // Bulk signalling (killPids, signalGroup) and the bounded waits that run on the libuv threadpool:
 // groupKill (cgroup.kill | freezer-v1 | freeze-v2 | signal-loop), waitEmpty, waitFrozen.
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <string>
 #include <vector>
 
 #include "cgroupfs.h"
 #include "errors.h"
+#include "fd.h"
 
 namespace corral {
 
@@ -21,29 +26,55 @@ int64_t NowNs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
 }
 
-// Short sleeps that back off: 50us, 100us, ... up to 5ms, never past the deadline.
-class Backoff {
+// Waits between two checks of a condition, bounded by a deadline. When the group has a cgroup2
+// cgroup.events file, the wait is also woken by the kernel's notification on it (populated/frozen
+// changed: POLLPRI), so the common case needs no sleep to be noticed. Otherwise short sleeps that
+// back off: 20us, x1.5, up to 500us. For the first 3ms the checks spin, as a shell's read loop
+// would: most groups empty within that time of the kill, and a sleeping or yielding thread gets
+// the CPU back late when it is busy with the dying tasks.
+class Waiter {
  public:
-  explicit Backoff(int64_t deadline_ns) : deadline_(deadline_ns) {}
-  // Sleeps once; returns false (without sleeping) when the deadline has passed.
-  bool Sleep() {
+  Waiter(const std::string& events_path, int64_t deadline_ns) : deadline_(deadline_ns), spin_until_(NowNs() + kSpinNs) {
+    if (!events_path.empty()) events_.reset(::open(events_path.c_str(), O_RDONLY | O_CLOEXEC));
+  }
+  // Waits once; returns false (without waiting) when the deadline has passed.
+  bool Wait() {
     int64_t now = NowNs();
     if (now >= deadline_) return false;
+    if (now < spin_until_) return true;  // busy re-check (no sched_yield: under load it gives away whole slices)
     int64_t d = step_;
     if (d > deadline_ - now) d = deadline_ - now;
     struct timespec ts = {static_cast<time_t>(d / 1000000000LL), static_cast<long>(d % 1000000000LL)};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    if (events_.valid()) {
+      struct pollfd pfd = {events_.get(), POLLPRI, 0};
+      int r = ppoll(&pfd, 1, &ts, nullptr);
+      if (r > 0) {
+        char buf[256];
+        // Reading re-arms kernfs's notification for this open file.
+        while (pread(events_.get(), buf, sizeof buf, 0) < 0 && errno == EINTR) {
+        }
+      }
+    } else {
+      while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+      }
     }
-    step_ = step_ * 2 > kMax ? kMax : step_ * 2;
+    step_ = step_ * 3 / 2 > kMax ? kMax : step_ * 3 / 2;
     return true;
   }
-  int64_t slept_step() const { return step_; }
 
  private:
-  static constexpr int64_t kMax = 5000000;  // 5ms
+  static constexpr int64_t kSpinNs = 3000000;  // 3ms
+  static constexpr int64_t kMax = 500000;      // 500us
+  UniqueFd events_;
   int64_t deadline_;
-  int64_t step_ = 50000;  // 50us
+  int64_t spin_until_;
+  int64_t step_ = 20000;  // 20us
 };
+
+std::string DirOf(const std::string& file) {
+  size_t slash = file.rfind('/');
+  return slash == std::string::npos ? std::string(".") : file.substr(0, slash);
+}
 
 std::string Trim(const std::string& s) {
   size_t b = 0, e = s.size();
@@ -90,7 +121,7 @@ int SignalProcs(const std::string& procs, int sig, std::vector<int32_t>* pids, u
 // waiting (catches a process that raced in between the kill and the thaw).
 bool WaitEmptyUntil(const std::string& procs, int64_t deadline, int64_t timeout_ms, bool rekill, uint64_t* signalled,
                     SysError* e) {
-  Backoff backoff(deadline);
+  Waiter waiter(DirOf(procs) + "/cgroup.events", deadline);
   std::vector<int32_t> pids;
   int64_t last_kill = NowNs();
   for (;;) {
@@ -106,7 +137,7 @@ bool WaitEmptyUntil(const std::string& procs, int64_t deadline, int64_t timeout_
       if (SignalProcs(procs, SIGKILL, &pids, signalled, e) != 0) return false;
       last_kill = NowNs();
     }
-    if (!backoff.Sleep()) {
+    if (!waiter.Wait()) {
       SetTimeout(e, "wait-empty", procs, timeout_ms);
       return false;
     }
@@ -114,23 +145,17 @@ bool WaitEmptyUntil(const std::string& procs, int64_t deadline, int64_t timeout_
 }
 
 // Waits until freezer.state (v1) reads FROZEN/THAWED or cgroup.events (v2) has frozen 1/0.
-// With rewrite (v1 freeze), re-writes FROZEN while it reads FREEZING, thawing briefly now and
-// then as runc does, so that a group that keeps forking still freezes.
+// With rewrite (v1 freeze), re-writes FROZEN while it reads FREEZING (each ms of waiting), and
+// thaws and re-freezes every 200ms still FREEZING, as runc does, so a group that keeps forking
+// or has a task stuck in a vfork still freezes.
 bool WaitFrozenUntil(const std::string& file, int version, bool frozen, bool rewrite, int64_t deadline,
                      int64_t timeout_ms, SysError* e) {
-  Backoff backoff(deadline);
+  Waiter waiter(version == 2 ? file : std::string(), deadline);
   std::string text;
   const char* want = frozen ? "FROZEN" : "THAWED";
-  for (unsigned i = 0;; i++) {
+  int64_t last_write = NowNs(), last_thaw = last_write;
+  for (;;) {
     const char* sc = "";
-    if (rewrite && i > 0) {
-      if (i % 50 == 49) WriteOnce(file.c_str(), "THAWED", 6, &sc);
-      int err = WriteOnce(file.c_str(), "FROZEN", 6, &sc);
-      if (err != 0) {
-        e->set(err, sc, file);
-        return false;
-      }
-    }
     int err = ReadWhole(file.c_str(), &text, &sc);
     if (err != 0) {
       e->set(err, sc, file);
@@ -138,9 +163,22 @@ bool WaitFrozenUntil(const std::string& file, int version, bool frozen, bool rew
     }
     bool done = version == 1 ? Trim(text) == want : EventsFrozen(text, frozen);
     if (done) return true;
-    if (!backoff.Sleep()) {
+    if (!waiter.Wait()) {
       SetTimeout(e, "freeze", file, timeout_ms);
       return false;
+    }
+    int64_t now = NowNs();
+    if (rewrite && now - last_write >= 1000000LL) {
+      if (now - last_thaw >= 200000000LL) {
+        WriteOnce(file.c_str(), "THAWED", 6, &sc);
+        last_thaw = now;
+      }
+      err = WriteOnce(file.c_str(), "FROZEN", 6, &sc);
+      if (err != 0) {
+        e->set(err, sc, file);
+        return false;
+      }
+      last_write = now;
     }
   }
 }
@@ -155,57 +193,81 @@ class GroupKillWorker : public Napi::AsyncWorker {
         procs_(std::move(procs)),
         dir_(std::move(dir)),
         timeout_ms_(timeout_ms),
-        start_(NowNs()) {}
+        start_(NowNs()) {
+    bool v1 = method_ == Method::kFreezerV1;
+    ctl_ = dir_ + (method_ == Method::kCgroupKill ? "/cgroup.kill" : v1 ? "/freezer.state" : "/cgroup.freeze");
+  }
+
+  // Runs on the main thread before Queue(): the one write that starts the kill (cgroup.kill, or
+  // the freeze request; for signal-loop the first round of SIGKILLs). It does not wait, and it
+  // means the kernel is already at work while the threadpool thread is being woken (which takes
+  // milliseconds on a CPU busy with the group's own tasks). Failures are reported to the callback.
+  void Start() {
+    const char* sc = "";
+    int err = 0;
+    switch (method_) {
+      case Method::kCgroupKill:
+        err = WriteOnce(ctl_.c_str(), "1", 1, &sc);
+        break;
+      case Method::kFreezerV1:
+        err = WriteOnce(ctl_.c_str(), "FROZEN", 6, &sc);
+        break;
+      case Method::kFreezeV2:
+        err = WriteOnce(ctl_.c_str(), "1", 1, &sc);
+        break;
+      case Method::kSignalLoop: {
+        std::vector<int32_t> pids;
+        SignalProcs(procs_, SIGKILL, &pids, &signalled_, &err_);
+        started_empty_ = !err_ && pids.empty();
+        return;
+      }
+    }
+    if (err != 0) err_.set(err, sc, ctl_);
+  }
 
   void Execute() override {
     int64_t deadline = start_ + timeout_ms_ * 1000000LL;
     switch (method_) {
       case Method::kCgroupKill: {
-        std::string f = dir_ + "/cgroup.kill";
-        const char* sc = "";
-        int err = WriteOnce(f.c_str(), "1", 1, &sc);
-        if (err != 0) {
-          err_.set(err, sc, f);
-          break;
-        }
+        if (err_) break;
         WaitEmptyUntil(procs_, deadline, timeout_ms_, false, &signalled_, &err_);
         break;
       }
       case Method::kFreezerV1:
       case Method::kFreezeV2: {
         bool v1 = method_ == Method::kFreezerV1;
-        std::string ctl = dir_ + (v1 ? "/freezer.state" : "/cgroup.freeze");
-        std::string wait_file = v1 ? ctl : dir_ + "/cgroup.events";
+        const char* thaw = v1 ? "THAWED" : "0";
+        size_t thaw_len = v1 ? 6 : 1;
         const char* sc = "";
-        int err = WriteOnce(ctl.c_str(), v1 ? "FROZEN" : "1", v1 ? 6 : 1, &sc);
-        if (err != 0) {
-          err_.set(err, sc, ctl);
+        if (err_) {
           // Nothing was frozen if the write failed; thaw anyway in case it half-applied.
-          WriteOnce(ctl.c_str(), v1 ? "THAWED" : "0", v1 ? 6 : 1, &sc);
+          WriteOnce(ctl_.c_str(), thaw, thaw_len, &sc);
           break;
         }
+        std::string wait_file = v1 ? ctl_ : dir_ + "/cgroup.events";
         bool ok = WaitFrozenUntil(wait_file, v1 ? 1 : 2, true, v1, deadline, timeout_ms_, &err_);
         std::vector<int32_t> pids;
         if (ok) ok = SignalProcs(procs_, SIGKILL, &pids, &signalled_, &err_) == 0;
         // Always thaw on the way out: the SIGKILLs are delivered when the tasks run again.
-        int terr = WriteOnce(ctl.c_str(), v1 ? "THAWED" : "0", v1 ? 6 : 1, &sc);
+        int terr = WriteOnce(ctl_.c_str(), thaw, thaw_len, &sc);
         if (ok && terr != 0) {
-          err_.set(terr, sc, ctl);
+          err_.set(terr, sc, ctl_);
           ok = false;
         }
         if (ok) WaitEmptyUntil(procs_, deadline, timeout_ms_, true, &signalled_, &err_);
         break;
       }
       case Method::kSignalLoop: {
-        Backoff backoff(deadline);
+        if (err_ || started_empty_) break;
+        Waiter waiter(DirOf(procs_) + "/cgroup.events", deadline);
         std::vector<int32_t> pids;
         for (;;) {
-          if (SignalProcs(procs_, SIGKILL, &pids, &signalled_, &err_) != 0) break;
-          if (pids.empty()) break;
-          if (!backoff.Sleep()) {
+          if (!waiter.Wait()) {
             SetTimeout(&err_, "wait-empty", procs_, timeout_ms_);
             break;
           }
+          if (SignalProcs(procs_, SIGKILL, &pids, &signalled_, &err_) != 0) break;
+          if (pids.empty()) break;
         }
         break;
       }
@@ -228,11 +290,12 @@ class GroupKillWorker : public Napi::AsyncWorker {
 
  private:
   Method method_;
-  std::string procs_, dir_;
+  std::string procs_, dir_, ctl_;
   int64_t timeout_ms_;
   int64_t start_;
   int64_t elapsed_ = 0;
   uint64_t signalled_ = 0;
+  bool started_empty_ = false;
   SysError err_;
 };
 
@@ -363,6 +426,7 @@ Napi::Value GroupKill(const Napi::CallbackInfo& info) {
     return ThrowType(env, "groupKill: method must be 'cgroup.kill', 'freezer-v1', 'freeze-v2' or 'signal-loop'");
   auto* w = new GroupKillWorker(info[1].As<Napi::Function>(), method, pv.As<Napi::String>().Utf8Value(),
                                 dv.As<Napi::String>().Utf8Value(), TimeoutArg(tv));
+  w->Start();
   w->Queue();
   return env.Undefined();
 }
