@@ -17,7 +17,7 @@ import { openCgroupManager } from './cgroups.js';
 import { type RawExecPluginConfig, type ResolvedPluginConfig, resolvePluginConfig, validateTask } from './config.js';
 import { DEFAULT_EXEC_TIMEOUT_MS, execInTask } from './exec.js';
 import { type RawExecDriverState, TaskRunner } from './handle.js';
-import { readProcStat, sleep } from './procfs.js';
+import { killUntilGone, readProcStat, sessionMembers, sleep } from './procfs.js';
 import { FdSet, openOutput } from './stdio.js';
 
 export const RAW_EXEC = 'raw_exec';
@@ -231,23 +231,42 @@ export class RawExecDriver implements TaskDriver {
     }
   }
 
-  /** Undoes a failed start: no process, no group, no state file. */
+  /** Undoes a failed start: no process, no group, no state file. Every step runs even if one before it failed. */
   private async undoStart(id: string, spawned: { pid: number; pidfd: number } | undefined, sigPidfd: number, cg: TaskCgroup | undefined, persisted: boolean): Promise<void> {
     const n = native();
+    const errors: unknown[] = [];
+    const step = async (f: () => unknown) => {
+      try {
+        await f();
+      } catch (err) {
+        errors.push(err);
+      }
+    };
     if (spawned) {
-      const exited = new Promise<void>((resolve) => {
-        try {
-          n.pidfdSendSignal(spawned.pidfd, 9);
-        } catch {
-          /* gone */
-        }
-        n.watchExit(spawned.pidfd, spawned.pid, true, () => resolve());
+      await step(async () => {
+        const exited = new Promise<void>((resolve, reject) => {
+          try {
+            n.pidfdSendSignal(spawned.pidfd, 9);
+          } catch {
+            /* already gone */
+          }
+          try {
+            n.watchExit(spawned.pidfd, spawned.pid, true, () => resolve());
+          } catch (err) {
+            reject(err);
+          }
+        });
+        const ac = new AbortController();
+        await Promise.race([exited, sleep(this.config.groupKillTimeoutMs, ac.signal)]).finally(() => ac.abort());
       });
-      await Promise.race([exited, sleep(this.config.groupKillTimeoutMs)]);
     }
-    if (sigPidfd >= 0) n.closeFd(sigPidfd);
-    if (cg) await cg.destroy({ timeoutMs: this.config.groupKillTimeoutMs });
-    if (persisted) this.store.delete(id);
+    if (sigPidfd >= 0) await step(() => n.closeFd(sigPidfd));
+    if (cg) await step(() => cg.destroy({ timeoutMs: this.config.groupKillTimeoutMs }));
+    else if (spawned && this.config.noCgroups) {
+      await step(() => killUntilGone(() => sessionMembers(spawned.pid).map((p) => p.pid), this.config.groupKillTimeoutMs, `task ${id}`));
+    }
+    if (persisted) await step(() => this.store.delete(id));
+    if (errors.length > 0) throw errors[0];
   }
 
   // ---- recovery ----------------------------------------------------------------------------
