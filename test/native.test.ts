@@ -271,6 +271,16 @@ test('spawn into v1 groups by joining cgroup.procs before execve', async (t) => 
   t.regex(text, new RegExp(`^\\d+:cpu:/${PARENT}/join$`, 'm'));
 });
 
+test('spawn into a v2 group by joining its cgroup.procs (the path taken where clone3 is missing)', async (t) => {
+  const g = mkgroup(V2, 'joinv2.scope');
+  const out = outFile('joinv2-cgroup');
+  const s = spawnWatched({ file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], stdio: [-1, out.fd, out.fd], joinProcs: [path.join(g, 'cgroup.procs')] });
+  fs.closeSync(out.fd);
+  t.is(s.placement, 'join');
+  t.is((await s.exit).exitCode, 0);
+  t.regex(fs.readFileSync(out.file, 'utf8'), new RegExp(`^0::/${PARENT}/joinv2\\.scope$`, 'm'));
+});
+
 test('spawn with v2 cgroupDir and v1 joinProcs together (hybrid)', async (t) => {
   const g = mkgroup(V2, 'both.scope');
   const fz = mkgroup(path.join(V1, 'freezer'), 'both');
@@ -378,6 +388,7 @@ test('spawn: exec failures throw Node-style errors and leave no process or zombi
     [{ file: '/nonexistent/prog' }, 'ENOENT', 'execve', '/nonexistent/prog'],
     [{ file: notExec }, 'EACCES', 'execve', notExec],
     [{ file: '/bin/true', cwd: '/nonexistent-cwd' }, 'ENOENT', 'chdir', '/nonexistent-cwd'],
+    [{ file: '/bin/true', stdio: [-1, 987, -1] }, 'EBADF', 'dup2', undefined],
     [{ file: '/bin/true', cgroupDir: path.join(V2, PARENT, 'missing.scope') }, 'ENOENT', 'open', path.join(V2, PARENT, 'missing.scope')],
     [{ file: '/bin/true', joinProcs: [path.join(V1, 'freezer', PARENT, 'missing', 'cgroup.procs')] }, 'ENOENT', 'open',
       path.join(V1, 'freezer', PARENT, 'missing', 'cgroup.procs')],
