@@ -269,15 +269,17 @@ ts('taskStats rise when the task burns CPU and allocates memory', async (tt) => 
   await driver.startTask(cfg);
   const ac = new AbortController();
   let first: { cpu: number; mem: number } | undefined;
-  let best = { percent: 0, mem: 0, user: 0 };
+  let best = { percent: 0, mem: 0, user: 0, total: 0 };
   const deadline = Date.now() + 15000;
   for await (const s of driver.taskStats(cfg.id, { intervalMs: 250, signal: ac.signal })) {
     tt.is(s.source, 'cgroup');
     first ??= { cpu: s.cpu.totalNs, mem: s.memory.usageBytes };
-    best = { percent: Math.max(best.percent, s.cpu.percent), mem: Math.max(best.mem, s.memory.usageBytes), user: s.cpu.userNs };
-    if ((best.percent > 40 && best.mem > 120 * 1024 * 1024) || Date.now() > deadline) ac.abort();
+    best = { percent: Math.max(best.percent, s.cpu.percent), mem: Math.max(best.mem, s.memory.usageBytes), user: s.cpu.userNs, total: s.cpu.totalNs };
+    // The machine is shared (2 cores, other suites running): ask for a clear rise, not a full core.
+    if ((best.percent > 20 && best.total - first.cpu > 300e6 && best.mem > 120 * 1024 * 1024) || Date.now() > deadline) ac.abort();
   }
-  tt.true(best.percent > 40, `cpu percent ${best.percent}`);
+  tt.true(best.percent > 20, `cpu percent ${best.percent}`);
+  tt.true(best.total - first!.cpu > 300e6, `cpu time rose by ${(best.total - first!.cpu) / 1e6} ms`);
   tt.true(best.mem > 120 * 1024 * 1024, `memory ${best.mem}`);
   tt.true(best.user > 0);
   const one = driver.sampleStats(cfg.id);
