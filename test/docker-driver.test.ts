@@ -320,9 +320,13 @@ test('a missing image is pulled, bounded by pullTimeoutMs; failure leaves nothin
   t.true(Date.now() - t0 < 10_000);
   t.regex(err?.message ?? '', /pull image/);
   t.deepEqual((await containersOf(FID)).filter((c) => c.Labels['io.corral.task_id'] === cfg.id), []);
+  // forcePull pulls even a local image (no registry is reachable here: it fails, bounded, cleanly).
+  const forced = task('forced', { command: 'true', forcePull: true });
+  await t.throwsAsync(d.startTask(forced), { message: /pull image/ });
+  t.deepEqual((await containersOf(FID)).filter((c) => c.Labels['io.corral.task_id'] === forced.id), []);
   ac.abort();
   await sub;
-  t.pass(`events: ${events.map((e) => e.type).join(',')}`);
+  t.log(`events: ${events.map((e) => `${e.type}: ${e.message}`).join('; ') || 'none'}`);
 });
 
 test('stdout/stderr of the container go to stdoutPath/stderrPath', async (t) => {

@@ -7,6 +7,7 @@
  * TaskStore (`recoverTask` / `recoverAll`).
  */
 import * as fs from 'node:fs';
+import { setMaxListeners } from 'node:events';
 import * as path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { PassThrough, Writable } from 'node:stream';
@@ -125,6 +126,8 @@ export class DockerDriver implements TaskDriver {
 
   constructor(opts: DockerDriverOptions = {}) {
     if (opts.allowPrivileged !== undefined && typeof opts.allowPrivileged !== 'boolean') throw new InvalidConfigError('allowPrivileged', opts.allowPrivileged, 'must be true or false');
+    // Every call in flight listens on the driver's lifetime signal; many tasks mean many listeners.
+    setMaxListeners(0, this.life.signal);
     this.allowPrivileged = opts.allowPrivileged ?? false;
     this.pullTimeoutMs = positive('pullTimeoutMs', opts.pullTimeoutMs, DEFAULT_PULL_TIMEOUT_MS);
     this.callTimeoutMs = positive('callTimeoutMs', opts.callTimeoutMs, DEFAULT_CALL_TIMEOUT_MS);
