@@ -3,8 +3,8 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { main } from '../src/cli/main.js';
 import { cleanupParent, groupDirsUnder, hostLayout, isRoot, uniqueParent, waitFor } from './helpers/cgroups.js';
@@ -221,4 +221,24 @@ t('fingerprint --json and --no-cgroups; run --no-cgroups', async (tt) => {
   tt.is(bad.code, 2);
   tt.regex(bad.stderr, /resources.memoryBytes.*noCgroups/);
   nothingLeft(tt);
+});
+
+// The docker seam: `corral run --driver docker --image ...` when a Docker daemon and the local test image are there.
+const IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';
+function dockerReady(): boolean {
+  try {
+    execFileSync('docker', ['image', 'inspect', IMAGE], { stdio: 'ignore', timeout: 20000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+(isRoot && dockerReady() ? test.serial : test.skip)('run --driver docker: output streamed, exit code passed through, container removed', async (tt) => {
+  const allocId = randomUUID();
+  const r = await run(['run', '--driver', 'docker', '--image', IMAGE, '--state-dir', STATE, '--alloc-id', allocId, '--', 'sh', '-c', 'echo from-docker; exit 5']);
+  tt.is(r.code, 5, r.stderr);
+  tt.is(r.stdout, 'from-docker\n');
+  tt.deepEqual(taskFiles(), []);
+  const left = execFileSync('docker', ['ps', '-aq', '--filter', `label=io.corral.alloc_id=${allocId}`], { encoding: 'utf8', timeout: 20000 }).trim();
+  tt.is(left, '', 'no container left');
 });
