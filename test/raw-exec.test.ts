@@ -548,3 +548,27 @@ test.after.always(async () => { if (hybrid) await cleanupParent(V2_PARENT); });
   await d.destroyTask(cfg.id);
   tt.false(fs.existsSync((h.driverState as { cgroup: { paths: Record<string, string> } }).cgroup.paths.unified!));
 });
+
+ts('noCgroups recovery from a second Node process: found by pid + start time, stopped by process group', async (tt) => {
+  const allocId = newAllocId();
+  const stateDir = fs.mkdtempSync(path.join(STATE, 'recover-nocg-'));
+  const fixture = path.join(__dirname, 'fixtures', 'raw-exec', 'start-and-exit.ts');
+  const stdout = await new Promise<string>((res, rej) =>
+    execFile(process.execPath, ['--import', 'tsx', fixture, stateDir, '-', allocId, '1'], { timeout: 60000 }, (e, so, se) => (e ? rej(new Error(`${e.message}\n${se}`)) : res(so))));
+  const { long, short } = JSON.parse(stdout.trim().split('\n').pop()!) as { long: TaskHandle; short: TaskHandle };
+  pidOf(short);
+  const d = mkDriver({ stateDir, noCgroups: true });
+  for (const h of d.store.list('raw_exec').handles) await d.recoverTask(h);
+  tt.is(d.inspectTask(long.taskId).state, 'running');
+  tt.is(d.inspectTask(long.taskId).driverAttributes.cgroups, 'off');
+  tt.is(d.sampleStats(long.taskId).source, 'proc');
+  await d.stopTask(long.taskId, { timeoutMs: 3000 });
+  const r = await d.waitTask(long.taskId);
+  tt.is(r.exitCode, null);
+  tt.regex(r.err ?? '', /unknown/);
+  tt.false(running(pidOf(long)));
+  await d.destroyTask(long.taskId);
+  await d.stopTask(short.taskId, { timeoutMs: 0 });
+  await d.destroyTask(short.taskId, { force: true });
+  tt.deepEqual(d.store.list().handles, []);
+});
