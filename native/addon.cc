@@ -1,4 +1,5 @@
 // Module init: registers every export declared by NativeAddon in src/native.ts.
+#include <dlfcn.h>
 #include <napi.h>
 
 namespace corral {
@@ -8,7 +9,19 @@ void InitSpawn(Napi::Env env, Napi::Object exports);
 void InitPidfd(Napi::Env env, Napi::Object exports);
 }  // namespace corral
 
+// Pins this shared object in memory: a worker thread's env may be torn down (and the addon
+// dlclose'd) while libuv still has close callbacks of ours to run.
+static void PinSelf() {
+  static bool pinned = false;
+  if (pinned) return;
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&PinSelf), &info) != 0 && info.dli_fname != nullptr) {
+    if (dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE) != nullptr) pinned = true;
+  }
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  PinSelf();
   corral::InitCgroupfs(env, exports);
   corral::InitSignal(env, exports);
   corral::InitSpawn(env, exports);

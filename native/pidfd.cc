@@ -7,6 +7,9 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <unordered_set>
+#include <vector>
+
 #include "errors.h"
 
 #ifndef SYS_pidfd_open
@@ -56,13 +59,22 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 
 // One watched process. Owned jointly by the uv handle (until its close callback) and the JS
 // ExitWatch object (until it is finalized); freed when both are gone.
+struct Watch;
+
+struct AddonData {
+  Napi::FunctionReference exit_watch_ctor;
+  std::unordered_set<Watch*> watches;  // open watches, closed by the env cleanup hook
+};
+
 struct Watch {
   uv_poll_t poll;
+  AddonData* data = nullptr;
   napi_env env = nullptr;
   int pidfd = -1;
   pid_t pid = 0;
   bool reap = true;
-  bool closing = false;  // uv_close called: no callback from now on
+  bool closing = false;   // uv_close called: no callback from now on
+  bool env_gone = false;  // env torn down: leave its references alone
   int owners = 2;
   Napi::FunctionReference callback;
   Napi::AsyncContext* async = nullptr;
@@ -76,8 +88,10 @@ void OnClosed(uv_handle_t* h) {
   Watch* w = static_cast<Watch*>(h->data);
   if (w->pidfd >= 0) close(w->pidfd);
   w->pidfd = -1;
-  w->callback.Reset();
-  delete w->async;
+  if (!w->env_gone) {
+    w->callback.Reset();
+    delete w->async;
+  }
   w->async = nullptr;
   w->Release();
 }
@@ -85,6 +99,7 @@ void OnClosed(uv_handle_t* h) {
 void CloseWatch(Watch* w) {
   if (w->closing) return;
   w->closing = true;
+  if (w->data != nullptr) w->data->watches.erase(w);
   uv_poll_stop(&w->poll);
   uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), OnClosed);
 }
@@ -171,10 +186,6 @@ class ExitWatch : public Napi::ObjectWrap<ExitWatch> {
   Watch* w_ = nullptr;
 };
 
-struct AddonData {
-  Napi::FunctionReference exit_watch_ctor;
-};
-
 // watchExit(pidfd, pid, reap, callback): ExitWatch. Takes ownership of pidfd (closed on failure too).
 Napi::Value WatchExit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -206,13 +217,15 @@ Napi::Value WatchExit(const Napi::CallbackInfo& info) {
   w->poll.data = w;
   w->callback = Napi::Persistent(info[3].As<Napi::Function>());
   w->async = new Napi::AsyncContext(env, "corral.watchExit");
+  AddonData* data = env.GetInstanceData<AddonData>();
+  w->data = data;
+  data->watches.insert(w);
   r = uv_poll_start(&w->poll, UV_READABLE, OnReadable);
   if (r < 0) {
     w->owners = 1;  // no JS object will exist
     CloseWatch(w);  // closes the pidfd in the close callback
     return ThrowErrno(env, -r, "uv_poll_start");
   }
-  AddonData* data = env.GetInstanceData<AddonData>();
   Napi::Object obj = data->exit_watch_ctor.New({Napi::External<Watch>::New(env, w)});
   if (env.IsExceptionPending()) {
     w->owners = 1;
@@ -224,6 +237,17 @@ Napi::Value WatchExit(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// The env is going away (worker thread exit, process teardown): stop every watch so that no
+// callback runs into a dead env; the pidfds are closed by the handles' close callbacks.
+void CleanupWatches(void* arg) {
+  AddonData* data = static_cast<AddonData*>(arg);
+  std::vector<Watch*> open(data->watches.begin(), data->watches.end());
+  for (Watch* w : open) {
+    w->env_gone = true;
+    CloseWatch(w);
+  }
+}
+
 void InitPidfd(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen, "pidfdOpen"));
   exports.Set("pidfdSendSignal", Napi::Function::New(env, PidfdSendSignal, "pidfdSendSignal"));
@@ -232,6 +256,7 @@ void InitPidfd(Napi::Env env, Napi::Object exports) {
   AddonData* data = new AddonData();
   data->exit_watch_ctor = Napi::Persistent(ExitWatch::Define(env));
   env.SetInstanceData<AddonData>(data);
+  napi_add_env_cleanup_hook(env, CleanupWatches, data);
 }
 
 }  // namespace corral

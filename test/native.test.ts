@@ -474,3 +474,27 @@ test('watchExit: ref/unref exist and do not break delivery', async (t) => {
   });
   t.is(info.exitCode, 0);
 });
+
+test('watchExit: a worker thread that exits with a watch still open does not take the process down', async (t) => {
+  const { Worker } = await import('node:worker_threads');
+  const addon = path.join(__dirname, '..', 'build', 'Release', 'corral.node');
+  const code = `
+    const a = require(${JSON.stringify(addon)});
+    const r = a.spawn({ file: '/bin/sleep', argv: ['sleep', '100'], envp: [], stdio: [-1, -1, -1] });
+    a.watchExit(r.pidfd, r.pid, true, () => {});
+    require('node:worker_threads').parentPort.postMessage(r.pid);
+  `;
+  const w = new Worker(code, { eval: true });
+  const pid = await new Promise<number>((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  live.add(pid);
+  await w.terminate();
+  await sleepMs(50); // the worker's loop closes its handles after teardown; a crash would end this process
+  t.true(fs.existsSync(`/proc/${pid}`));
+  n.killPids(new Int32Array([pid]), 9);
+  const info = await new Promise<ExitInfo>((resolve) => n.watchExit(n.pidfdOpen(pid), pid, true, resolve));
+  live.delete(pid);
+  t.is(info.signal, 9);
+});
