@@ -11,7 +11,7 @@ import type { NativeAddon } from '../../src/native.js';
 import type { CgroupManager } from '../../src/cgroups/types.js';
 import type { TaskDriver } from '../../src/drivers/contract.js';
 import {
-  BENCH_PARENT, binPath, stateDir, checkFaster, checkWithin, errMsg, haveCommand, makeV1Parent, measure, missing, msSince, nowNs, onCleanup,
+  BENCH_PARENT, binPath, stateDir, timeLeftMs, checkFaster, checkWithin, errMsg, haveCommand, makeV1Parent, measure, missing, msSince, nowNs, onCleanup,
   removeCgroupTree, rootCpus, rootMems, v1Mounts, type Measure, type Row, type Section,
 } from './lib.js';
 import { loadCgroupManager, loadNative, loadRawExec } from './corral.js';
@@ -52,7 +52,7 @@ export function nativeRun(n: NativeAddon, placement: { cgroupDir?: string; joinP
 
 export async function run(o: BenchOptions): Promise<Section> {
   const notes: string[] = [];
-  const count = o.quick ? 30 : 100;
+  const count = o.quick ? 30 : 60;
   const reps = o.quick ? 3 : 5;
   let uid = 0;
 
@@ -92,21 +92,23 @@ export async function run(o: BenchOptions): Promise<Section> {
       layerReason = `native spawn/watchExit not usable yet: ${errMsg(err)}`;
     }
   }
-  let driver: TaskDriver | undefined;
-  let driverReason: string | undefined;
-  if (mgr) {
-    const d = await loadRawExec({ cgroupManager: mgr, stateDir: stateDir() });
-    if (d.ok) {
-      driver = d.value;
-      onCleanup(() => driver!.shutdown());
-      try {
-        await driverRun(driver, uid++);
-      } catch (err) {
-        driverReason = `raw_exec start/wait/destroy failed: ${errMsg(err)}`;
-        driver = undefined;
-      }
-    } else driverReason = d.reason;
-  } else driverReason = layerReason;
+  // The driver persists each task's handle (write, fsync, rename) in its state directory: on disk as the
+  // default /var/lib/corral is, and once more on tmpfs to show what that durability costs.
+  const makeDriver = async (dir: string): Promise<{ driver?: TaskDriver; reason?: string }> => {
+    if (!mgr) return { reason: layerReason ?? 'no cgroup manager' };
+    const d = await loadRawExec({ cgroupManager: mgr, stateDir: dir });
+    if (!d.ok) return { reason: d.reason };
+    onCleanup(() => d.value.shutdown());
+    try {
+      await driverRun(d.value, uid++);
+      return { driver: d.value };
+    } catch (err) {
+      return { reason: `raw_exec start/wait/destroy failed: ${errMsg(err)}` };
+    }
+  };
+  const { driver, reason: driverReason } = await makeDriver(stateDir('/var/tmp'));
+  const shm = fs.existsSync('/dev/shm') ? await makeDriver(stateDir('/dev/shm')) : { reason: 'no /dev/shm' };
+  const driverShm = shm.driver;
   notes.push(`cgroup work per task: one group in each v1 controller of ${controllers.join(', ')} — taken from ${ctlSource}; the C baseline and cgcreate do the same set (cpuset: cpus and mems written).`);
 
   // Baseline (b): the C program, same controllers, under its own parent.
@@ -124,7 +126,8 @@ export async function run(o: BenchOptions): Promise<Section> {
   const { execa } = (await import('execa')) as typeof import('execa');
 
   const impls: Impl[] = [];
-  if (driver) impls.push({ key: 'corral raw_exec', count, reps, batch: (n, c) => pool(n, c, () => driverRun(driver!, uid++)) });
+  if (driver) impls.push({ key: 'corral raw_exec', count, reps, batch: (n, c) => pool(n, c, () => driverRun(driver, uid++)) });
+  if (driverShm) impls.push({ key: 'raw_exec, state on tmpfs', count, reps, batch: (n, c) => pool(n, c, () => driverRun(driverShm, uid++)) });
   if (!layerReason && mgr && nat.ok) {
     const m = mgr;
     const nv = nat.value;
@@ -179,7 +182,7 @@ export async function run(o: BenchOptions): Promise<Section> {
   } else notes.push('cgexec: cgroup-tools is not installed (scripts/bench.sh installs it)');
   impls.push({ key: 'execa (no cgroup)', count, reps, batch: (n, c) => pool(n, c, async () => void (await execa('/bin/true'))) });
 
-  const columns = ['corral raw_exec', 'corral cgroups+spawn', 'spawn (no cgroup)', 'C fork/exec+cgroup', 'cgexec', 'execa (no cgroup)'];
+  const columns = ['corral raw_exec', 'raw_exec, state on tmpfs', 'corral cgroups+spawn', 'spawn (no cgroup)', 'C fork/exec+cgroup', 'cgexec', 'execa (no cgroup)'];
   const rows: Row[] = [];
   const failures: Record<string, string> = {};
   // Warm-up: JIT, page cache, first cgroup creation.
@@ -190,25 +193,34 @@ export async function run(o: BenchOptions): Promise<Section> {
       failures[im.key] = errMsg(err);
     }
   }
-  for (const level of LEVELS) {
-    const runs: Record<string, number[]> = {};
-    for (let r = 0; r < reps; r++) {
+  // Repetitions outermost, so that a run cut short by the time budget still has every level.
+  const runs: Record<string, Record<string, number[]>> = {};
+  let repsDone = 0;
+  for (let r = 0; r < reps; r++) {
+    if (r > 0 && timeLeftMs() < 10_000) {
+      notes.push(`time budget reached: ${r} of ${reps} batches per figure were run`);
+      break;
+    }
+    for (const level of LEVELS) {
       for (const im of impls) {
         if (failures[im.key] || r >= im.reps) continue;
         try {
           const ms = await im.batch(im.count, level);
-          (runs[im.key] ??= []).push((ms * 1000) / im.count);
+          ((runs[level] ??= {})[im.key] ??= []).push((ms * 1000) / im.count);
         } catch (err) {
           failures[im.key] = errMsg(err);
         }
       }
     }
+    repsDone++;
+  }
+  for (const level of LEVELS) {
     const values: Record<string, Measure> = {};
     for (const col of columns) {
       const im = impls.find((i) => i.key === col);
       if (failures[col]) values[col] = missing('µs/task', `failed: ${failures[col]}`);
-      else if (!im) values[col] = missing('µs/task', col === 'corral raw_exec' ? driverReason ?? 'n/a' : col === 'corral cgroups+spawn' ? layerReason ?? 'n/a' : 'not available');
-      else values[col] = measure(runs[col] ?? [], 'µs/task');
+      else if (!im) values[col] = missing('µs/task', col === 'corral raw_exec' ? driverReason ?? 'n/a' : col === 'raw_exec, state on tmpfs' ? shm.reason ?? 'n/a' : col === 'corral cgroups+spawn' ? layerReason ?? 'n/a' : 'not available');
+      else values[col] = measure(runs[level]?.[col] ?? [], 'µs/task');
     }
     const checks = [];
     for (const k of ['corral raw_exec', 'corral cgroups+spawn']) {
@@ -219,6 +231,8 @@ export async function run(o: BenchOptions): Promise<Section> {
     }
     rows.push({ case: level === 1 ? 'sequential' : `${level} in flight`, values, checks });
   }
+  void repsDone;
+  notes.push('corral raw_exec = RawExecDriver startTask → waitTask → destroyTask with its state directory on disk (ext4, like the default /var/lib/corral): each start persists the task handle synchronously (write, fsync, rename). "raw_exec, state on tmpfs" is the same with the state directory on /dev/shm, to show that cost; "corral cgroups+spawn" is the layer below the driver: manager.create → native spawn placed in the group → watchExit (pidfd, reap) → TaskCgroup.destroy.');
   notes.push(`${count} tasks per batch (cgexec: ${o.quick ? 10 : 20}), ${reps} batches per figure (cgexec: 3); figure = batch wall time / tasks.`);
   for (const [k, v] of Object.entries(failures)) notes.push(`${k} failed: ${v}`);
   return {

@@ -391,8 +391,17 @@ export function errMsg(err: unknown): string {
 }
 
 /** A fresh state directory for a driver's TaskStore, on disk as the default /var/lib/corral is; removed at the end. */
-export function stateDir(): string {
-  const d = fs.mkdtempSync('/var/tmp/corral-bench-state-');
+export function stateDir(base = '/var/tmp'): string {
+  const d = fs.mkdtempSync(path.join(base, 'corral-bench-state-'));
   onCleanup(() => fs.rmSync(d, { recursive: true, force: true }));
   return d;
+}
+
+// ---------- time budget ----------
+
+/** When this bench must be done (main.ts passes its budget; it stops a bench 20 s after that). */
+export const BUDGET_END = Date.now() + Number(process.env.CORRAL_BENCH_BUDGET_S ?? 120) * 1000;
+
+export function timeLeftMs(): number {
+  return BUDGET_END - Date.now();
 }
