@@ -123,6 +123,8 @@ for (const { label, mgr } of variants) {
     const e = await t.throwsAsync(mgr.io.waitFrozen(g.placement.cgroupDir ?? g.paths.freezer!, v, false, 200), { instanceOf: CgroupTimeoutError });
     clearInterval(iv);
     t.log(`timeout: ${e!.message}; ${ticks} ticks meanwhile`);
+    t.is(e!.phase, 'thaw');
+    t.is(e!.timeoutMs, 200);
     // A wait on the main thread would allow no tick at all; under heavy load the loop ticks rarely, but it ticks.
     t.true(ticks >= 2, `the event loop ticked ${ticks} times during a 200 ms wait`);
     // kill works on a frozen group too.

@@ -120,7 +120,8 @@ export function errorFromInfo(info: NativeErrorInfo, syscall: string, p: string,
 
 function waitError(err: NativeError, p: string, timeoutMs: number, phase: string): Error {
   if (err.code === 'ETIMEDOUT') {
-    const ph = err.syscall === 'freeze' ? 'freeze' : err.syscall === 'wait-empty' ? 'become empty' : phase;
+    // groupKill says which of its phases ran out ('freeze' or 'wait-empty'); a plain wait knows its own.
+    const ph = phase !== 'be emptied' ? phase : err.syscall === 'freeze' ? 'freeze' : 'become empty';
     const e = new CgroupTimeoutError(ph, p, timeoutMs);
     (e as { cause?: unknown }).cause = err;
     return e;
