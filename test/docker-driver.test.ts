@@ -211,6 +211,7 @@ test('oomKilled from inspect with a small memory limit', async (t) => {
   const info = await docker.getContainer((h.driverState as { containerId: string }).containerId).inspect();
   t.is(info.HostConfig.Memory, 8 * 1024 * 1024);
   const r = await driver.waitTask(cfg.id);
+  if (!r.oomKilled) t.log(JSON.stringify(r), JSON.stringify((await docker.getContainer((h.driverState as { containerId: string }).containerId).inspect()).State));
   t.true(r.oomKilled);
   t.is(r.exitCode, 137);
   t.is(r.signal, 9);

@@ -65,6 +65,8 @@ export interface RecoverAllResult {
 }
 
 const AGENT_ID_FILE = 'agent-id';
+const TRANSIENT_START_ERROR = /ttrpc|\bEOF\b|connection reset|broken pipe|transport is closing|temporarily unavailable|context deadline exceeded/i;
+const PERMANENT_START_ERROR = /executable file not found|no such file or directory|permission denied|not permitted|invalid argument/i;
 const MAX_EXEC_OUTPUT = 16 * 1024 * 1024;
 
 /** Reads <stateDir>/agent-id, or writes a new UUID there (first writer wins). */
@@ -359,7 +361,7 @@ export class DockerDriver implements TaskDriver {
         create.HostConfig.CgroupParent = eng.cgroupDriver === 'systemd' ? this.cgroupParent : `/${this.cgroupParent}`;
       }
       containerId = await this.createContainer(cfg.id, spec.containerName, create);
-      await this.call('start container', (s) => this.docker.getContainer(containerId!).start({ abortSignal: s } as object));
+      await this.startContainer(containerId);
       const info = await this.call('inspect container', (s) => this.docker.getContainer(containerId!).inspect({ abortSignal: s } as object));
       const startedAt = info.State.StartedAt && !info.State.StartedAt.startsWith('0001-') ? info.State.StartedAt : new Date().toISOString();
       const driverState: DockerDriverState = { containerId, containerName: spec.containerName, image: spec.image, imageId, agentId: this.agentId };
@@ -389,6 +391,27 @@ export class DockerDriver implements TaskDriver {
       this.tasks.delete(cfg.id);
       this.images.release(imageId, cfg.id);
       throw err;
+    }
+  }
+
+  /**
+   * Starts a created container. As in Nomad, a daemon-side failure that looks transient (the shim or
+   * containerd connection dropping under load: "ttrpc: closed", "EOF", ...) is retried a few times.
+   */
+  private async startContainer(containerId: string): Promise<void> {
+    const container = this.docker.getContainer(containerId);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.call('start container', (s) => container.start({ abortSignal: s } as object));
+        return;
+      } catch (err) {
+        const st = statusOf(err);
+        if (st === 304) return; // already started
+        const transient = st === 500 && TRANSIENT_START_ERROR.test((err as Error).message) && !PERMANENT_START_ERROR.test((err as Error).message);
+        if (!transient || attempt >= 4 || this.closed) throw err;
+        this.logger.info('transient error starting a container; retrying', { containerId, attempt, error: (err as Error).message });
+        if (!(await sleep(100 * 2 ** attempt, this.life.signal))) throw err;
+      }
     }
   }
 
@@ -452,7 +475,14 @@ export class DockerDriver implements TaskDriver {
           if (!(await sleep(100, signal))) throw new AbortError('wait');
           continue;
         }
-        return { result: exitResultOf(info, e.lastSignal), finishedAt: info.State.FinishedAt };
+        let last = info;
+        // SIGKILL that corral did not send: the OOM event may reach dockerd just after the exit
+        // event, and it marks the state later. Look again briefly before reporting.
+        for (let j = 0; j < 3 && last.State.ExitCode === 137 && !last.State.OOMKilled && e.lastSignal !== 9; j++) {
+          if (!(await sleep(150, signal))) throw new AbortError('wait');
+          last = await this.call('inspect container', (s) => container.inspect({ abortSignal: s } as object), { signal });
+        }
+        return { result: exitResultOf(last, e.lastSignal), finishedAt: last.State.FinishedAt };
       } catch (err) {
         if (signal.aborted || err instanceof AbortError) throw new AbortError('wait');
         if (statusOf(err) === 404) return { result: { exitCode: null, signal: null, oomKilled: false, err: 'the container was removed before its exit could be read' } };
