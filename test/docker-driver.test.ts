@@ -11,6 +11,7 @@ import { DockerDriver, validateTaskConfig } from '../src/drivers/docker/index.js
 import { silentLogger } from '../src/drivers/docker/call.js';
 import type { TaskConfig, TaskEvent } from '../src/drivers/contract.js';
 import { TaskStore } from '../src/store/task-store.js';
+import { startRegistry } from './helpers/docker-registry.js';
 import {
   FILE_LABEL, TEST_IMAGE, containersOf, docker, ensureDockerUp, eventually, exists, fileId, randomUUID, removeContainersOf,
 } from './helpers/docker.js';
@@ -512,4 +513,48 @@ test('cgroups v2 engine: containers get corral\'s slice as cgroup parent (engine
   t.is(info.HostConfig.CgroupParent, '');
   await driver.waitTask(cfg.id);
   await driver.destroyTask(cfg.id);
+});
+
+test.serial('pull from a registry: progress events (image-pull), forcePull, and the pull timeout', async (t) => {
+  const reg = await startRegistry();
+  const ref = reg.ref('corral-test/pulled', `t${randomUUID().slice(0, 8)}`);
+  extraImages.push(ref);
+  try {
+    const d = newDriver({ pullTimeoutMs: 30_000 });
+    const events: TaskEvent[] = [];
+    const ac = new AbortController();
+    const sub = (async () => { for await (const e of d.taskEvents({ signal: ac.signal })) events.push(e); })();
+    const cfg = task('pulled', { image: ref, command: 'echo', args: ['pulled ok'] });
+    await d.startTask(cfg);
+    t.is((await d.waitTask(cfg.id)).exitCode, 0);
+    await d.destroyTask(cfg.id);
+    ac.abort();
+    await sub;
+    const pulls = events.filter((e) => e.type === 'image-pull' && e.taskId === cfg.id);
+    t.true(pulls.length >= 2, pulls.map((e) => e.message).join('; '));
+    t.true(pulls.some((e) => /Pulling from|Pull complete|Downloaded newer image/.test(e.message)), pulls.map((e) => e.message).join('; '));
+    t.true(reg.requests.some((r) => r.includes('/manifests/')));
+    // Now local: used as is (no registry request) unless forcePull.
+    const n = reg.requests.length;
+    const local = task('local', { image: ref, command: 'true' });
+    await d.startTask(local);
+    await d.waitTask(local.id);
+    await d.destroyTask(local.id);
+    t.is(reg.requests.length, n, 'a local image is not pulled again');
+    const forced = task('forced', { image: ref, command: 'true', forcePull: true });
+    await d.startTask(forced);
+    await d.waitTask(forced.id);
+    await d.destroyTask(forced.id);
+    t.true(reg.requests.length > n, 'forcePull asks the registry');
+    // A registry that never answers: the pull is bounded by pullTimeoutMs, nothing is left.
+    reg.hang = true;
+    const slow = newDriver({ pullTimeoutMs: 1000 });
+    const hung = task('hung', { image: reg.ref('corral-test/never', 'v1'), command: 'true' });
+    const t0 = Date.now();
+    await t.throwsAsync(slow.startTask(hung), { code: 'ERR_DOCKER_TIMEOUT', message: /pull image/ });
+    t.true(Date.now() - t0 < 8000, `took ${Date.now() - t0} ms`);
+    t.deepEqual((await containersOf(FID)).filter((c) => c.Labels['io.corral.task_id'] === hung.id), []);
+  } finally {
+    await reg.close();
+  }
 });
