@@ -82,6 +82,17 @@ test.serial('untracked container of ours older than the grace is removed; tracke
   await tracked.remove({ force: true });
 });
 
+test.serial('several dangling containers: removed concurrently, still one list call plus one call per removal', async (t) => {
+  const cs = await Promise.all(Array.from({ length: 5 }, () => createRawContainer({ fileId: FID, labels: ourLabels() })));
+  const { r, client } = reconciler({ removeConcurrency: 3 });
+  const res = await r.runOnce();
+  t.deepEqual(res.removed.map((d) => d.id).sort(), cs.map((c) => c.id).sort());
+  t.deepEqual(res.failed, []);
+  t.deepEqual(client.calls, { list: 1, remove: 5 });
+  for (const c of cs) t.false(await exists(c.id));
+  t.throws(() => reconciler({ removeConcurrency: 0 }), { code: 'ERR_INVALID_CONFIG', message: /removeConcurrency/ });
+});
+
 test.serial('containers that are not ours are kept: other agent id, no corral label', async (t) => {
   const other = await createRawContainer({ fileId: FID, labels: ourLabels({ [LABEL_AGENT_ID]: OTHER_AGENT }) });
   const plain = await createRawContainer({ fileId: FID, name: `plain-${randomUUID()}` });

@@ -161,7 +161,7 @@ export class DockerDriver implements TaskDriver {
     try {
       for (const h of this.store.list(DRIVER_NAME).handles) {
         const ds = h.driverState as Partial<DockerDriverState>;
-        if (typeof ds.imageId === 'string' && typeof ds.image === 'string') this.images.addRef(ds.imageId, ds.image, h.taskId);
+        if (typeof ds.image === 'string') this.images.addRef(ds.image, h.taskId);
       }
     } catch (err) {
       this.logger.warn('cannot read the task store', { dir: this.store.dir, error: (err as Error).message });
@@ -210,8 +210,8 @@ export class DockerDriver implements TaskDriver {
     return ids;
   }
 
-  /** Image reference counts (image ID → refs, tasks, whether removal is scheduled). */
-  imageUsage(): Map<string, { refs: string[]; tasks: string[]; removalScheduled: boolean }> {
+  /** Image reference counts (image reference → tasks using it, whether its removal is scheduled). */
+  imageUsage(): Map<string, { tasks: string[]; removalScheduled: boolean }> {
     return this.images.usage();
   }
 
@@ -342,8 +342,8 @@ export class DockerDriver implements TaskDriver {
 
   private async doStart(cfg: TaskConfig, spec: ReturnType<typeof validateTaskConfig>): Promise<TaskHandle> {
     const meta = { taskId: cfg.id, allocId: cfg.allocId, taskName: cfg.name };
-    const imageId = await this.images.ensure(spec.image, {
-      forcePull: spec.forcePull,
+    const pull = (forcePull: boolean) => this.images.ensure(spec.image, {
+      forcePull,
       signal: this.life.signal,
       onProgress: (p) => this.hub.publish({
         ...meta, timestamp: Date.now(), type: 'image-pull',
@@ -351,20 +351,26 @@ export class DockerDriver implements TaskDriver {
         annotations: { image: spec.image, status: p.status },
       }),
     });
-    this.images.addRef(imageId, spec.image, cfg.id);
+    // Counted before anything else, so that image GC cannot remove it under a start in progress.
+    this.images.addRef(spec.image, cfg.id);
     let containerId: string | undefined;
     try {
+      // A local image is used as it is: create straight away (as `docker run` does) and pull only
+      // when Docker says the image is missing, or first when forcePull asks for it.
+      let imageId = spec.forcePull ? await pull(true) : undefined;
       const eng = await this.engine();
       const create = structuredClone(spec.createOptions);
       if (cfg.taskDir) addTaskDirMounts(cfg.taskDir, create);
       if (eng.cgroupVersion === '2') {
         create.HostConfig.CgroupParent = eng.cgroupDriver === 'systemd' ? this.cgroupParent : `/${this.cgroupParent}`;
       }
-      containerId = await this.createContainer(cfg.id, spec.containerName, create);
+      containerId = await this.createContainer(cfg.id, spec.containerName, create, async () => {
+        imageId = await pull(false);
+      });
       await this.startContainer(containerId);
-      const info = await this.call('inspect container', (s) => this.docker.getContainer(containerId!).inspect({ abortSignal: s } as object));
-      const startedAt = info.State.StartedAt && !info.State.StartedAt.startsWith('0001-') ? info.State.StartedAt : new Date().toISOString();
-      const driverState: DockerDriverState = { containerId, containerName: spec.containerName, image: spec.image, imageId, agentId: this.agentId };
+      const startedAt = new Date().toISOString();
+      const driverState: DockerDriverState = { containerId, containerName: spec.containerName, image: spec.image, agentId: this.agentId };
+      if (imageId) driverState.imageId = imageId;
       const handle: DockerTaskHandle = {
         version: 1, driver: DRIVER_NAME, taskId: cfg.id, allocId: cfg.allocId, taskName: cfg.name, startedAt,
         config: structuredClone(cfg) as TaskConfig, driverState: driverState as DockerDriverState & Record<string, unknown>,
@@ -389,7 +395,7 @@ export class DockerDriver implements TaskDriver {
         try { this.store.delete(cfg.id); } catch { /* best effort */ }
       }
       this.tasks.delete(cfg.id);
-      this.images.release(imageId, cfg.id);
+      this.images.release(spec.image, cfg.id);
       throw err;
     }
   }
@@ -416,13 +422,19 @@ export class DockerDriver implements TaskDriver {
   }
 
   /** Creates the container; a stopped leftover of the same task with the same name is replaced. */
-  private async createContainer(taskId: string, name: string, create: Docker.ContainerCreateOptions): Promise<string> {
+  private async createContainer(taskId: string, name: string, create: Docker.ContainerCreateOptions, onMissingImage: () => Promise<void>): Promise<string> {
+    let pulled = false;
     for (let attempt = 0; ; attempt++) {
       try {
         const c = await this.call('create container', (s) => this.docker.createContainer({ ...create, name, abortSignal: s } as Docker.ContainerCreateOptions));
         return c.id;
       } catch (err) {
-        if (statusOf(err) !== 409 || attempt > 0) throw err;
+        if (statusOf(err) === 404 && /no such image/i.test((err as Error).message) && !pulled) {
+          pulled = true;
+          await onMissingImage();
+          continue;
+        }
+        if (statusOf(err) !== 409 || attempt > 1) throw err;
         let old: Docker.ContainerInspectInfo;
         try {
           old = await this.call('inspect container', (s) => this.docker.getContainer(name).inspect({ abortSignal: s } as object));
@@ -482,6 +494,7 @@ export class DockerDriver implements TaskDriver {
           if (!(await sleep(150, signal))) throw new AbortError('wait');
           last = await this.call('inspect container', (s) => container.inspect({ abortSignal: s } as object), { signal });
         }
+        if (!e.handle.driverState.imageId && last.Image) e.handle.driverState.imageId = last.Image;
         return { result: exitResultOf(last, e.lastSignal), finishedAt: last.State.FinishedAt };
       } catch (err) {
         if (signal.aborted || err instanceof AbortError) throw new AbortError('wait');
@@ -620,7 +633,7 @@ export class DockerDriver implements TaskDriver {
     if (e.logs) await e.logs;
     this.tasks.delete(taskId);
     this.store.delete(taskId);
-    this.images.release(e.handle.driverState.imageId, taskId);
+    this.images.release(e.handle.driverState.image, taskId);
     this.publish(e, 'destroyed', `container ${e.handle.driverState.containerName} ${this.gc.container ? 'removed' : 'left in place (gc.container is off)'}`);
   }
 
@@ -791,7 +804,7 @@ export class DockerDriver implements TaskDriver {
       if (statusOf(err) === 404) {
         // Gone while the agent was away: forget it, and let image GC know.
         this.store.delete(handle.taskId);
-        if (typeof ds.imageId === 'string') this.images.release(ds.imageId, handle.taskId);
+        if (typeof ds.image === 'string') this.images.release(ds.image, handle.taskId);
         this.publish(handle, 'lost', `container ${ds.containerId.slice(0, 12)} no longer exists`);
         throw new DockerError('recover task', `container ${ds.containerId.slice(0, 12)} of task ${handle.taskId} no longer exists`, 404, { cause: err });
       }
@@ -811,7 +824,7 @@ export class DockerDriver implements TaskDriver {
     };
     const h: DockerTaskHandle = { ...(handle as DockerTaskHandle), driverState: { ...handle.driverState, ...full } };
     const e = new TaskEntry(h, handle.startedAt);
-    this.images.addRef(full.imageId, full.image, handle.taskId);
+    this.images.addRef(full.image, handle.taskId);
     this.tasks.set(handle.taskId, e);
     try {
       this.store.put(h as TaskHandle);

@@ -11,8 +11,8 @@ export interface DockerDriverState {
   containerName: string;
   /** The image reference the task asked for. */
   image: string;
-  /** The image ID the container was created from (image GC counts by it). */
-  imageId: string;
+  /** The image ID the container was created from, when known (pulled, recovered, or seen at exit). */
+  imageId?: string;
   /** The agent that created the container (its io.corral.agent_id label). */
   agentId: string;
 }
@@ -58,10 +58,10 @@ export class TaskEntry {
         containerId: this.containerId,
         containerName: this.handle.driverState.containerName,
         image: this.handle.driverState.image,
-        imageId: this.handle.driverState.imageId,
         agentId: this.handle.driverState.agentId,
       },
     };
+    if (this.handle.driverState.imageId) s.driverAttributes.imageId = this.handle.driverState.imageId;
     if (this.completedAt !== undefined) s.completedAt = this.completedAt;
     if (this.exitResult !== undefined) s.exitResult = { ...this.exitResult };
     return s;

@@ -1,8 +1,10 @@
 /**
  * Images for the docker driver (Nomad's docker coordinator): a local image is used as it is, a missing
  * one (or forcePull) is pulled with progress and a timeout, concurrent pulls of one reference are
- * shared. Reference counts per image ID: when no task uses an image any more and image GC is on, it
- * is removed after `delayMs`, unless a task takes it again first.
+ * shared. Reference counts per image reference (the name tasks asked for): when no task uses a
+ * reference any more and image GC is on, it is removed after `delayMs` (an untag while other tags
+ * of the same image remain; the image itself with its last tag; Docker refuses while a container
+ * still uses it), unless a task takes it again first.
  * The counts are sets of task IDs, so that recovery can add a task again without inflating them
  * (and an agent restart rebuilds them from the TaskStore: Nomad issue 26452).
  */
@@ -28,8 +30,6 @@ export interface ImageCoordinatorOptions {
 }
 
 interface ImageUse {
-  /** Names tasks used for this image (removal goes through them, so other tags of the same image stay). */
-  refs: Set<string>;
   tasks: Set<string>;
   timer?: NodeJS.Timeout;
 }
@@ -99,14 +99,13 @@ export class ImageCoordinator {
     return id;
   }
 
-  /** Task `taskId` uses image `imageId` (pulled or referred to as `ref`). Idempotent per task. */
-  addRef(imageId: string, ref: string, taskId: string): void {
-    let u = this.uses.get(imageId);
+  /** Task `taskId` uses image reference `ref`. Idempotent per task; cancels a pending removal. */
+  addRef(ref: string, taskId: string): void {
+    let u = this.uses.get(ref);
     if (!u) {
-      u = { refs: new Set(), tasks: new Set() };
-      this.uses.set(imageId, u);
+      u = { tasks: new Set() };
+      this.uses.set(ref, u);
     }
-    u.refs.add(ref);
     u.tasks.add(taskId);
     if (u.timer) {
       clearTimeout(u.timer);
@@ -114,44 +113,42 @@ export class ImageCoordinator {
     }
   }
 
-  /** Task `taskId` no longer uses the image; with GC on, an unused image is removed after the delay. */
-  release(imageId: string, taskId: string): void {
-    const u = this.uses.get(imageId);
+  /** Task `taskId` no longer uses `ref`; with GC on, an unused reference is removed after the delay. */
+  release(ref: string, taskId: string): void {
+    const u = this.uses.get(ref);
     if (!u || !u.tasks.delete(taskId)) return;
     if (u.tasks.size > 0) return;
     if (!this.o.gc || this.o.signal.aborted) {
-      this.uses.delete(imageId);
+      this.uses.delete(ref);
       return;
     }
     u.timer = setTimeout(() => {
       delete u.timer;
-      const p = this.remove(imageId, u).finally(() => this.removing.delete(p));
+      const p = this.remove(ref, u).finally(() => this.removing.delete(p));
       this.removing.add(p);
     }, this.o.delayMs);
     u.timer.unref();
   }
 
-  private async remove(imageId: string, u: ImageUse): Promise<void> {
-    if (u.tasks.size > 0) return;
-    this.uses.delete(imageId);
-    for (const ref of u.refs) {
-      if (this.o.signal.aborted) return;
-      try {
-        await bounded('remove image', this.o.callTimeoutMs, this.o.signal, (s) => this.o.docker.getImage(ref).remove({ abortSignal: s } as object));
-        this.o.logger.info('removed unused image', { image: ref, imageId });
-      } catch (err) {
-        const st = statusOf(err);
-        if (st === 404) continue;
-        // 409: still used by a container that is not ours, or referenced elsewhere.
-        this.o.logger[st === 409 ? 'debug' : 'warn']('image not removed', { image: ref, imageId, error: (err as Error).message });
-      }
+  private async remove(ref: string, u: ImageUse): Promise<void> {
+    if (u.tasks.size > 0 || this.uses.get(ref) !== u) return;
+    this.uses.delete(ref);
+    if (this.o.signal.aborted) return;
+    try {
+      await bounded('remove image', this.o.callTimeoutMs, this.o.signal, (s) => this.o.docker.getImage(ref).remove({ abortSignal: s } as object));
+      this.o.logger.info('removed unused image', { image: ref });
+    } catch (err) {
+      const st = statusOf(err);
+      if (st === 404) return;
+      // 409: still used by a container that is not ours (or stopped and kept), or referenced elsewhere.
+      this.o.logger[st === 409 ? 'debug' : 'warn']('image not removed', { image: ref, error: (err as Error).message });
     }
   }
 
-  /** Tasks using each image (for tests and inspection). */
-  usage(): Map<string, { refs: string[]; tasks: string[]; removalScheduled: boolean }> {
-    const m = new Map<string, { refs: string[]; tasks: string[]; removalScheduled: boolean }>();
-    for (const [id, u] of this.uses) m.set(id, { refs: [...u.refs], tasks: [...u.tasks], removalScheduled: u.timer !== undefined });
+  /** Tasks using each image reference (for tests and inspection). */
+  usage(): Map<string, { tasks: string[]; removalScheduled: boolean }> {
+    const m = new Map<string, { tasks: string[]; removalScheduled: boolean }>();
+    for (const [ref, u] of this.uses) m.set(ref, { tasks: [...u.tasks], removalScheduled: u.timer !== undefined });
     return m;
   }
 

@@ -72,6 +72,8 @@ export interface DanglingContainerReconcilerOptions extends DanglingContainersCo
   callTimeoutFloorMs?: number;
   /** Only consider containers with these labels (`key` or `key=value`), filtered by Docker in the one list call. */
   labelFilter?: string[];
+  /** Removals in flight at once during a pass (default 4; each is still one call). */
+  removeConcurrency?: number;
   /** Called after every pass of the loop that ran (not for runOnce calls made by others). */
   onPass?: (r: ReconcilePassResult) => void;
 }
@@ -143,6 +145,7 @@ export class DanglingContainerReconciler {
   private readonly clock: ReconcilerClock;
   private readonly signal: AbortSignal | undefined;
   private readonly labelFilter: string[] | undefined;
+  private readonly removeConcurrency: number;
   private readonly onPass: ((r: ReconcilePassResult) => void) | undefined;
 
   private started = false;
@@ -177,6 +180,9 @@ export class DanglingContainerReconciler {
       this.labelFilter = [...opts.labelFilter];
     }
     this.onPass = opts.onPass;
+    const rc = opts.removeConcurrency ?? 4;
+    if (typeof rc !== 'number' || !Number.isInteger(rc) || rc < 1) throw new InvalidConfigError('removeConcurrency', rc, 'must be a positive integer');
+    this.removeConcurrency = rc;
   }
 
   /** Delay before the first pass: max(period, grace), leaving a restarted agent time to recover its tasks. */
@@ -311,19 +317,23 @@ export class DanglingContainerReconciler {
         this.logger.info('detected untracked containers (dry run, not removed)', { containers: result.dangling.map((d) => `${d.id.slice(0, 12)} ${d.name}`) });
         return result;
       }
-      for (const d of result.dangling) {
-        if (ac.signal.aborted) break;
-        try {
-          await bounded('remove container', this.callTimeoutMs, ac.signal,
-            (signal) => this.docker.getContainer(d.id).remove({ force: true, v: true, abortSignal: signal }));
-          result.removed.push(d);
-          this.logger.info('removed untracked container', { containerId: d.id, name: d.name, matchedBy: d.matchedBy });
-        } catch (err) {
-          const msg = (err as Error)?.message ?? String(err);
-          result.failed.push({ container: d, error: msg });
-          this.logger.warn('failed to remove untracked container', { containerId: d.id, name: d.name, error: msg });
+      let next = 0;
+      const worker = async () => {
+        while (next < result.dangling.length && !ac.signal.aborted) {
+          const d = result.dangling[next++]!;
+          try {
+            await bounded('remove container', this.callTimeoutMs, ac.signal,
+              (signal) => this.docker.getContainer(d.id).remove({ force: true, v: true, abortSignal: signal }));
+            result.removed.push(d);
+            this.logger.info('removed untracked container', { containerId: d.id, name: d.name, matchedBy: d.matchedBy });
+          } catch (err) {
+            const msg = (err as Error)?.message ?? String(err);
+            result.failed.push({ container: d, error: msg });
+            this.logger.warn('failed to remove untracked container', { containerId: d.id, name: d.name, error: msg });
+          }
         }
-      }
+      };
+      await Promise.all(Array.from({ length: Math.min(this.removeConcurrency, result.dangling.length) }, worker));
       return result;
     } finally {
       this.passAborts.delete(ac);
