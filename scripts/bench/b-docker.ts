@@ -318,7 +318,7 @@ export async function run(o: BenchOptions): Promise<Section> {
       if (made < k) notes.push(`reconciler ${k}: ${made} containers were created (${createS.toFixed(0)} s, 12 at a time) — as many as the time budget left room for, at the creation and removal rates seen; the row is for ${made}.`);
       await removeAllOurs();
     }
-    notes.push('reconciler passes: creationGraceMs 0, no tracked containers, containers labelled as corral\'s with this bench\'s agent id, running `sleep 3600` with --network none; one pass, timed from runOnce() until it resolved (one forced DELETE per container, at the reconciler's own removal concurrency).');
+    notes.push('reconciler passes: creationGraceMs 0, no tracked containers, containers labelled as corral\'s with this bench\'s agent id, running `sleep 3600` with --network none; one pass, timed from runOnce() until it resolved (one forced DELETE per container, at the reconciler\'s own removal concurrency).');
   }
   notes.push(`lifecycle: ${reps} runs each, sequential, interleaved; image ${IMAGE}; network none; corral and dockerode talk through the counting proxy (a unix-socket hop both pay), \`docker run\` talks to dockerd directly.`);
   return {
