@@ -232,6 +232,16 @@ export async function run(o: BenchOptions): Promise<Section> {
     rows.push({ case: level === 1 ? 'sequential' : `${level} in flight`, values, checks });
   }
   void repsDone;
+  // For reference: how far the syscall limit itself is from cgexec, and from plain spawn.
+  const ref = rows
+    .map((r) => {
+      const c = r.values['C fork/exec+cgroup']?.median;
+      const g = r.values['cgexec']?.median;
+      const sp = r.values['spawn (no cgroup)']?.median;
+      return c && g && sp ? `${r.case}: cgexec/C ${(g / c).toFixed(1)}x, spawn/C ${(sp / c).toFixed(2)}x` : undefined;
+    })
+    .filter(Boolean);
+  if (ref.length) notes.push(`for reference, the C limit itself against the baselines — ${ref.join('; ')}: where cgexec/C is under 10, "≥10x cgexec" is beyond what even the syscall limit reaches on this machine.`);
   notes.push('corral raw_exec = RawExecDriver startTask → waitTask → destroyTask with its state directory on disk (ext4, like the default /var/lib/corral): each start persists the task handle synchronously (write, fsync, rename). "raw_exec, state on tmpfs" is the same with the state directory on /dev/shm, to show that cost; "corral cgroups+spawn" is the layer below the driver: manager.create → native spawn placed in the group → watchExit (pidfd, reap) → TaskCgroup.destroy.');
   notes.push(`${count} tasks per batch (cgexec: ${o.quick ? 10 : 20}), ${reps} batches per figure (cgexec: 3); figure = batch wall time / tasks.`);
   for (const [k, v] of Object.entries(failures)) notes.push(`${k} failed: ${v}`);
