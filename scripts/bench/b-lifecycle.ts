@@ -12,7 +12,7 @@ import type { CgroupManager } from '../../src/cgroups/types.js';
 import type { TaskDriver } from '../../src/drivers/contract.js';
 import {
   BENCH_PARENT, binPath, stateDir, timeLeftMs, checkFaster, checkWithin, errMsg, haveCommand, makeV1Parent, measure, missing, msSince, nowNs, onCleanup,
-  removeCgroupTree, rootCpus, rootMems, v1Mounts, type Measure, type Row, type Section,
+  removeCgroupTree, rootCpus, rootMems, v1Mounts, UNIFIED, type Measure, type Row, type Section,
 } from './lib.js';
 import { loadCgroupManager, loadNative, loadRawExec } from './corral.js';
 import type { BenchOptions } from './run-one.js';
@@ -72,7 +72,7 @@ export async function run(o: BenchOptions): Promise<Section> {
     mgr = mgrL.value;
     try {
       const probe = mgr.create(randomUUID(), 'probe');
-      controllers = Object.keys(probe.paths).filter((c) => c !== 'unified');
+      controllers = mgr.version === 'v2' ? mgr.controllers() : Object.keys(probe.paths).filter((c) => c !== 'unified');
       await probe.destroy();
       ctlSource = `corral's ${mgr.version} manager (${mgr.layout.mode} host)`;
     } catch (err) {
@@ -109,17 +109,37 @@ export async function run(o: BenchOptions): Promise<Section> {
   const { driver, reason: driverReason } = await makeDriver(stateDir('/var/tmp'));
   const shm = fs.existsSync('/dev/shm') ? await makeDriver(stateDir('/dev/shm')) : { reason: 'no /dev/shm' };
   const driverShm = shm.driver;
-  notes.push(`cgroup work per task: one group in each v1 controller of ${controllers.join(', ')} — taken from ${ctlSource}; the C baseline and cgcreate do the same set (cpuset: cpus and mems written).`);
+  notes.push(
+    mgr?.version === 'v2'
+      ? `cgroup work per task: one cgroup2 directory (controllers ${controllers.join(', ')} enabled on the parent) — taken from ${ctlSource}; the C baseline does the same.`
+      : `cgroup work per task: one group in each v1 controller of ${controllers.join(', ')} — taken from ${ctlSource}; the C baseline and cgcreate do the same set (cpuset: cpus and mems written).`,
+  );
 
-  // Baseline (b): the C program, same controllers, under its own parent.
-  const cParents = makeV1Parent(controllers, 'c');
-  const cpus = rootCpus();
-  const mems = rootMems();
-  const ctlArgs = controllers.flatMap((c) => ['--ctl', c === 'cpuset' ? `${cParents[c]}:cpuset.cpus=${cpus},cpuset.mems=${mems}` : cParents[c]!]);
-  // Baseline (c): cgroup-tools. cgcreate does not copy cpuset.cpus/mems: clone_children on the parent does.
-  const haveCgexec = haveCommand('cgexec') && haveCommand('cgcreate') && haveCommand('cgdelete');
-  const gParents = makeV1Parent(controllers, 'cgtools');
-  if (gParents.cpuset) fs.writeFileSync(path.join(gParents.cpuset, 'cgroup.clone_children'), '1');
+  // Baseline (b): the C program, same cgroup work, under its own parent.
+  const v2 = mgr?.version === 'v2';
+  let ctlArgs: string[];
+  if (!v2) {
+    const cParents = makeV1Parent(controllers, 'c');
+    const cpus = rootCpus();
+    const mems = rootMems();
+    ctlArgs = controllers.flatMap((c) => ['--ctl', c === 'cpuset' ? `${cParents[c]}:cpuset.cpus=${cpus},cpuset.mems=${mems}` : cParents[c]!]);
+  } else {
+    // v2: one directory per task under a parent with the same controllers enabled for its children.
+    const top = path.join(UNIFIED, BENCH_PARENT);
+    const parent = path.join(top, 'c');
+    fs.mkdirSync(parent, { recursive: true });
+    const avail = fs.readFileSync(path.join(UNIFIED, 'cgroup.controllers'), 'utf8').trim().split(/\s+/);
+    const want = controllers.filter((c) => avail.includes(c));
+    for (const d of [top, parent]) if (want.length) fs.writeFileSync(path.join(d, 'cgroup.subtree_control'), want.map((c) => `+${c}`).join(' '));
+    ctlArgs = ['--ctl', parent];
+    onCleanup(() => removeCgroupTree(top));
+  }
+  // Baseline (c): cgroup-tools (v1 here). cgcreate does not copy cpuset.cpus/mems: clone_children on the parent does.
+  const haveCgexec = !v2 && haveCommand('cgexec') && haveCommand('cgcreate') && haveCommand('cgdelete');
+  if (!v2) {
+    const gParents = makeV1Parent(controllers, 'cgtools');
+    if (gParents.cpuset) fs.writeFileSync(path.join(gParents.cpuset, 'cgroup.clone_children'), '1');
+  }
   const gRel = `${BENCH_PARENT}/cgtools`;
   const gSpec = `${controllers.join(',')}`;
 
@@ -179,7 +199,7 @@ export async function run(o: BenchOptions): Promise<Section> {
           await execFileP('cgdelete', ['-g', g]);
         }),
     });
-  } else notes.push('cgexec: cgroup-tools is not installed (scripts/bench.sh installs it)');
+  } else notes.push(v2 ? 'cgexec: not measured on a cgroup v2 host (the bench drives cgroup-tools through v1 controllers)' : 'cgexec: cgroup-tools is not installed (scripts/bench.sh installs it)');
   impls.push({ key: 'execa (no cgroup)', count, reps, batch: (n, c) => pool(n, c, async () => void (await execa('/bin/true'))) });
 
   const columns = ['corral raw_exec', 'raw_exec, state on tmpfs', 'corral cgroups+spawn', 'spawn (no cgroup)', 'C fork/exec+cgroup', 'cgexec', 'execa (no cgroup)'];

@@ -9,7 +9,21 @@ import { execFileSync, spawnSync } from 'node:child_process';
 
 export const REPO = path.resolve(__dirname, '..', '..');
 export const CG = '/sys/fs/cgroup';
-export const UNIFIED = `${CG}/unified`;
+/** Where cgroup2 is mounted: /sys/fs/cgroup/unified on a hybrid host, /sys/fs/cgroup on a v2 host. */
+export const UNIFIED = cgroup2Mount() ?? `${CG}/unified`;
+
+function cgroup2Mount(): string | undefined {
+  try {
+    let found: string | undefined;
+    for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+      const [pre, post] = line.split(' - ');
+      if (pre && post?.startsWith('cgroup2 ')) found = pre.split(' ')[4];
+    }
+    return found;
+  } catch {
+    return undefined;
+  }
+}
 
 // ---------- timing and statistics ----------
 
