@@ -38,6 +38,7 @@ function machine(): Record<string, string | number> {
     cgroupMode: cgroupMode(),
     node: process.version,
     docker: first('sh', ['-c', "docker version --format '{{.Server.Version}}' 2>/dev/null"]) || 'unavailable',
+    corral: first('sh', ['-c', `cd '${REPO}' && git rev-parse --short HEAD 2>/dev/null`]) || 'unknown',
     loadavgAtStart: os.loadavg().map((x) => x.toFixed(2)).join(' '),
   };
 }
@@ -114,15 +115,21 @@ async function main(): Promise<void> {
 
   const head =
     `corral benchmarks — ${started.toISOString()}${quick ? ' (quick)' : ''}\n` +
-    `machine: ${info.nproc} cores (${info.cpu}), ${info.memGiB} GiB, Linux ${info.kernel}, cgroups ${info.cgroupMode}, Node ${info.node}, Docker ${info.docker}; load ${info.loadavgAtStart} → ${info.loadavgAtEnd}`;
-  const text = [head, ...sections.map(textTable)].join('\n\n');
+    `machine: ${info.nproc} cores (${info.cpu}), ${info.memGiB} GiB, Linux ${info.kernel}, cgroups ${info.cgroupMode}, Node ${info.node}, Docker ${info.docker}; load ${info.loadavgAtStart} → ${info.loadavgAtEnd}; corral ${info.corral}`;
+  const maxLoad = Math.max(...[info.loadavgAtStart, info.loadavgAtEnd].flatMap((l) => String(l).split(' ').map(Number)));
+  const busy =
+    maxLoad > Number(info.nproc) * 1.5
+      ? `Shared machine: the load average reached ${maxLoad.toFixed(1)} on ${info.nproc} cores during this run (other work was running), so the figures are noisy; ratios within ~20% of a target can flip between runs.`
+      : '';
+  const text = [head + (busy ? `\n${busy}` : ''), ...sections.map(textTable)].join('\n\n');
   process.stdout.write('\n' + text + '\n\n');
   process.stdout.write(`targets: ${met} met, ${missed.length} missed, ${checks.length - met - missed.length} not measured; ${totalS.toFixed(0)} s in all\n`);
   for (const x of missed) process.stdout.write(`  MISSED  [${x.s.id}] ${x.r.case}: ${x.c.target} (${x.c.ratioText})\n`);
 
   const md =
     `Measured ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC on ${info.nproc} cores (${info.cpu}), ${info.memGiB} GiB, Linux ${info.kernel}, cgroups ${info.cgroupMode}, Node ${info.node}, Docker ${info.docker}` +
-    ` (load average ${info.loadavgAtStart} at the start, ${info.loadavgAtEnd} at the end). Medians; ${met} of ${checks.length} targets met.\n\n` +
+    ` (load average ${info.loadavgAtStart} at the start, ${info.loadavgAtEnd} at the end), corral at ${info.corral}. Medians; ${met} of ${checks.length} targets met.\n\n` +
+    (busy ? `${busy}\n\n` : '') +
     sections.map(markdownTable).join('\n\n') +
     '\n';
   fs.writeFileSync(path.join(outDir, 'latest.json'), JSON.stringify(result, null, 2));
