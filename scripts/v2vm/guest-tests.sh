@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# scripts/v2vm/guest-tests.sh FILE... — the v2 lane's in-guest half (run by scripts/test-v2.sh through
+# scripts/v2vm/run.sh; it refuses to run anywhere else). In the guest, / is the host's root (read-only
+# 9p) under a tmpfs overlay, so node, node_modules, the built addon and the sources are the host's, and
+# every write (tsx's cache in /tmp, ava's in node_modules/.cache) lands in guest RAM and is discarded.
+#
+# 1. says what the guest is (kernel, vCPUs, memory, cgroup2 controllers) and checks it is v2-only;
+# 2. loads the native addon with plain node (fast; a broken build fails here with a clear message);
+# 3. runs ava on FILE... with timeouts raised for the emulated guest, one test file at a time;
+# 4. runs scripts/check-leftovers.sh: the tests must leave nothing under corral* on v2 either.
+# Exit: ava's status, or check-leftovers' (1), or 3 when this is not a v2-only guest.
+set -uo pipefail
+[[ -n ${V2VM_GUEST-} ]] || { echo "guest-tests: runs only inside the v2 VM (use npm run test:v2)" >&2; exit 2; }
+now() { date +%s%N; }
+el() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }'; }
+say() { echo "[v2 guest $(awk '{ printf "%.0f", $1 }' /proc/uptime)s] $*"; }
+
+fstype=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)
+say "kernel $(uname -r), $(nproc) vCPUs, $(awk '/MemTotal/ { printf "%d MiB", $2 / 1024 }' /proc/meminfo)," \
+    "/sys/fs/cgroup is $fstype, controllers: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)"
+if [[ $fstype != cgroup2fs ]] || grep -qw cgroup /proc/self/mounts; then
+  say "not a v2-only guest (cgroup v1 hierarchies mounted, or /sys/fs/cgroup is not cgroup2)"; exit 3
+fi
+
+t=$(now)
+node -e '
+  const n = require("./build/Release/corral.node");
+  const magic = n.statfsType("/sys/fs/cgroup");
+  if (magic !== 0x63677270) throw new Error("statfsType(/sys/fs/cgroup) = 0x" + magic.toString(16) + ", not cgroup2");
+  console.log("addon loaded (" + Object.keys(n).length + " exports), statfs(/sys/fs/cgroup) is cgroup2");
+' 2>&1 | sed 's/^/  /' || { say "the native addon does not load in the guest"; exit 1; }
+say "node + addon check took $(el "$t")s"
+
+# Timeouts: ava's (inactivity) timeout is raised from the package's 2m; one file at a time keeps the
+# two emulated vCPUs for the test itself. Tests may read CORRAL_TEST_SLOWDOWN to stretch their own waits.
+export CORRAL_TEST_LANE=v2vm CORRAL_TEST_SLOWDOWN=${CORRAL_TEST_SLOWDOWN:-20}
+if [[ -n ${V2_NODE_OPTIONS-} ]]; then export NODE_OPTIONS="${NODE_OPTIONS:+$NODE_OPTIONS }$V2_NODE_OPTIONS"; fi
+say "ava ${V2_AVA_ARGS:---timeout=10m --concurrency=1} on $# file(s): $*"
+t=$(now)
+# shellcheck disable=SC2086  # V2_AVA_ARGS is a list of flags
+node node_modules/ava/entrypoints/cli.mjs ${V2_AVA_ARGS:---timeout=10m --concurrency=1} "$@"
+rc=$?
+say "ava exited $rc after $(el "$t")s"
+
+if bash scripts/check-leftovers.sh; then say "check-leftovers: nothing left under corral*"
+else say "check-leftovers: the tests left cgroups behind (see above)"; ((rc)) || rc=1; fi
+exit "$rc"
