@@ -169,7 +169,9 @@ export function textTable(sec: Section): string {
 
 export function markdownTable(sec: Section): string {
   const out: string[] = [];
-  out.push(`**${sec.title}** — ${sec.unit}`);
+  out.push(`#### ${sec.title}`);
+  out.push('');
+  out.push(`Figures: ${sec.unit}.`);
   out.push('');
   if (sec.skipped) {
     out.push(`Skipped: ${sec.skipped}`);
@@ -418,4 +420,36 @@ export const BUDGET_END = Date.now() + Number(process.env.CORRAL_BENCH_BUDGET_S 
 
 export function timeLeftMs(): number {
   return BUDGET_END - Date.now();
+}
+
+// ---------- the whole run ----------
+
+export interface RunResult {
+  startedAt: string;
+  totalSeconds: number;
+  quick: boolean;
+  machine: Record<string, string | number>;
+  sections: Section[];
+  summary: { checks: number; met: number; missed: number; notMeasured: number };
+}
+
+/** Busy-machine warning, when the load average went well above the core count during the run. */
+export function busyNote(info: Record<string, string | number>): string {
+  const maxLoad = Math.max(...[info.loadavgAtStart, info.loadavgAtEnd].flatMap((l) => String(l ?? '0').split(' ').map(Number)));
+  return maxLoad > Number(info.nproc) * 1.5
+    ? `Shared machine: the load average reached ${maxLoad.toFixed(1)} on ${info.nproc} cores during this run (other work was running), so the figures are noisy; ratios within ~20% of a target can flip between runs.`
+    : '';
+}
+
+/** The run as markdown: machine line, busy note, one table per bench. */
+export function renderMarkdown(r: RunResult): string {
+  const info = r.machine;
+  const busy = busyNote(info);
+  return (
+    `Measured ${r.startedAt.slice(0, 16).replace('T', ' ')} UTC on ${info.nproc} cores (${info.cpu}), ${info.memGiB} GiB, Linux ${info.kernel}, cgroups ${info.cgroupMode}, Node ${info.node}, Docker ${info.docker}` +
+    ` (load average ${info.loadavgAtStart} at the start, ${info.loadavgAtEnd} at the end), corral at ${info.corral ?? 'unknown'}, ${r.totalSeconds} s in all. Medians; ${r.summary.met} of ${r.summary.checks} targets met.\n\n` +
+    (busy ? `${busy}\n\n` : '') +
+    r.sections.map(markdownTable).join('\n\n') +
+    '\n'
+  );
 }

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { BENCH_PARENT, REPO, RUN_ID, cgroupMode, markdownTable, removeCgroupTree, benchParents, textTable, type Section } from './lib.js';
+import { BENCH_PARENT, REPO, RUN_ID, busyNote, cgroupMode, renderMarkdown, removeCgroupTree, benchParents, textTable, type RunResult, type Section } from './lib.js';
 
 const ORDER = ['lifecycle', 'spawnmem', 'kill', 'cpuset', 'memory', 'docker'] as const;
 /**
@@ -111,27 +111,18 @@ async function main(): Promise<void> {
   const checks = sections.flatMap((s) => s.rows.flatMap((r) => r.checks.map((c) => ({ s, r, c }))));
   const met = checks.filter((x) => x.c.met === true).length;
   const missed = checks.filter((x) => x.c.met === false);
-  const result = { startedAt: started.toISOString(), totalSeconds: Math.round(totalS), quick, machine: info, sections, summary: { checks: checks.length, met, missed: missed.length, notMeasured: checks.length - met - missed.length } };
+  const result: RunResult = { startedAt: started.toISOString(), totalSeconds: Math.round(totalS), quick, machine: info, sections, summary: { checks: checks.length, met, missed: missed.length, notMeasured: checks.length - met - missed.length } };
 
   const head =
     `corral benchmarks — ${started.toISOString()}${quick ? ' (quick)' : ''}\n` +
     `machine: ${info.nproc} cores (${info.cpu}), ${info.memGiB} GiB, Linux ${info.kernel}, cgroups ${info.cgroupMode}, Node ${info.node}, Docker ${info.docker}; load ${info.loadavgAtStart} → ${info.loadavgAtEnd}; corral ${info.corral}`;
-  const maxLoad = Math.max(...[info.loadavgAtStart, info.loadavgAtEnd].flatMap((l) => String(l).split(' ').map(Number)));
-  const busy =
-    maxLoad > Number(info.nproc) * 1.5
-      ? `Shared machine: the load average reached ${maxLoad.toFixed(1)} on ${info.nproc} cores during this run (other work was running), so the figures are noisy; ratios within ~20% of a target can flip between runs.`
-      : '';
+  const busy = busyNote(info);
   const text = [head + (busy ? `\n${busy}` : ''), ...sections.map(textTable)].join('\n\n');
   process.stdout.write('\n' + text + '\n\n');
   process.stdout.write(`targets: ${met} met, ${missed.length} missed, ${checks.length - met - missed.length} not measured; ${totalS.toFixed(0)} s in all\n`);
   for (const x of missed) process.stdout.write(`  MISSED  [${x.s.id}] ${x.r.case}: ${x.c.target} (${x.c.ratioText})\n`);
 
-  const md =
-    `Measured ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC on ${info.nproc} cores (${info.cpu}), ${info.memGiB} GiB, Linux ${info.kernel}, cgroups ${info.cgroupMode}, Node ${info.node}, Docker ${info.docker}` +
-    ` (load average ${info.loadavgAtStart} at the start, ${info.loadavgAtEnd} at the end), corral at ${info.corral}. Medians; ${met} of ${checks.length} targets met.\n\n` +
-    (busy ? `${busy}\n\n` : '') +
-    sections.map(markdownTable).join('\n\n') +
-    '\n';
+  const md = renderMarkdown(result);
   fs.writeFileSync(path.join(outDir, 'latest.json'), JSON.stringify(result, null, 2));
   fs.writeFileSync(path.join(outDir, 'latest.md'), md);
   const stamp = started.toISOString().slice(0, 16).replace(/[:T]/g, '-');
