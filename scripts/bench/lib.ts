@@ -441,7 +441,46 @@ export function busyNote(info: Record<string, string | number>): string {
     : '';
 }
 
-/** The run as markdown: machine line, busy note, one table per bench. */
+const SHORT: Record<string, string> = { lifecycle: '1. Lifecycle', spawnmem: '2. Spawn latency', kill: '3. Group kill', cpuset: '4. Control-file writes', docker: '5. Docker', memory: '6. Memory' };
+
+/** One line per target (checks with the same target text across a bench's rows): how often met, ratio range. */
+export function glanceTable(r: RunResult): string {
+  const out = ['| bench | target | met | ratios (corral vs baseline) |', '|---|---|---|---|'];
+  for (const sec of r.sections) {
+    if (sec.skipped) {
+      out.push(`| ${SHORT[sec.id] ?? sec.id} | — | skipped: ${sec.skipped} | |`);
+      continue;
+    }
+    const groups = new Map<string, { cases: string[]; met: number; n: number; texts: string[] }>();
+    for (const row of sec.rows) {
+      for (const c of row.checks) {
+        const key = c.target.replace(/ \([^)]*\)$/, '');
+        const g = groups.get(key) ?? { cases: [], met: 0, n: 0, texts: [] };
+        g.n++;
+        if (c.met) g.met++;
+        else if (c.met === false) g.cases.push(row.case);
+        g.texts.push(c.ratioText);
+        groups.set(key, g);
+      }
+    }
+    for (const [target, g] of groups) {
+      const nums = g.texts.map((t) => parseFloat(t)).filter((x) => Number.isFinite(x));
+      const isRatio = g.texts.every((t) => /^[0-9.]+x/.test(t));
+      const range = !nums.length
+        ? 'n/a'
+        : !isRatio
+          ? g.texts.map((t) => t.split(' (')[0]).join(', ')
+          : Math.min(...nums) === Math.max(...nums)
+            ? g.texts[0]!
+            : `${Math.min(...nums)}–${Math.max(...nums)}${g.texts[0]!.replace(/^[0-9.]+/, '')}`;
+      const verdict = g.met === g.n ? `**met** (${g.n} of ${g.n})` : `**missed** in ${g.n - g.met} of ${g.n}${g.cases.length ? ` (${g.cases.join('; ')})` : ''}`;
+      out.push(`| ${SHORT[sec.id] ?? sec.id} | ${target} | ${verdict} | ${range} |`);
+    }
+  }
+  return out.join('\n');
+}
+
+/** The run as markdown: machine line, busy note, targets at a glance, one table per bench. */
 export function renderMarkdown(r: RunResult): string {
   const info = r.machine;
   const busy = busyNote(info);
@@ -449,6 +488,7 @@ export function renderMarkdown(r: RunResult): string {
     `Measured ${r.startedAt.slice(0, 16).replace('T', ' ')} UTC on ${info.nproc} cores (${info.cpu}), ${info.memGiB} GiB, Linux ${info.kernel}, cgroups ${info.cgroupMode}, Node ${info.node}, Docker ${info.docker}` +
     ` (load average ${info.loadavgAtStart} at the start, ${info.loadavgAtEnd} at the end), corral at ${info.corral ?? 'unknown'}, ${r.totalSeconds} s in all. Medians; ${r.summary.met} of ${r.summary.checks} targets met.\n\n` +
     (busy ? `${busy}\n\n` : '') +
+    `#### Targets at a glance\n\n${glanceTable(r)}\n\n` +
     r.sections.map(markdownTable).join('\n\n') +
     '\n'
   );
