@@ -78,12 +78,24 @@ function start(g: TaskCgroup, file: string, args: string[]): Started {
   procs.push(s);
   return s;
 }
+/**
+ * Awaits a process's exit. startInGroup's exit watch is unref'd, so a test that awaits only the exit
+ * would leave the event loop empty ("promise never resolved"): hold a ref'd timer meanwhile.
+ */
+async function exitOf(s: Started): Promise<ExitInfo> {
+  const keep = setInterval(() => undefined, 1000);
+  try {
+    return await s.exited;
+  } finally {
+    clearInterval(keep);
+  }
+}
 const read = (g: TaskCgroup, file: string): string => fs.readFileSync(path.join(g.placement.cgroupDir!, file), 'utf8').trim();
 const procsOf = (g: TaskCgroup): number[] => read(g, 'cgroup.procs').split('\n').filter(Boolean).map(Number);
 async function destroy(g: TaskCgroup, ...started: Started[]): Promise<ExitInfo[]> {
   await g.destroy({ timeoutMs: ms(10_000) });
   groups.splice(groups.indexOf(g), 1);
-  return Promise.all(started.map((s) => s.exited));
+  return Promise.all(started.map(exitOf));
 }
 
 v2test('detection on a v2-only host: mode v2 at /sys/fs/cgroup, the default manager is v2, task groups are <parent>/<allocId>-<task>.scope', (t, m) => {
@@ -178,7 +190,7 @@ v2test('memory.max is enforced: the OOM kill shows in memory.events oom_kill and
   t.regex(read(g, 'memory.events'), /^oom_kill 0$/m);
   // dd allocates one 64 MiB buffer and fills it from /dev/zero: twice the limit.
   const s = start(g, '/bin/dd', ['if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1']);
-  const info = await s.exited;
+  const info = await exitOf(s);
   t.is(info.signal, 9, 'killed by the OOM killer');
   const events = read(g, 'memory.events');
   t.log(events.replace(/\n/g, ', '));
@@ -228,7 +240,7 @@ v2test('kill is one write to cgroup.kill, even for a forking tree', async (t, m)
   t.is(k.signalled, 0, 'no per-pid signals: the kernel killed the group');
   t.deepEqual(g.pids(), []);
   t.regex(read(g, 'cgroup.events'), /^populated 0$/m);
-  t.is((await s.exited).signal, 9);
+  t.is((await exitOf(s)).signal, 9);
   for (const p of pids) t.false(fs.existsSync(`/proc/${p}/status`) && !/State:\s+Z/.test(fs.readFileSync(`/proc/${p}/status`, 'utf8')), `pid ${p} gone`);
   await destroy(g);
 });

@@ -18,7 +18,7 @@ say() { echo "[v2 guest $(awk '{ printf "%.0f", $1 }' /proc/uptime)s] $*"; }
 fstype=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)
 say "kernel $(uname -r), $(nproc) vCPUs, $(awk '/MemTotal/ { printf "%d MiB", $2 / 1024 }' /proc/meminfo)," \
     "/sys/fs/cgroup is $fstype, controllers: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)"
-if [[ $fstype != cgroup2fs ]] || grep -qw cgroup /proc/self/mounts; then
+if [[ $fstype != cgroup2fs ]] || awk '$3 == "cgroup" { f = 1 } END { exit !f }' /proc/self/mounts; then
   say "not a v2-only guest (cgroup v1 hierarchies mounted, or /sys/fs/cgroup is not cgroup2)"; exit 3
 fi
 
