@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { RawExecDriver } from '../src/drivers/raw_exec/index.js';
+import { createCgroupManager } from '../src/cgroups/index.js';
 import { AbortError, CorralError, ExecTimeoutError, InvalidConfigError, TaskExistsError, TaskNotFoundError, TaskRunningError } from '../src/errors.js';
 import type { TaskConfig, TaskEvent, TaskHandle } from '../src/drivers/contract.js';
 import { cleanupParent, cpusAllowed, groupDirsUnder, hostLayout, isRoot, newAllocId, uniqueParent, waitFor } from './helpers/cgroups.js';
@@ -351,7 +352,7 @@ t('fingerprint: healthy, driver.raw_exec, unique.cgroups.version and mode; re-se
   }
 });
 
-ts('recovery from a second Node process: the task is found, measured, signalled, stopped; exit code unknown, never 0', async (tt) => {
+ts('recovery from a second Node process (recoverAll): stale empty groups removed; the task is found, measured, signalled, stopped; exit code unknown, never 0', async (tt) => {
   const allocId = newAllocId();
   const stateDir = fs.mkdtempSync(path.join(STATE, 'recover-'));
   const fixture = path.join(__dirname, 'fixtures', 'raw-exec', 'start-and-exit.ts');
@@ -365,7 +366,15 @@ ts('recovery from a second Node process: the task is found, measured, signalled,
   tt.deepEqual(problems, []);
   tt.is(handles.length, 2);
   await waitFor(() => !running(pidOf(short)), { what: 'short task to end while no agent watches' });
-  for (const h of handles) await d.recoverTask(h);
+  // What a crash leaves besides the tasks: an empty group of ours that no handle owns.
+  const crashed = newAllocId();
+  createCgroupManager({ version, parentName: PARENT }).create(crashed, 'left');
+  tt.is(groupsOf(crashed).length > 0, true);
+  const rec = await d.recoverAll();
+  tt.deepEqual(rec.recovered.sort(), [long.taskId, short.taskId].sort());
+  tt.deepEqual(rec.failed, []);
+  tt.deepEqual(rec.staleRemoved, [`${crashed}-left`]);
+  tt.deepEqual(groupsOf(crashed), []);
   tt.is(d.inspectTask(long.taskId).state, 'running');
   const shortRes = await d.waitTask(short.taskId);
   tt.is(shortRes.exitCode, null);

@@ -5,9 +5,10 @@
  * failure undone.
  */
 import { AbortError, CorralError, DriverUnavailableError, InvalidConfigError, TaskExistsError, TaskNotFoundError, TaskRunningError } from '../../errors.js';
+import { groupName } from '../../cgroups/names.js';
 import { native } from '../../native.js';
 import { parseSignal } from '../../signals.js';
-import { TaskStore } from '../../store/task-store.js';
+import { type StoreProblem, TaskStore } from '../../store/task-store.js';
 import { EventHub } from '../../util/event-hub.js';
 import type { CgroupManager, TaskCgroup } from '../../cgroups/types.js';
 import type {
@@ -25,6 +26,17 @@ export const RAW_EXEC = 'raw_exec';
 export interface RawExecDriverOptions extends RawExecPluginConfig {
   /** Aborting it shuts the driver down (as shutdown()). */
   signal?: AbortSignal;
+}
+
+export interface RecoverAllResult {
+  recovered: string[];
+  failed: { taskId: string; error: Error }[];
+  /** State files that could not be read (corrupt or foreign), skipped. */
+  problems: StoreProblem[];
+  /** Empty groups of ours that no task owned, removed. */
+  staleRemoved: string[];
+  /** Groups of ours that no task owns but that still hold processes: reported, left alone. */
+  staleNonEmpty: string[];
 }
 
 export class RawExecDriver implements TaskDriver {
@@ -271,6 +283,34 @@ export class RawExecDriver implements TaskDriver {
 
   // ---- recovery ----------------------------------------------------------------------------
 
+  /**
+   * Agent start-up: re-attaches every raw_exec task in the state dir, then removes the empty groups of
+   * ours that no task owns (left by a crash) and reports the non-empty ones. Recovery comes first so
+   * that reserved cores are known before a new task computes the shared pool. Assumes one agent per
+   * cgroup parent (two would also disagree on the cpuset partition).
+   */
+  async recoverAll(): Promise<RecoverAllResult> {
+    this.assertOpen();
+    const { handles, problems } = this.store.list(RAW_EXEC);
+    const result: RecoverAllResult = { recovered: [], failed: [], problems, staleRemoved: [], staleNonEmpty: [] };
+    for (const h of handles) {
+      try {
+        await this.recoverTask(h);
+        result.recovered.push(h.taskId);
+      } catch (err) {
+        result.failed.push({ taskId: h.taskId, error: err as Error });
+      }
+    }
+    const mgr = this.cgroupManager();
+    if (mgr) {
+      const owned = new Set(handles.map((h) => groupName(h.allocId, h.taskName)));
+      const stale = mgr.cleanupStale({ keep: (name) => owned.has(name) });
+      result.staleRemoved = stale.removed;
+      result.staleNonEmpty = stale.nonEmpty;
+    }
+    return result;
+  }
+
   async recoverTask(handle: TaskHandle): Promise<void> {
     this.assertOpen();
     if (typeof handle !== 'object' || handle === null) throw new InvalidConfigError('handle', handle, 'must be a task handle');
@@ -286,7 +326,9 @@ export class RawExecDriver implements TaskDriver {
       const mgr = this.cgroupManager();
       if (mgr) {
         try {
-          cg = mgr.open(handle.allocId, handle.taskName);
+          // The persisted resources tell a v2 manager which cores this group holds (v2 keeps no partition on disk).
+          const resources = handle.config?.resources;
+          cg = mgr.open(handle.allocId, handle.taskName, resources ? { resources } : undefined);
         } catch {
           cg = undefined; // the group is gone: so is the task
         }
