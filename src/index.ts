@@ -10,7 +10,7 @@ export type {
 
 export {
   RawExecDriver, RAW_EXEC, type RawExecDriverOptions, type RawExecPluginConfig, type RawExecTaskConfig, type RawExecDriverState,
-  parseIdRanges, lookupUser, type UserInfo, envMatcher,
+  parseIdRanges, lookupUser, type UserInfo, envMatcher, type RecoverAllResult as RawExecRecoverAllResult,
 } from './drivers/raw_exec/index.js';
 
 export {
@@ -21,6 +21,9 @@ export {
   type DetectOptions,
 } from './cgroups/index.js';
 
+export {
+  native, type NativeAddon, type SpawnOptions, type SpawnResult, type ExitInfo, type ExitWatch, type GroupKillOptions, type GroupKillResult,
+} from './native.js';
 export { TaskStore, DEFAULT_STATE_DIR, type StoreProblem } from './store/task-store.js';
 export { EventHub } from './util/event-hub.js';
 export { parseDurationMs, parseSizeBytes } from './util/units.js';

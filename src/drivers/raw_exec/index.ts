@@ -1,4 +1,4 @@
-export { RawExecDriver, RAW_EXEC, type RawExecDriverOptions } from './driver.js';
+export { RawExecDriver, RAW_EXEC, type RawExecDriverOptions, type RecoverAllResult } from './driver.js';
 export type { RawExecPluginConfig, RawExecTaskConfig } from './config.js';
 export type { RawExecDriverState } from './handle.js';
 export { parseIdRanges, lookupUser, type UserInfo } from './users.js';

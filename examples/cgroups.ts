@@ -1,0 +1,26 @@
+// The cgroups layer on its own: a group with limits, a process started inside it, a whole-group kill.
+// Run as root: node --import tsx examples/cgroups.ts
+import { randomUUID } from 'node:crypto';
+import { createCgroupManager, native } from '../src/index.js';
+
+async function main(): Promise<void> {
+  const mgr = createCgroupManager();          // or { version: 'v2' } for the unified mount of a hybrid host
+  console.log(mgr.fingerprint());             // { 'unique.cgroups.version': 'v1', 'cgroups.mode': 'hybrid', ... }
+  const group = mgr.create(randomUUID(), 'demo', { resources: { cpuShares: 512, pidsMax: 128 } });
+  // Already inside its group before its first instruction: clone3 into the v2 dir, or a join of each v1 controller.
+  const child = native().spawn({
+    file: '/bin/sh', argv: ['sh', '-c', 'setsid sleep 60 & sleep 60 & sleep 60'], envp: [], stdio: [-1, 1, 2], setsid: true, ...group.placement,
+  });
+  const exited = new Promise((resolve) => native().watchExit(child.pidfd, child.pid, true, resolve));
+  while (group.pids().length < 4) await new Promise((r) => setTimeout(r, 10));
+  console.log('pids in the group:', group.pids());
+  console.log('kill:', await group.kill());   // freeze → SIGKILL all → thaw, or cgroup.kill; waits until empty
+  console.log('main process:', await exited); // { exitCode: null, signal: 9, reaped: true, ... }
+  await group.destroy();                      // rmdir (EBUSY retried), reserved cores released
+  mgr.removeParentIfEmpty();
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
