@@ -58,11 +58,19 @@ function runBench(name: string, quick: boolean, outDir: string, elapsedS: number
       env: { ...process.env, CORRAL_BENCH_RUN: RUN_ID, CORRAL_BENCH_BUDGET_S: String(budget) },
     });
     let timedOut = false;
-    const timer = setTimeout(() => {
+    let timer: NodeJS.Timeout;
+    const stop = () => {
       timedOut = true;
       process.stderr.write(`bench: ${name} exceeded its ${budget.toFixed(0)} s budget; stopping it\n`);
       child.kill('SIGTERM');
       setTimeout(() => child.kill('SIGKILL'), 15_000).unref();
+    };
+    timer = setTimeout(() => {
+      // Figures written, clean-up under way: give it up to 90 s more.
+      if (fs.existsSync(out)) {
+        process.stderr.write(`bench: ${name} is still cleaning up; waiting up to 90 s more\n`);
+        timer = setTimeout(stop, 90_000);
+      } else stop();
     }, budget * 1000 + 20_000);
     current = child;
     child.on('exit', (code, sig) => {

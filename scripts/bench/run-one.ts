@@ -35,11 +35,12 @@ async function main(): Promise<void> {
   } catch (err) {
     process.stderr.write(`bench ${name}: ${(err as Error)?.stack ?? err}\n`);
     sec = { id: name, title: name, unit: '', columns: [], rows: [], notes: [], skipped: `failed: ${errMsg(err)}` };
-  } finally {
-    await runCleanups();
   }
   sec.elapsedMs = Date.now() - t0;
+  // The figures are written before the clean-up, which can take a while (hundreds of containers):
+  // main.ts gives a bench whose figures are in some more time to clean up before stopping it.
   fs.writeFileSync(out, JSON.stringify(sec, null, 2));
+  await runCleanups();
   // Anything a bench left on the loop (a watch it could not close) must not keep us alive.
   process.exit(0);
 }
