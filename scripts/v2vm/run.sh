@@ -26,7 +26,9 @@
 # kernel, so the guest runs under QEMU's software emulation (TCG, multi-threaded). Boot to COMMAND is
 # about 3-4 s; the first run also downloads the kernel and builds the cache (about 15 s). Inside the
 # guest JS runs about 10-15x and process spawning about 50x slower than on the host, and the first
-# `node` start reads its files over 9p (about 5 s). Run the kernel-facing tests in here, not everything.
+# `node` start reads its files over 9p (about 4 s). Under load from other work on the 2 host cores it
+# gets 2-5x worse (ava start-up on a trivial file: 25 s idle, up to 130 s loaded). Run the
+# kernel-facing tests in here, not everything (scripts/test-v2.sh; scripts/v2vm/README.md).
 #
 # Exit status
 #   COMMAND's own status when the guest ran it to the end;
