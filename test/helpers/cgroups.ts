@@ -6,7 +6,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { native, type ExitInfo } from '../../src/native.js';
+import { native, type ExitInfo, type ExitWatch } from '../../src/native.js';
 import { detectCgroupLayout } from '../../src/cgroups/detect.js';
 import type { CgroupLayout, SpawnPlacement, TaskCgroup } from '../../src/cgroups/types.js';
 
@@ -53,10 +53,15 @@ export interface Started {
   exited: Promise<ExitInfo>;
 }
 
+/** Exit watches of startInGroup's processes that have not fired yet (cleanupParent closes the leftovers). */
+const openWatches = new Set<ExitWatch>();
+
 /**
  * Starts a process already inside a group (native spawn with the group's placement: clone3 into
  * the v2 directory, or the child joins every v1 controller before execve). `file` is resolved
- * against /bin and /usr/bin when not absolute.
+ * against /bin and /usr/bin when not absolute. The exit watch is ref'd (a test that awaits only
+ * `exited` keeps the event loop alive); it closes itself when the process exits, and cleanupParent
+ * closes any still open.
  */
 export function startInGroup(group: Pick<TaskCgroup, 'placement'> | SpawnPlacement, file: string, args: string[] = [], opts: { setsid?: boolean } = {}): Started {
   const placement: SpawnPlacement = 'placement' in group ? group.placement : group;
@@ -73,8 +78,11 @@ export function startInGroup(group: Pick<TaskCgroup, 'placement'> | SpawnPlaceme
   });
   let resolveExit!: (i: ExitInfo) => void;
   const exited = new Promise<ExitInfo>((res) => { resolveExit = res; });
-  const w = n.watchExit(r.pidfd, r.pid, true, (info) => resolveExit(info));
-  w.unref();
+  const w: ExitWatch = n.watchExit(r.pidfd, r.pid, true, (info) => {
+    openWatches.delete(w);
+    resolveExit(info);
+  });
+  openWatches.add(w);
   return { pid: r.pid, exited };
 }
 
@@ -185,6 +193,12 @@ export async function cleanupParent(parentName: string, timeoutMs = 10_000): Pro
       }
     }
   }
+  // The processes are gone: their watches fire (and close) on the next turns of the loop. Close
+  // whatever is still open after a short grace so no ref'd watch keeps the test worker alive.
+  const grace = Math.min(deadline, Date.now() + 1000);
+  while (openWatches.size > 0 && Date.now() < grace) await new Promise((res) => setTimeout(res, 10));
+  for (const w of openWatches) { try { w.close(); } catch { /* closed */ } }
+  openWatches.clear();
   return left;
 }
 
