@@ -62,6 +62,20 @@ fi
 export CORRAL_BENCH_RUN="${CORRAL_BENCH_RUN:-$$}"
 export CORRAL_BENCH_BIN="$PWD/build/bench"
 
+# Removes the containers of a bench run ("" = of every run), in parallel, retrying for up to 5 minutes.
+remove_containers() {
+  command -v docker >/dev/null && timeout 20 docker info >/dev/null 2>&1 || return 0
+  local run=$1 ids deadline=$((SECONDS + 300))
+  while [ $SECONDS -lt $deadline ]; do
+    ids=$( (timeout 60 docker ps -aq --filter "label=corral-bench.run${run:+=$run}"
+            timeout 60 docker ps -aq --filter "label=io.corral.agent_id=corral-bench-${run}" ) 2>/dev/null | sort -u || true)
+    [ -n "$ids" ] || return 0
+    say "removing $(echo "$ids" | wc -l) bench containers"
+    echo "$ids" | xargs -r -P 4 -n 20 timeout 300 docker rm -f >/dev/null 2>&1 || true
+  done
+  say "bench containers are still there after 5 minutes: docker ps -a --filter label=corral-bench.run"
+}
+
 cleanup() {
   # Last resort after main.ts's own clean-up: this run's cgroups, its containers.
   local d
@@ -74,17 +88,17 @@ cleanup() {
       for _ in 1 2 3 4 5 6 7 8 9 10; do rmdir "$g" 2>/dev/null && break; sleep 0.1; done
     done
   done
-  if command -v docker >/dev/null && timeout 10 docker info >/dev/null 2>&1; then
-    local ids
-    ids=$( (timeout 30 docker ps -aq --filter "label=corral-bench.run=$CORRAL_BENCH_RUN"
-            timeout 30 docker ps -aq --filter "label=io.corral.agent_id=corral-bench-$CORRAL_BENCH_RUN") 2>/dev/null | sort -u || true)
-    if [ -n "$ids" ]; then
-      say "removing $(echo "$ids" | wc -l) leftover bench containers"
-      echo "$ids" | xargs -r -n 50 timeout 120 docker rm -f >/dev/null 2>&1 || true
-    fi
-  fi
+  remove_containers "$CORRAL_BENCH_RUN"
+  rm -f "/tmp/corral-bench-$CORRAL_BENCH_RUN-docker.sock"
   rm -rf /var/tmp/corral-bench-state-* 2>/dev/null || true
 }
+# What an earlier run that was killed outright may have left: its containers and its cgroups.
+remove_containers ""
+for d in /sys/fs/cgroup/*/corral-bench-* /sys/fs/cgroup/unified/corral-bench-*; do
+  [ -d "$d" ] || continue
+  say "removing $d left by an earlier run"
+  find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+done
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 

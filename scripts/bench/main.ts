@@ -62,8 +62,8 @@ function runBench(name: string, quick: boolean, outDir: string, elapsedS: number
     const stop = () => {
       timedOut = true;
       process.stderr.write(`bench: ${name} exceeded its ${budget.toFixed(0)} s budget; stopping it\n`);
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), 15_000).unref();
+      child.kill('SIGTERM'); // it runs its clean-up steps, then exits
+      setTimeout(() => child.kill('SIGKILL'), 120_000).unref();
     };
     timer = setTimeout(() => {
       // Figures written, clean-up under way: give it up to 90 s more.
