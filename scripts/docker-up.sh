@@ -14,7 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 LOG=${CORRAL_DOCKERD_LOG:-/var/log/corral-dockerd.log}
-WAIT_S=${CORRAL_DOCKER_WAIT_S:-60}
+# A dockerd that was stopped with many containers spends minutes cleaning up stale sandboxes at start.
+WAIT_S=${CORRAL_DOCKER_WAIT_S:-300}
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "docker-up: $*" >&2; }
@@ -40,6 +41,7 @@ command -v dockerd >/dev/null 2>&1 || { say "dockerd still missing after install
 start_dockerd() {
   # $@: extra flags
   mkdir -p "$(dirname "$LOG")"
+  LOG_OFFSET=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
   say "starting dockerd $* (log: $LOG)"
   # setsid + nohup: the daemon outlives this script and the test run that called it.
   # shellcheck disable=SC2086
@@ -58,8 +60,11 @@ start_dockerd() {
   done
   say "dockerd did not answer within ${WAIT_S}s; last log lines:"; tail -n 15 "$LOG" >&2 || true
   kill "$pid" 2>/dev/null || true
-  return 1
+  return 2  # slow, not broken: no fallback flags
 }
+
+# What this start wrote to the log (the log is appended to across runs).
+new_log() { tail -c +$((LOG_OFFSET + 1)) "$LOG" 2>/dev/null; }
 
 if ! answers; then
   if pgrep -x dockerd >/dev/null 2>&1; then
@@ -73,11 +78,13 @@ if ! answers; then
   else
     flags=()
     if ! command -v iptables >/dev/null 2>&1; then flags+=(--iptables=false --bridge=none); fi
-    if ! start_dockerd "${flags[@]}"; then
-      if grep -qiE 'overlay|storage.driver|graphdriver' "$LOG" 2>/dev/null; then
+    rc=0; start_dockerd "${flags[@]}" || rc=$?
+    if [ $rc -eq 2 ]; then say "dockerd could not be started"; exit 1; fi
+    if [ $rc -ne 0 ]; then
+      if new_log | grep -qiE 'overlay|storage.driver|graphdriver'; then
         say "retrying with --storage-driver=vfs"
         start_dockerd "${flags[@]}" --storage-driver=vfs || { say "dockerd could not be started"; exit 1; }
-      elif grep -qiE 'iptables|bridge' "$LOG" 2>/dev/null && [ ${#flags[@]} -eq 0 ]; then
+      elif new_log | grep -qiE 'iptables|bridge' && [ ${#flags[@]} -eq 0 ]; then
         say "retrying with --iptables=false --bridge=none"
         start_dockerd --iptables=false --bridge=none || { say "dockerd could not be started"; exit 1; }
       else
