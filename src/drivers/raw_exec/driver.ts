@@ -5,6 +5,7 @@
  * failure undone.
  */
 import { AbortError, CorralError, DriverUnavailableError, InvalidConfigError, TaskExistsError, TaskNotFoundError, TaskRunningError } from '../../errors.js';
+import { setMaxListeners } from 'node:events';
 import { groupName } from '../../cgroups/names.js';
 import { native } from '../../native.js';
 import { parseSignal } from '../../signals.js';
@@ -55,6 +56,8 @@ export class RawExecDriver implements TaskDriver {
 
   constructor(opts: RawExecDriverOptions = {}) {
     this.opts = opts;
+    // Every wait, stop and stats stream listens on the driver's life signal; thousands of tasks are normal.
+    setMaxListeners(0, this.life.signal);
     this.config = resolvePluginConfig(opts);
     this.store = new TaskStore(this.config.stateDir);
     this.manager = opts.cgroupManager;
