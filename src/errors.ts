@@ -39,6 +39,23 @@ export class TaskExistsError extends CorralError {
   }
 }
 
+/**
+ * A task record belongs to another agent that is still alive (same pid and process start time):
+ * recovering, adopting or destroying it would take it from under that agent.
+ */
+export class TaskOwnedError extends CorralError {
+  readonly taskId: string;
+  readonly ownerPid: number;
+  readonly ownerStartTime: number;
+  constructor(taskId: string, owner: { pid: number; startTime: number }) {
+    super('ERR_TASK_OWNED', `task ${JSON.stringify(taskId)} is owned by a live agent (pid ${owner.pid}, process start time ${owner.startTime}); ` +
+      'it is left to that agent (recover it with force to take it over)');
+    this.taskId = taskId;
+    this.ownerPid = owner.pid;
+    this.ownerStartTime = owner.startTime;
+  }
+}
+
 /** destroyTask on a running task without `force`. */
 export class TaskRunningError extends CorralError {
   readonly taskId: string;

@@ -24,14 +24,17 @@ export {
 export {
   native, type NativeAddon, type SpawnOptions, type SpawnResult, type ExitInfo, type ExitWatch, type GroupKillOptions, type GroupKillResult,
 } from './native.js';
-export { TaskStore, DEFAULT_STATE_DIR, type StoreProblem } from './store/task-store.js';
+export {
+  TaskStore, DEFAULT_STATE_DIR, ownerStatus, selfOwner, type StoreProblem, type TaskRecord, type RecordState, type TaskOwner, type OwnerStatus,
+  type TaskStoreOptions,
+} from './store/task-store.js';
 export { EventHub } from './util/event-hub.js';
 export { parseDurationMs, parseSizeBytes } from './util/units.js';
 export { parseSignal, signalName } from './signals.js';
 export { main as cliMain } from './cli/main.js';
 
 export {
-  DockerDriver, DanglingContainerReconciler, LABEL_ALLOC_ID, LABEL_TASK_ID, LABEL_TASK_NAME,
+  DockerDriver, DanglingContainerReconciler, LABEL_ALLOC_ID, LABEL_TASK_ID, LABEL_TASK_NAME, type OwnershipRule,
   type DockerDriverOptions, type DockerTaskDriverConfig, type DockerGcConfig, type DockerDriverState, type DockerTaskHandle,
   type DanglingContainerReconcilerOptions, type DanglingContainersConfig, type ReconcilePassResult,
 } from './drivers/docker/index.js';

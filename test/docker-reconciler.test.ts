@@ -114,15 +114,48 @@ test.serial('containers that are not ours are kept: other agent id, no corral la
   for (const c of [other, plain, halfHeuristic]) await c.remove({ force: true, v: true });
 });
 
-test.serial('a container with io.corral.alloc_id but no agent id counts as ours', async (t) => {
+test.serial('beside the reconciler: a Nomad-shaped container and an alloc-id-only container are kept by default and reported as opt-in matches', async (t) => {
+  // Exactly what a Nomad client sharing the dockerd makes: no corral label, /alloc, /local, /secrets, <task>-<alloc uuid>.
+  const nomadName = `web-${randomUUID()}`;
+  const nomad = await createRawContainer({ fileId: FID, name: nomadName, volumes: ['/alloc', '/local', '/secrets'] });
   const labels = ourLabels();
   delete labels[LABEL_AGENT_ID];
-  const legacy = await createRawContainer({ fileId: FID, labels });
-  const { r } = reconciler();
+  const allocOnly = await createRawContainer({ fileId: FID, labels });
+  const mine = await createRawContainer({ fileId: FID, labels: ourLabels() });
+  t.teardown(async () => { for (const c of [nomad, allocOnly]) await c.remove({ force: true, v: true }).catch(() => {}); });
+  const { r, client, logger } = reconciler();
+  t.false(r.unsafeMatchAllocIdOnly);
+  t.false(r.unsafeMatchNomadShaped);
   const res = await r.runOnce();
-  t.deepEqual(res.removed.map((d) => d.id), [legacy.id]);
-  t.is(res.removed[0]!.agentId, undefined);
-  t.false(await exists(legacy.id));
+  t.deepEqual(res.removed.map((d) => d.id), [mine.id], 'only the container with this agent id is removed');
+  t.deepEqual(res.removed[0]!.matchedBy, 'label');
+  t.deepEqual(res.optInMatches.map((d) => [d.id, d.matchedBy]).sort(), [[nomad.id, 'heuristic'], [allocOnly.id, 'alloc-id-only']].sort());
+  t.true(await exists(nomad.id));
+  t.true(await exists(allocOnly.id));
+  t.is(client.calls.remove, 1);
+  t.true(logger.lines.some((l) => l.level === 'debug' && /opt-in ownership rule/.test(l.msg)));
+  // Dry run with the rules on: reports which rule would match each, removes nothing.
+  const { r: dry, client: dc, logger: dl } = reconciler({ dryRun: true, unsafeMatchAllocIdOnly: true, unsafeMatchNomadShaped: true });
+  const dres = await dry.runOnce();
+  t.deepEqual(dres.dangling.map((d) => [d.id, d.matchedBy]).sort(), [[nomad.id, 'heuristic'], [allocOnly.id, 'alloc-id-only']].sort());
+  t.deepEqual(dres.optInMatches, []);
+  t.is(dc.calls.remove, 0);
+  t.true(dl.lines.some((l) => l.level === 'info' && /dry run/.test(l.msg)));
+  // Dry run with the rules off: the opt-in matches are logged at info for the operator.
+  const { r: dry2, logger: dl2 } = reconciler({ dryRun: true });
+  t.is((await dry2.runOnce()).optInMatches.length, 2);
+  t.true(dl2.lines.some((l) => l.level === 'info' && /opt-in ownership rule/.test(l.msg)));
+  // Each rule, when turned on, takes exactly its own match.
+  const { r: a1 } = reconciler({ unsafeMatchAllocIdOnly: true });
+  const r1 = await a1.runOnce();
+  t.deepEqual(r1.removed.map((d) => [d.id, d.matchedBy]), [[allocOnly.id, 'alloc-id-only']]);
+  t.is(r1.removed[0]!.agentId, undefined);
+  t.false(await exists(allocOnly.id));
+  const { r: a2 } = reconciler({ unsafeMatchNomadShaped: true });
+  const r2 = await a2.runOnce();
+  t.deepEqual(r2.removed.map((d) => [d.id, d.matchedBy, d.name]), [[nomad.id, 'heuristic', nomadName]]);
+  t.false(await exists(nomad.id));
+  t.throws(() => reconciler({ unsafeMatchNomadShaped: 'yes' as unknown as boolean }), { code: 'ERR_INVALID_CONFIG', message: /unsafeMatchNomadShaped/ });
 });
 
 test.serial('a container younger than the grace is kept', async (t) => {
@@ -150,17 +183,20 @@ test.serial('dry run removes nothing and reports what it would remove', async (t
   await c.remove({ force: true });
 });
 
-test.serial('heuristic: unlabelled container with /alloc, /local, /secrets mounts and a -<uuid> name is ours', async (t) => {
+test.serial('heuristic (opt-in): only all three mounts and a -<uuid> name match', async (t) => {
   const name = `web-${randomUUID()}`;
   const old = await createRawContainer({ fileId: FID, name, volumes: ['/alloc', '/local', '/secrets'] });
-  // Same mounts but only two of the three: not ours.
+  // Same mounts but only two of the three: no rule matches.
   const partial = await createRawContainer({ fileId: FID, name: `db-${randomUUID()}`, volumes: ['/alloc', '/local'] });
-  const { r } = reconciler();
+  // All three mounts and a uuid name, but another agent's id: never ours.
+  const other = await createRawContainer({ fileId: FID, name: `api-${randomUUID()}`, volumes: ['/alloc', '/local', '/secrets'], labels: { [LABEL_AGENT_ID]: OTHER_AGENT } });
+  t.teardown(async () => { for (const c of [old, partial, other]) await c.remove({ force: true, v: true }).catch(() => {}); });
+  const { r } = reconciler({ unsafeMatchNomadShaped: true });
   const res = await r.runOnce();
   t.deepEqual(res.removed.map((d) => [d.id, d.matchedBy, d.name]), [[old.id, 'heuristic', name]]);
   t.false(await exists(old.id));
   t.true(await exists(partial.id));
-  await partial.remove({ force: true, v: true });
+  t.true(await exists(other.id));
 });
 
 test.serial('stopped containers are not listed (only running ones are reconciled)', async (t) => {

@@ -2,7 +2,9 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawn } from 'node:child_process';
 import { TaskStore } from '../src/store/task-store.js';
+import { processStartTime, selfOwner } from '../src/store/owner.js';
 import type { TaskHandle } from '../src/drivers/contract.js';
 
 function tempStore(t: { teardown: (f: () => void) => void }): TaskStore {
@@ -42,7 +44,7 @@ test('a corrupt or foreign file is reported and skipped, never thrown', (t) => {
   t.deepEqual(handles.map((h) => h.taskId), ['good']);
   t.is(problems.length, 3);
   t.true(problems.some((p) => p.file.endsWith('bad.json') && /corrupt JSON/.test(p.reason)));
-  t.true(problems.some((p) => p.file.endsWith('foreign.json') && /not a corral task handle/.test(p.reason)));
+  t.true(problems.some((p) => p.file.endsWith('foreign.json') && /not a corral task record/.test(p.reason)));
 });
 
 test('a relative state dir is refused, naming the field', (t) => {
@@ -50,3 +52,198 @@ test('a relative state dir is refused, naming the field', (t) => {
   t.is((err as { code?: string }).code, 'ERR_INVALID_CONFIG');
   t.regex(err!.message, /stateDir "state"/);
 });
+
+/** A process that lived and died: its (pid, start time) names nobody now. */
+async function deadProcess(): Promise<{ pid: number; startTime: number }> {
+  const c = spawn('sleep', ['1000'], { stdio: 'ignore' });
+  const pid = c.pid!;
+  const startTime = processStartTime(pid)!;
+  if (startTime === undefined) throw new Error('no start time');
+  const gone = new Promise((r) => c.once('exit', r));
+  c.kill('SIGKILL');
+  await gone;
+  return { pid, startTime };
+}
+
+/** A live process (killed at teardown) to stand for another agent. */
+function liveProcess(t: { teardown: (f: () => void) => void }): { pid: number; startTime: number } {
+  const c = spawn('sleep', ['1000'], { stdio: 'ignore' });
+  t.teardown(() => { c.kill('SIGKILL'); });
+  const startTime = processStartTime(c.pid!);
+  if (startTime === undefined) throw new Error('no start time');
+  return { pid: c.pid!, startTime };
+}
+
+test('create is exclusive and writes a starting record owned by this process; put moves it to running', (t) => {
+  const store = tempStore(t);
+  store.create(handle('a'));
+  const r = store.getRecord('a')!;
+  t.is(r.state, 'starting');
+  t.deepEqual(r.owner, selfOwner());
+  t.is(r.ownerStatus, 'self');
+  t.deepEqual(r.handle, handle('a'), 'the handle comes back without state/owner mixed in');
+  t.throws(() => store.create(handle('a')), { code: 'ERR_TASK_EXISTS' });
+  store.put(handle('a'));
+  t.is(store.getRecord('a')!.state, 'running');
+  t.deepEqual(fs.readdirSync(path.join(store.dir, 'tasks')), [path.basename(store.fileFor('a'))]);
+});
+
+test('owner liveness: a live other process is alive, a dead one or a pid with another start time is dead, no owner is dead', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-store-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const live = liveProcess(t);
+  const dead = await deadProcess();
+  new TaskStore(dir, { owner: live }).create(handle('live'), 'running');
+  new TaskStore(dir, { owner: dead }).create(handle('dead'), 'running');
+  // The live process's pid with another start time: a reused pid does not count as the owner.
+  new TaskStore(dir, { owner: { pid: live.pid, startTime: live.startTime + 1 } }).create(handle('reused'), 'running');
+  // A record from before records had owners and states.
+  const legacy = handle('legacy');
+  fs.writeFileSync(new TaskStore(dir).fileFor('legacy'), JSON.stringify(legacy));
+  const store = new TaskStore(dir);
+  store.create(handle('mine'));
+  const status = Object.fromEntries(store.records().records.map((r) => [r.taskId, [r.ownerStatus, r.state]]));
+  t.deepEqual(status, {
+    live: ['alive', 'running'], dead: ['dead', 'running'], reused: ['dead', 'running'], legacy: ['dead', 'running'], mine: ['self', 'starting'],
+  });
+});
+
+test('adopt: refused while the owner lives (naming its pid) unless forced; a dead owner\'s record becomes ours', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-store-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const live = liveProcess(t);
+  const dead = await deadProcess();
+  new TaskStore(dir, { owner: live }).create(handle('live'), 'running');
+  new TaskStore(dir, { owner: dead }).create(handle('dead'), 'starting');
+  const store = new TaskStore(dir);
+  const err = t.throws(() => store.adopt('live'));
+  t.is((err as { code?: string }).code, 'ERR_TASK_OWNED');
+  t.is((err as unknown as { ownerPid: number }).ownerPid, live.pid);
+  t.regex(err!.message, new RegExp(`pid ${live.pid}`));
+  t.is(store.getRecord('live')!.ownerStatus, 'alive', 'a refused adoption changes nothing');
+  const before = store.adopt('dead');
+  t.deepEqual(before.owner, dead);
+  const now = store.getRecord('dead')!;
+  t.is(now.ownerStatus, 'self');
+  t.is(now.state, 'starting', 'adoption keeps the state');
+  t.deepEqual(store.adopt('live', { force: true }).owner, live);
+  t.is(store.getRecord('live')!.ownerStatus, 'self');
+  t.throws(() => store.adopt('nope'), { code: 'ERR_TASK_NOT_FOUND' });
+  t.deepEqual(fs.readdirSync(path.join(dir, 'tasks')).sort(), [path.basename(store.fileFor('dead')), path.basename(store.fileFor('live'))].sort());
+});
+
+test('two agent processes adopting the same dead owner\'s records at once: each record gets exactly one new owner', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-store-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dead = await deadProcess();
+  const ids = Array.from({ length: 3 }, (_, i) => `t${i}`);
+  const old = new TaskStore(dir, { owner: dead });
+  for (const id of ids) old.create(handle(id), 'running');
+  const child = path.join(__dirname, 'helpers', 'store-child.ts');
+  for (const id of ids) {
+    // Three agents, all started and waiting, told to adopt at the same moment; winners stay alive.
+    const kids = [0, 1, 2].map(() => spawn(process.execPath, ['--import=tsx', child, 'adopt', dir, id], { stdio: ['pipe', 'pipe', 'inherit'] }));
+    t.teardown(() => { for (const k of kids) k.kill('SIGKILL'); });
+    const lines = kids.map((k) => {
+      const got: string[] = [];
+      k.stdout!.on('data', (b: Buffer) => got.push(...b.toString().split('\n').filter(Boolean)));
+      return got;
+    });
+    const until = async (ok: () => boolean) => {
+      const deadline = Date.now() + 60_000;
+      while (!ok()) {
+        if (Date.now() > deadline) throw new Error(`children said ${JSON.stringify(lines)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    await until(() => lines.every((l) => l.includes('ready')));
+    for (const k of kids) k.stdin!.write('go\n');
+    await until(() => lines.every((l) => l.length >= 2));
+    const results = lines.map((l) => l[1]!).sort();
+    t.is(results.filter((r) => r === 'won').length, 1, `${id}: ${results.join(',')}`);
+    t.true(results.every((r) => r === 'won' || r === 'ERR_TASK_OWNED' || r === 'ERR_TASK_NOT_FOUND'), results.join(','));
+    const winner = kids[lines.findIndex((l) => l[1] === 'won')]!;
+    t.is(new TaskStore(dir).getRecord(id)!.owner!.pid, winner.pid!);
+    const exits = kids.map((k) => new Promise((r) => k.once('exit', r)));
+    for (const k of kids) k.stdin!.end();
+    await Promise.all(exits);
+    t.is(new TaskStore(dir).getRecord(id)!.ownerStatus, 'dead', 'the winner exited: adoptable again');
+  }
+  t.deepEqual(fs.readdirSync(path.join(dir, 'tasks')).filter((n) => !n.endsWith('.json')), []);
+});
+
+test('a live agent process\'s record is alive for us; once it is killed it is dead and adoptable', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-store-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const c = spawn(process.execPath, ['--import=tsx', path.join(__dirname, 'helpers', 'store-child.ts'), 'hold', dir, 'held'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => { c.kill('SIGKILL'); });
+  await new Promise<void>((resolve, reject) => {
+    c.stdout!.on('data', (b: Buffer) => { if (b.toString().includes('ready')) resolve(); });
+    c.once('exit', () => reject(new Error('child exited early')));
+  });
+  const store = new TaskStore(dir);
+  t.is(store.getRecord('held')!.ownerStatus, 'alive');
+  t.is(store.getRecord('held')!.owner!.pid, c.pid!);
+  t.throws(() => store.adopt('held'), { code: 'ERR_TASK_OWNED' });
+  const gone = new Promise((r) => c.once('exit', r));
+  c.kill('SIGKILL');
+  await gone;
+  t.is(store.getRecord('held')!.ownerStatus, 'dead');
+  store.adopt('held');
+  t.is(store.getRecord('held')!.ownerStatus, 'self');
+});
+
+test('listing removes temp files and puts back adoption claims of processes that died; a live claimer owns its claim', async (t) => {
+  const store = tempStore(t);
+  const dead = await deadProcess();
+  const live = liveProcess(t);
+  store.put(handle('keep'));
+  const tasks = path.join(store.dir, 'tasks');
+  const deadTmp = `${store.fileFor('x')}.${dead.pid}-${dead.startTime}.1.tmp`;
+  const liveTmp = `${store.fileFor('y')}.${live.pid}-${live.startTime}.1.tmp`;
+  fs.writeFileSync(deadTmp, '{"partial');
+  fs.writeFileSync(liveTmp, '{"partial');
+  // A claim by a dead adopter (crashed mid-adoption) and one by a live adopter.
+  new TaskStore(store.dir, { owner: dead }).create(handle('c1'), 'running');
+  fs.renameSync(store.fileFor('c1'), `${store.fileFor('c1')}.claim.${dead.pid}.${dead.startTime}`);
+  store.create(handle('c2'), 'running');
+  fs.renameSync(store.fileFor('c2'), `${store.fileFor('c2')}.claim.${live.pid}.${live.startTime}`);
+  const { records, problems } = store.records();
+  t.deepEqual(problems, []);
+  const by = Object.fromEntries(records.map((r) => [r.taskId, r.ownerStatus]));
+  t.deepEqual(by, { keep: 'self', c1: 'dead', c2: 'alive' });
+  t.is(records.find((r) => r.taskId === 'c2')!.owner!.pid, live.pid);
+  t.false(fs.existsSync(deadTmp));
+  t.true(fs.existsSync(liveTmp), 'a live writer\'s temp file is left to it');
+  t.true(fs.existsSync(store.fileFor('c1')), 'the dead adopter\'s claim is the record again');
+  t.is(fs.readdirSync(tasks).filter((n) => n.includes('.claim.')).length, 1);
+});
+
+test('ENOSPC on a tiny tmpfs state dir: the write fails with ENOSPC, no temp file is left, the previous record is intact', (t) => {
+  if (process.getuid?.() !== 0) return t.pass('needs root to mount a tmpfs');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-enospc-'));
+  t.teardown(() => {
+    try { execFileSyncQuiet('umount', [dir]); } catch { /* not mounted */ }
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  execFileSyncQuiet('mount', ['-t', 'tmpfs', '-o', 'size=16k,mode=0700', 'tmpfs', dir]);
+  const store = new TaskStore(dir);
+  store.put(handle('small'));
+  const big = handle('small');
+  big.config.env = { BIG: 'x'.repeat(64 * 1024) };
+  const e1 = t.throws(() => store.put(big));
+  t.is((e1 as NodeJS.ErrnoException).code, 'ENOSPC');
+  const e2 = t.throws(() => store.create({ ...big, taskId: 'other' }));
+  t.is((e2 as NodeJS.ErrnoException).code, 'ENOSPC');
+  t.deepEqual(fs.readdirSync(path.join(dir, 'tasks')), [path.basename(store.fileFor('small'))]);
+  t.deepEqual(store.get('small'), handle('small'));
+  // Space again: writes work again.
+  store.delete('small');
+  store.put(handle('after'));
+  t.is(store.getRecord('after')!.state, 'running');
+});
+
+function execFileSyncQuiet(file: string, args: string[]): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  require('node:child_process').execFileSync(file, args, { stdio: 'ignore' });
+}

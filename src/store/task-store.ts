@@ -1,51 +1,108 @@
 /**
- * Persisted task handles, so that a restarted agent finds its tasks again.
- * One JSON file per task in the state directory, written atomically (temp file, rename).
+ * Persisted task records, so that a restarted agent finds its tasks again.
+ * One JSON file per task in `<stateDir>/tasks`: the task's handle plus
+ *  - `state`: `starting` (written before the task's cgroup exists: a crash from then on leaves a
+ *    record that recovery resolves) or `running` (the spawn succeeded, the handle is complete);
+ *  - `owner`: the agent process that owns the task (pid and process start time, see owner.ts).
+ *
+ * Writes are atomic (temp file, then rename or link); a failed write removes its temp file, and
+ * temp files of writers that died mid-write are removed when the directory is listed.
+ * A new record is created with link(2), which fails if the file exists: two agents can never
+ * both create the same task. Adoption of a dead owner's record renames the file away first (one
+ * renamer wins), so two agents never adopt the same task either.
  *
  * No fsync: the store must survive the agent process dying, which the page cache already
  * guarantees. What fsync adds is surviving a kernel crash or power loss, and those end every
- * raw_exec task with the machine, so a handle that outlived them would only point at nothing.
+ * raw_exec task with the machine, so a record that outlived them would only point at nothing.
  * fsync cost ~2 ms per start on ext4, more than the whole rest of a task's start.
- * A corrupt or foreign file is reported through `problems` and skipped; loading never throws for one.
+ * A corrupt or foreign file is reported through `problems` and skipped; listing never throws for one.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { InvalidConfigError } from '../errors.js';
+import { InvalidConfigError, TaskExistsError, TaskNotFoundError, TaskOwnedError } from '../errors.js';
 import type { TaskHandle } from '../drivers/contract.js';
+import { type OwnerStatus, type TaskOwner, invalidOwner, ownerStatus, processStartTime, selfOwner } from './owner.js';
+
+export { type OwnerStatus, type TaskOwner, ownerStatus, selfOwner } from './owner.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/corral';
 const TASK_DIR = 'tasks';
 const SUFFIX = '.json';
+/** `<record>.claim.<pid>.<starttime>`: a record being adopted by that process. */
+const CLAIM_RE = /^(.*\.json)\.claim\.(\d+)\.(\d+)$/;
+/** `<record>.<pid>-<starttime>.<n>.tmp`: a write in progress by that process. */
+const TMP_RE = /\.(\d+)-(\d+)\.\d+\.tmp$/;
+
+export type RecordState = 'starting' | 'running';
 
 export interface StoreProblem {
   file: string;
   reason: string;
 }
 
+/** One task record as listed: its handle, state, owner and whether that owner still runs. */
+export interface TaskRecord {
+  taskId: string;
+  driver: string;
+  file: string;
+  state: RecordState;
+  /** Undefined for records written before records had owners (treated as dead). */
+  owner: TaskOwner | undefined;
+  /** Judged at listing time from this store's owner's point of view. */
+  ownerStatus: OwnerStatus;
+  handle: TaskHandle;
+}
+
+export interface TaskStoreOptions {
+  /** Who owns the records this store writes. Default: this process. */
+  owner?: TaskOwner;
+}
+
+let tmpSeq = 0;
+
 export class TaskStore {
   readonly dir: string;
+  readonly owner: TaskOwner;
   private readonly tasksDir: string;
   private tasksDirMade = false;
 
-  constructor(stateDir: string = DEFAULT_STATE_DIR) {
-    if (!path.isAbsolute(stateDir)) throw new InvalidConfigError('stateDir', stateDir, 'must be an absolute path');
+  constructor(stateDir: string = DEFAULT_STATE_DIR, opts: TaskStoreOptions = {}) {
+    if (typeof stateDir !== 'string' || !path.isAbsolute(stateDir)) throw new InvalidConfigError('stateDir', stateDir, 'must be an absolute path');
+    if (opts.owner !== undefined) {
+      const why = invalidOwner(opts.owner);
+      if (why) throw new InvalidConfigError('owner', opts.owner, why);
+    }
     this.dir = stateDir;
     this.tasksDir = path.join(stateDir, TASK_DIR);
+    this.owner = opts.owner ? { pid: opts.owner.pid, startTime: opts.owner.startTime } : selfOwner();
   }
 
-  /** The file a task's handle lives in. Task ids are encoded so that any id maps to one safe file name. */
+  /** The file a task's record lives in. Task ids are encoded so that any id maps to one safe file name. */
   fileFor(taskId: string): string {
     return path.join(this.tasksDir, encodeURIComponent(taskId).replace(/\./g, '%2E') + SUFFIX);
   }
 
-  put(handle: TaskHandle): void {
-    if (!this.tasksDirMade) {
-      fs.mkdirSync(this.tasksDir, { recursive: true, mode: 0o700 });
-      this.tasksDirMade = true;
-    }
+  /**
+   * Creates the record of a new task, owned by this store's owner; throws TaskExistsError when a
+   * record of that id exists (whoever owns it). Atomic and exclusive across processes.
+   */
+  create(handle: TaskHandle, state: RecordState = 'starting'): void {
     const file = this.fileFor(handle.taskId);
-    const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(handle) + '\n', { mode: 0o600 });
+    const tmp = this.writeTmp(file, this.serialise(handle, state));
+    try {
+      fs.linkSync(tmp, file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new TaskExistsError(handle.taskId);
+      throw err;
+    } finally {
+      fs.rmSync(tmp, { force: true });
+    }
+  }
+
+  /** Writes (replaces) a task's record, owned by this store's owner. Default state `running`. */
+  put(handle: TaskHandle, opts: { state?: RecordState } = {}): void {
+    const file = this.fileFor(handle.taskId);
+    const tmp = this.writeTmp(file, this.serialise(handle, opts.state ?? 'running'));
     try {
       fs.renameSync(tmp, file);
     } catch (err) {
@@ -55,29 +112,120 @@ export class TaskStore {
   }
 
   get(taskId: string): TaskHandle | undefined {
+    return this.getRecord(taskId)?.handle;
+  }
+
+  getRecord(taskId: string): TaskRecord | undefined {
     const r = this.readOne(this.fileFor(taskId));
-    return 'handle' in r ? r.handle : undefined;
+    return 'record' in r ? r.record : undefined;
   }
 
   delete(taskId: string): void {
     fs.rmSync(this.fileFor(taskId), { force: true });
   }
 
+  /**
+   * Takes a task's record over for this store's owner (a restarted agent adopting the tasks of one
+   * that died). Refused with TaskOwnedError while the current owner is alive, unless `force`.
+   * Returns the record as it was before adoption (its previous owner). Safe against another agent
+   * adopting the same record at the same time: exactly one of them wins, the other gets
+   * TaskOwnedError (or TaskNotFoundError if the winner has deleted it meanwhile).
+   */
+  adopt(taskId: string, opts: { force?: boolean } = {}): TaskRecord {
+    const file = this.fileFor(taskId);
+    const before = this.readOne(file);
+    if (!('record' in before)) throw new TaskNotFoundError(taskId);
+    const rec = before.record;
+    if (rec.ownerStatus === 'self') return rec;
+    if (rec.ownerStatus === 'alive' && !opts.force) throw new TaskOwnedError(taskId, rec.owner!);
+    const claim = `${file}.claim.${this.owner.pid}.${this.owner.startTime}`;
+    try {
+      fs.renameSync(file, claim);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      // Someone else renamed it first: report the record as it is now.
+      const now = this.getRecord(taskId);
+      if (now?.owner && now.ownerStatus !== 'dead') throw new TaskOwnedError(taskId, now.owner);
+      throw new TaskNotFoundError(taskId);
+    }
+    try {
+      const claimed = this.readOne(claim, file);
+      // Between our read and our rename another agent may have adopted (and rewritten) it.
+      if (!('record' in claimed) || (claimed.record.ownerStatus === 'alive' && !opts.force)) {
+        restoreClaim(claim, file);
+        if ('record' in claimed) throw new TaskOwnedError(taskId, claimed.record.owner!);
+        throw new TaskNotFoundError(taskId);
+      }
+      const tmp = this.writeTmp(file, this.serialise(claimed.record.handle, claimed.record.state));
+      try {
+        fs.linkSync(tmp, file);
+      } catch (err) {
+        // EEXIST: another agent created a new task of this id after we took the old record.
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new TaskExistsError(taskId);
+        restoreClaim(claim, file);
+        throw err;
+      } finally {
+        fs.rmSync(tmp, { force: true });
+      }
+      fs.rmSync(claim, { force: true });
+      return claimed.record;
+    } catch (err) {
+      if (fs.existsSync(claim) && !fs.existsSync(file)) restoreClaim(claim, file);
+      else fs.rmSync(claim, { force: true });
+      throw err;
+    }
+  }
+
   /** Every valid handle, optionally of one driver; what could not be read goes to `problems`. */
   list(driver?: string): { handles: TaskHandle[]; problems: StoreProblem[] } {
-    const handles: TaskHandle[] = [];
+    const { records, problems } = this.records(driver);
+    return { handles: records.map((r) => r.handle), problems };
+  }
+
+  /**
+   * Every valid record (optionally of one driver) with its owner's liveness; what could not be read
+   * goes to `problems`. Temp files and adoption claims left by processes that died are cleaned up
+   * on the way (a claim is put back as the record it was).
+   */
+  records(driver?: string): { records: TaskRecord[]; problems: StoreProblem[] } {
+    const records: TaskRecord[] = [];
     const problems: StoreProblem[] = [];
     let names: string[];
     try {
       names = fs.readdirSync(this.tasksDir);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { handles, problems };
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { records, problems };
       throw err;
     }
+    const present = new Set(names);
     for (const name of names.sort()) {
       const file = path.join(this.tasksDir, name);
+      if (name.endsWith('.tmp')) {
+        const m = TMP_RE.exec(name);
+        if (m && this.writerGone(Number(m[1]), Number(m[2]))) fs.rmSync(file, { force: true });
+        continue;
+      }
+      const claim = CLAIM_RE.exec(name);
+      if (claim) {
+        const [, recordName, pid, st] = claim;
+        if (this.writerGone(Number(pid), Number(st))) {
+          if (!present.has(recordName!)) {
+            restoreClaim(file, path.join(this.tasksDir, recordName!));
+            const r = this.readOne(path.join(this.tasksDir, recordName!));
+            if ('record' in r && (driver === undefined || r.record.driver === driver)) records.push(r.record);
+          } else {
+            fs.rmSync(file, { force: true });
+          }
+        } else if (!present.has(recordName!)) {
+          // Being adopted right now by a live agent: that agent is its owner.
+          const r = this.readOne(file, path.join(this.tasksDir, recordName!));
+          const by = { pid: Number(pid), startTime: Number(st) };
+          if ('record' in r && (driver === undefined || r.record.driver === driver)) records.push({ ...r.record, owner: by, ownerStatus: ownerStatus(by, this.owner) });
+        }
+        continue;
+      }
       if (!name.endsWith(SUFFIX)) {
-        if (!name.endsWith('.tmp')) problems.push({ file, reason: 'not a task handle file' });
+        problems.push({ file, reason: 'not a task record file' });
         continue;
       }
       const r = this.readOne(file);
@@ -85,12 +233,39 @@ export class TaskStore {
         if (r.problem !== 'missing') problems.push({ file, reason: r.problem });
         continue;
       }
-      if (driver === undefined || r.handle.driver === driver) handles.push(r.handle);
+      if (driver === undefined || r.record.driver === driver) records.push(r.record);
     }
-    return { handles, problems };
+    return { records, problems };
   }
 
-  private readOne(file: string): { handle: TaskHandle } | { problem: string } {
+  /** Whether the writer named in a temp or claim file name has died (this process counts as alive). */
+  private writerGone(pid: number, startTime: number): boolean {
+    if (pid === this.owner.pid && startTime === this.owner.startTime) return false;
+    return processStartTime(pid) !== startTime;
+  }
+
+  private serialise(handle: TaskHandle, state: RecordState): string {
+    return JSON.stringify({ ...handle, state, owner: this.owner }) + '\n';
+  }
+
+  /** Writes `text` to a new temp file beside `file`; on any failure (ENOSPC, EDQUOT...) the temp file is removed. */
+  private writeTmp(file: string, text: string): string {
+    if (!this.tasksDirMade) {
+      fs.mkdirSync(this.tasksDir, { recursive: true, mode: 0o700 });
+      this.tasksDirMade = true;
+    }
+    const tmp = `${file}.${this.owner.pid}-${this.owner.startTime}.${++tmpSeq}.tmp`;
+    try {
+      fs.writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+    } catch (err) {
+      fs.rmSync(tmp, { force: true });
+      throw err;
+    }
+    return tmp;
+  }
+
+  /** Reads one record file; `asFile` is the record file name it must match (for claim files). */
+  private readOne(file: string, asFile: string = file): { record: TaskRecord } | { problem: string } {
     let text: string;
     try {
       text = fs.readFileSync(file, 'utf8');
@@ -104,15 +279,37 @@ export class TaskStore {
     } catch (err) {
       return { problem: `corrupt JSON: ${(err as Error).message}` };
     }
-    const why = invalidHandle(v);
-    if (why) return { problem: `not a corral task handle: ${why}` };
-    const handle = v as TaskHandle;
-    if (this.fileFor(handle.taskId) !== file) return { problem: `file name does not match task id ${JSON.stringify(handle.taskId)}` };
-    return { handle };
+    const why = invalidRecord(v);
+    if (why) return { problem: `not a corral task record: ${why}` };
+    const { state, owner, ...rest } = v as TaskHandle & { state?: RecordState; owner?: TaskOwner };
+    const handle = rest as TaskHandle;
+    if (this.fileFor(handle.taskId) !== asFile) return { problem: `file name does not match task id ${JSON.stringify(handle.taskId)}` };
+    return {
+      record: {
+        taskId: handle.taskId,
+        driver: handle.driver,
+        file: asFile,
+        // Records from before write-ahead were written once the task ran.
+        state: state ?? 'running',
+        owner,
+        ownerStatus: ownerStatus(owner, this.owner),
+        handle,
+      },
+    };
   }
 }
 
-function invalidHandle(v: unknown): string | undefined {
+/** Puts a claimed record back under its name unless a record of that name exists again. */
+function restoreClaim(claim: string, file: string): void {
+  try {
+    fs.linkSync(claim, file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  fs.rmSync(claim, { force: true });
+}
+
+function invalidRecord(v: unknown): string | undefined {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'not an object';
   const h = v as Record<string, unknown>;
   if (h.version !== 1) return `unknown version ${JSON.stringify(h.version)}`;
@@ -121,5 +318,7 @@ function invalidHandle(v: unknown): string | undefined {
   }
   if (typeof h.config !== 'object' || h.config === null) return 'missing config';
   if (typeof h.driverState !== 'object' || h.driverState === null) return 'missing driverState';
+  if (h.state !== undefined && h.state !== 'starting' && h.state !== 'running') return `unknown state ${JSON.stringify(h.state)}`;
+  if (h.owner !== undefined) return invalidOwner(h.owner);
   return undefined;
 }

@@ -67,6 +67,8 @@ export function resolveGcConfig(gc: unknown): ResolvedGcConfig {
       dryRun: bool('gc.danglingContainers.dryRun', d.dryRun, false),
       periodMs: ms('gc.danglingContainers.periodMs', d.periodMs, DEFAULT_RECONCILE_PERIOD_MS, 1),
       creationGraceMs: ms('gc.danglingContainers.creationGraceMs', d.creationGraceMs, DEFAULT_CREATION_GRACE_MS, 0),
+      unsafeMatchAllocIdOnly: bool('gc.danglingContainers.unsafeMatchAllocIdOnly', d.unsafeMatchAllocIdOnly, false),
+      unsafeMatchNomadShaped: bool('gc.danglingContainers.unsafeMatchNomadShaped', d.unsafeMatchNomadShaped, false),
     },
   };
 }

@@ -1,7 +1,7 @@
 /** The docker driver and the dangling-container reconciler. */
 export { DockerDriver, loadOrCreateAgentId, mapStats, type DockerDriverOptions, type RecoverAllResult } from './driver.js';
 export {
-  DanglingContainerReconciler, ownership, LABEL_AGENT_ID, LABEL_ALLOC_ID, LABEL_TASK_ID, LABEL_TASK_NAME,
+  DanglingContainerReconciler, ownership, matchingRule, type OwnershipRule, type OwnershipOptions, LABEL_AGENT_ID, LABEL_ALLOC_ID, LABEL_TASK_ID, LABEL_TASK_NAME,
   DEFAULT_CREATION_GRACE_MS, DEFAULT_RECONCILE_PERIOD_MS, systemClock,
   type DanglingContainer, type DanglingContainerReconcilerOptions, type DanglingContainersConfig, type ReconcilePassResult,
   type ReconcilerClock, type ReconcilerDockerClient,

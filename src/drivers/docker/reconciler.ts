@@ -4,10 +4,15 @@
  * a container runs with nobody tracking it. Each pass, while the driver is healthy, lists running
  * containers and removes (force) those that are ours, untracked, and created before now − grace.
  *
- * "Ours": label io.corral.alloc_id with this agent's io.corral.agent_id (two agents sharing one
- * dockerd never reap each other's: Nomad issue 7792); io.corral.alloc_id without an agent id also
- * counts; unlabelled containers count when they mount /alloc, /local and /secrets and a name ends
- * in -<uuid> (the heuristic for containers from before labels).
+ * "Ours" by default means provably this agent's: io.corral.alloc_id with this agent's
+ * io.corral.agent_id (two agents sharing one dockerd never reap each other's: Nomad issue 7792).
+ * corral has always labelled its containers with its agent id, so the two looser rules below never
+ * protect a corral container; they only endanger someone else's, and are off by default:
+ *  - `unsafeMatchAllocIdOnly`: io.corral.alloc_id without any agent id;
+ *  - `unsafeMatchNomadShaped`: unlabelled, mounts /alloc, /local and /secrets, name ends in -<uuid>
+ *    (Nomad's heuristic; exactly what a Nomad client sharing the dockerd creates).
+ * Every pass reports in `optInMatches` the dangling candidates that a rule which is off would have
+ * matched, so an operator can see what turning it on would remove.
  *
  * One pass = one list call + one remove call per removal; nothing else talks to Docker.
  */
@@ -35,7 +40,22 @@ export interface DanglingContainersConfig {
   periodMs?: number;
   /** Containers younger than this are left alone (a start may be in flight). Any value ≥ 0; default 5 min. */
   creationGraceMs?: number;
+  /**
+   * DANGEROUS: also remove containers labelled io.corral.alloc_id without any io.corral.agent_id.
+   * corral never made such containers; anything else copying corral's labels would lose its
+   * containers. Default false.
+   */
+  unsafeMatchAllocIdOnly?: boolean;
+  /**
+   * DANGEROUS: also remove unlabelled containers that mount /alloc, /local and /secrets and whose
+   * name ends in -<uuid> (Nomad's heuristic). A Nomad client sharing this dockerd makes exactly
+   * such containers, and they would be removed. Default false.
+   */
+  unsafeMatchNomadShaped?: boolean;
 }
+
+/** Which rule made a container this agent's: its agent id, or one of the opt-in rules. */
+export type OwnershipRule = 'label' | 'alloc-id-only' | 'heuristic';
 
 /** The part of dockerode the reconciler uses (a wrapper may count or fail calls). */
 export interface ReconcilerDockerClient {
@@ -84,7 +104,8 @@ export interface DanglingContainer {
   /** Creation time, ms since the epoch. */
   createdAt: number;
   image: string;
-  matchedBy: 'label' | 'heuristic';
+  /** The rule that matched (in `optInMatches`: the rule, off, that would have matched). */
+  matchedBy: OwnershipRule;
   allocId?: string;
   taskName?: string;
   taskId?: string;
@@ -102,6 +123,11 @@ export interface ReconcilePassResult {
   dangling: DanglingContainer[];
   removed: DanglingContainer[];
   failed: Array<{ container: DanglingContainer; error: string }>;
+  /**
+   * Untracked containers older than the grace that only an opt-in rule which is off would have
+   * matched: left alone, reported so that an operator sees what enabling the rule would remove.
+   */
+  optInMatches: DanglingContainer[];
 }
 
 const UUID_SUFFIX = /-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -110,16 +136,35 @@ function hasMount(c: Docker.ContainerInfo, dest: string): boolean {
   return (c.Mounts ?? []).some((m) => m.Destination === dest);
 }
 
-/** How a listed container is ours, or undefined when it is not. */
-export function ownership(c: Docker.ContainerInfo, agentId: string): 'label' | 'heuristic' | undefined {
+/**
+ * The rule under which a listed container would be this agent's, whether or not that rule is on
+ * (see `ownership` for the decision), or undefined when no rule matches it.
+ */
+export function matchingRule(c: Docker.ContainerInfo, agentId: string): OwnershipRule | undefined {
   const labels = c.Labels ?? {};
+  const owner = labels[LABEL_AGENT_ID];
   if (Object.prototype.hasOwnProperty.call(labels, LABEL_ALLOC_ID)) {
-    const owner = labels[LABEL_AGENT_ID];
-    if (owner === undefined || owner === '') return 'label';
+    if (owner === undefined || owner === '') return 'alloc-id-only';
     return owner === agentId ? 'label' : undefined;
   }
+  // Any corral agent label without an alloc id is not a Nomad-era container either.
+  if (owner !== undefined) return undefined;
   if (!hasMount(c, '/alloc') || !hasMount(c, '/local') || !hasMount(c, '/secrets')) return undefined;
   return (c.Names ?? []).some((n) => UUID_SUFFIX.test(n)) ? 'heuristic' : undefined;
+}
+
+/** The opt-in rules an agent has turned on (both off by default). */
+export interface OwnershipOptions {
+  unsafeMatchAllocIdOnly?: boolean;
+  unsafeMatchNomadShaped?: boolean;
+}
+
+/** How a listed container is this agent's under the rules that are on, or undefined when it is not. */
+export function ownership(c: Docker.ContainerInfo, agentId: string, opts: OwnershipOptions = {}): OwnershipRule | undefined {
+  const rule = matchingRule(c, agentId);
+  if (rule === 'alloc-id-only' && !opts.unsafeMatchAllocIdOnly) return undefined;
+  if (rule === 'heuristic' && !opts.unsafeMatchNomadShaped) return undefined;
+  return rule;
 }
 
 function checkDuration(field: string, v: unknown, min: number): number {
@@ -135,6 +180,8 @@ export class DanglingContainerReconciler {
   readonly periodMs: number;
   readonly creationGraceMs: number;
   readonly agentId: string;
+  readonly unsafeMatchAllocIdOnly: boolean;
+  readonly unsafeMatchNomadShaped: boolean;
   /** Bound on each Docker call of a pass: max(floor, period). */
   readonly callTimeoutMs: number;
 
@@ -162,6 +209,11 @@ export class DanglingContainerReconciler {
     this.dryRun = opts.dryRun ?? false;
     if (typeof this.enabled !== 'boolean') throw new InvalidConfigError('gc.danglingContainers.enabled', opts.enabled, 'must be a boolean');
     if (typeof this.dryRun !== 'boolean') throw new InvalidConfigError('gc.danglingContainers.dryRun', opts.dryRun, 'must be a boolean');
+    this.unsafeMatchAllocIdOnly = opts.unsafeMatchAllocIdOnly ?? false;
+    this.unsafeMatchNomadShaped = opts.unsafeMatchNomadShaped ?? false;
+    for (const k of ['unsafeMatchAllocIdOnly', 'unsafeMatchNomadShaped'] as const) {
+      if (typeof this[k] !== 'boolean') throw new InvalidConfigError(`gc.danglingContainers.${k}`, opts[k], 'must be a boolean');
+    }
     this.periodMs = checkDuration('gc.danglingContainers.periodMs', opts.periodMs ?? DEFAULT_RECONCILE_PERIOD_MS, 1);
     this.creationGraceMs = checkDuration('gc.danglingContainers.creationGraceMs', opts.creationGraceMs ?? DEFAULT_CREATION_GRACE_MS, 0);
     const floor = checkDuration('callTimeoutFloorMs', opts.callTimeoutFloorMs ?? DEFAULT_CALL_TIMEOUT_FLOOR_MS, 1);
@@ -268,7 +320,7 @@ export class DanglingContainerReconciler {
    * a failed removal is reported in `failed` and does not fail the pass.
    */
   async runOnce(): Promise<ReconcilePassResult> {
-    const result: ReconcilePassResult = { ran: false, dryRun: this.dryRun, listed: 0, dangling: [], removed: [], failed: [] };
+    const result: ReconcilePassResult = { ran: false, dryRun: this.dryRun, listed: 0, dangling: [], removed: [], failed: [], optInMatches: [] };
     if (this.stopped && this.started) return { ...result, skippedReason: 'reconciler stopped' };
     let healthy: boolean;
     try {
@@ -296,21 +348,27 @@ export class DanglingContainerReconciler {
         if (tracked.has(c.Id)) continue;
         const createdAt = (c.Created ?? 0) * 1000;
         if (createdAt > cutoff) continue;
-        const how = ownership(c, this.agentId);
-        if (!how) continue;
+        const rule = matchingRule(c, this.agentId);
+        if (!rule) continue;
+        const how = ownership(c, this.agentId, this);
         const labels = c.Labels ?? {};
         const d: DanglingContainer = {
           id: c.Id,
           name: (c.Names?.[0] ?? '').replace(/^\//, ''),
           createdAt,
           image: c.Image,
-          matchedBy: how,
+          matchedBy: rule,
         };
         if (labels[LABEL_ALLOC_ID] !== undefined) d.allocId = labels[LABEL_ALLOC_ID];
         if (labels[LABEL_TASK_NAME] !== undefined) d.taskName = labels[LABEL_TASK_NAME];
         if (labels[LABEL_TASK_ID] !== undefined) d.taskId = labels[LABEL_TASK_ID];
         if (labels[LABEL_AGENT_ID] !== undefined) d.agentId = labels[LABEL_AGENT_ID];
-        result.dangling.push(d);
+        (how ? result.dangling : result.optInMatches).push(d);
+      }
+      if (result.optInMatches.length > 0) {
+        this.logger[this.dryRun ? 'info' : 'debug']('untracked containers left alone: only an opt-in ownership rule that is off would match them', {
+          containers: result.optInMatches.map((d) => `${d.id.slice(0, 12)} ${d.name} (${d.matchedBy})`),
+        });
       }
       if (result.dangling.length === 0) return result;
       if (this.dryRun) {
