@@ -1,6 +1,7 @@
 /**
  * The v1 manager on the real kernel (a v1 or hybrid host). On a v2-only host every test here skips
- * with the reason logged.
+ * with the reason logged. Each test runs a manager of its own on a parent of its own (sandbox), torn
+ * down (processes killed, groups removed) even when the test fails, so one failure never fails another.
  */
 import test from 'ava';
 import * as fs from 'node:fs';
@@ -9,32 +10,28 @@ import { CgroupV1Manager } from '../src/cgroups/v1.js';
 import type { CgroupLayout } from '../src/cgroups/types.js';
 import { CgroupError, CgroupUnsupportedError, CpusetConflictError, InvalidConfigError } from '../src/errors.js';
 import {
-  cleanupParent, cpusAllowed, groupDirsUnder, hostLayout, isRoot, newAllocId, procCgroups, startInGroup, uniqueParent, waitFor,
+  cpusAllowed, groupDirsUnder, hostLayout, isRoot, newAllocId, procCgroups, startInGroup, waitFor,
 } from './helpers/cgroups.js';
+import { sandbox, within, type Sandbox } from './helpers/sandbox.js';
 
 const layout: CgroupLayout | undefined = isRoot ? hostLayout() : undefined;
 const skipReason = !isRoot ? 'not root' : layout!.version !== 'v1' ? `host layout is ${layout!.mode}: no cgroup v1 controllers` : undefined;
-const parent = uniqueParent('v1', 'v1');
-const mgr = skipReason ? undefined : new CgroupV1Manager({ layout, parentName: parent });
-const extra: CgroupV1Manager[] = [];
 
-test.after.always(async () => {
-  for (const m of [mgr, ...extra]) {
-    if (!m) continue;
-    for (const g of [...m.groups.values()]) await g.destroy().catch(() => undefined);
-  }
-  await cleanupParent(parent);
-});
-
-/** test.serial that skips (logging why) off v1. */
-function v1test(title: string, fn: (t: import('ava').ExecutionContext, m: CgroupV1Manager) => Promise<void> | void): void {
+/**
+ * test.serial with a sandbox (its parent, torn down whatever happens) and a manager on it; skips
+ * (logging why) off v1.
+ */
+function v1test(title: string, fn: (t: import('ava').ExecutionContext, m: CgroupV1Manager, sb: Sandbox) => Promise<void> | void): void {
   test.serial(title, async (t) => {
-    if (!mgr) { t.log(`skipped: ${skipReason}`); t.pass(); return; }
-    await fn(t, mgr);
+    const sb = sandbox(t, 'v1');
+    if (skipReason) { t.log(`skipped: ${skipReason}`); t.pass(); return; }
+    const m = new CgroupV1Manager({ layout, parentName: sb.parent });
+    sb.defer(async () => { for (const g of [...m.groups.values()]) await g.destroy().catch(() => undefined); });
+    await fn(t, m, sb);
   });
 }
 
-v1test('a group in every controller, limits written, a process spawned inside all of them', async (t, m) => {
+v1test('a group in every controller, limits written, a process spawned inside all of them', async (t, m, { parent }) => {
   const alloc = newAllocId();
   const t0 = process.hrtime.bigint();
   const g = m.create(alloc, 'web', { resources: { cpuShares: 512, memoryBytes: 64 << 20, pidsMax: 64 } });
@@ -62,7 +59,7 @@ v1test('a group in every controller, limits written, a process spawned inside al
   t.log(`create+destroy of an empty group: ${(Number(process.hrtime.bigint() - t2) / 1e6).toFixed(2)} ms`);
 });
 
-v1test('cpusets: a reservation takes core 1 from a running shared task and gives it back on release', async (t, m) => {
+v1test('cpusets: a reservation takes core 1 from a running shared task and gives it back on release', async (t, m, { parent }) => {
   const usable = m.usableCores();
   if (usable.length < 2) { t.log(`skipped: needs 2 cores, usable ${usable.join(',')}`); t.pass(); return; }
   const [c0, c1] = [usable[0]!, usable[usable.length - 1]!];
@@ -89,11 +86,14 @@ v1test('cpusets: a reservation takes core 1 from a running shared task and gives
   await s.exited;
 });
 
-v1test('stats rise while a task burns CPU and allocates memory', async (t, m) => {
+v1test('stats rise while a task burns CPU and allocates memory', async (t, m, sb) => {
   const g = m.create(newAllocId(), 'busy');
-  const s = startInGroup(g, 'sh', ['-c', 'dd if=/dev/zero of=/dev/null bs=48M count=1 2>/dev/null; while :; do :; done']);
+  // dd's 48 MiB buffer is charged while dd runs (~200 ms of system time on a slow machine): the peak
+  // is only there once dd has finished, which the marker file says.
+  const done = path.join(sb.stateDir, 'dd-done');
+  const s = startInGroup(g, 'sh', ['-c', `dd if=/dev/zero of=/dev/null bs=48M count=1 2>/dev/null; : > ${done}; while :; do :; done`]);
   const first = g.stats();
-  await waitFor(() => g.stats().cpu.totalNs > first.cpu.totalNs + 50e6, { what: '50 ms of CPU', timeoutMs: 10_000 });
+  await waitFor(() => fs.existsSync(done) && g.stats().cpu.totalNs > first.cpu.totalNs + 50e6, { what: 'dd finished and 50 ms of CPU', timeoutMs: 20_000 });
   const st = g.stats();
   t.log(JSON.stringify(st));
   t.true(st.cpu.totalNs > 0);
@@ -110,13 +110,13 @@ v1test('oomKilled: a task over its memory limit is killed by the kernel and repo
   t.false(g.oomKilled());
   // Touches 64 MiB from user space (a kernel-mode fault would fail the syscall instead of invoking the OOM killer).
   const s = startInGroup(g, '/usr/bin/python3', ['-c', "s = b'x' * (64 << 20)"]);
-  const ex = await Promise.race([s.exited, new Promise<never>((_r, rej) => setTimeout(() => rej(new Error('the hog did not end in 20 s')), 20_000))]);
+  const ex = await within(s.exited, 20_000, 'the hog to be OOM-killed');
   t.is(ex.signal, 9, 'killed by the OOM killer');
   t.true(g.oomKilled());
   await g.destroy();
 });
 
-v1test('bad input: clear errors and no group left behind', async (t, m) => {
+v1test('bad input: clear errors and no group left behind', async (t, m, { parent }) => {
   const alloc = newAllocId();
   const count = () => groupDirsUnder(parent).length;
   const n0 = count();
@@ -136,7 +136,6 @@ v1test('bad input: clear errors and no group left behind', async (t, m) => {
   const noPids: CgroupLayout = { ...m.layout, v1Mounts: { ...m.layout.v1Mounts } };
   delete noPids.v1Mounts.pids;
   const m2 = new CgroupV1Manager({ layout: noPids, parentName: parent });
-  extra.push(m2);
   const u = t.throws(() => m2.create(alloc, 'limited', { resources: { pidsMax: 10 } }), { instanceOf: CgroupUnsupportedError });
   t.is(u!.feature, 'pids');
   t.regex(u!.message, /pids/);
@@ -149,7 +148,7 @@ v1test('bad input: clear errors and no group left behind', async (t, m) => {
   t.is(count(), n0);
 });
 
-v1test('recovery: open() re-attaches a group (with its reservation); cleanupStale removes empty leftovers and reports busy ones', async (t, m) => {
+v1test('recovery: open() re-attaches a group (with its reservation); cleanupStale removes empty leftovers and reports busy ones', async (t, m, { parent }) => {
   const usable = m.usableCores();
   const a = newAllocId();
   const res = usable.length >= 2 ? { cores: [usable[usable.length - 1]!] } : {};
@@ -159,7 +158,6 @@ v1test('recovery: open() re-attaches a group (with its reservation); cleanupStal
   const empty = m.create(newAllocId(), 'empty');
   // A new agent (a second manager on the same parent) finds them.
   const m2 = new CgroupV1Manager({ layout: m.layout, parentName: parent });
-  extra.push(m2);
   const reopened = m2.open(a, 'kept');
   t.deepEqual(reopened.cpus(), kept.cpus());
   const mine = new Set([kept.name, busy.name, empty.name]);

@@ -1,14 +1,15 @@
 /**
- * Shared helpers for tests that use real cgroups: a unique parent per test file, a process started
- * inside a group (native spawn with the group's placement), a bounded waitFor, and a clean-up that
- * kills and removes everything under the test's parent (call it from test.after.always).
+ * Shared helpers for tests that use real cgroups: a unique parent name, a process started inside a
+ * group (native spawn with the group's placement), a bounded waitFor, and a clean-up that kills and
+ * removes everything under one of the suite's parents (sandbox(t) in ./sandbox.ts calls it at teardown).
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native, type ExitInfo, type ExitWatch } from '../../src/native.js';
 import { detectCgroupLayout } from '../../src/cgroups/detect.js';
 import type { CgroupLayout, SpawnPlacement, TaskCgroup } from '../../src/cgroups/types.js';
+import { bound, isTestName, uniqueName } from './names.js';
 
 export const isRoot = process.getuid?.() === 0;
 
@@ -37,11 +38,11 @@ export function v2RootControllers(layout: CgroupLayout | undefined = v2Layout())
 }
 
 /**
- * A parent name no other test (file, or concurrent run) uses: `corral-test-<file>-<random>`,
- * with `.slice` for v2.
+ * A parent name no other test (file, worker or concurrent run) uses: `corral-test-<run>-<file>-<pid>-<n>`,
+ * with `.slice` for v2. (sandbox(t) gives one per test, with its teardown.)
  */
 export function uniqueParent(file: string, version: 'v1' | 'v2'): string {
-  const base = `corral-test-${file.replace(/[^a-zA-Z0-9_-]/g, '_')}-${randomBytes(4).toString('hex')}`;
+  const base = uniqueName(file);
   return version === 'v2' ? `${base}.slice` : base;
 }
 
@@ -53,8 +54,12 @@ export interface Started {
   exited: Promise<ExitInfo>;
 }
 
-/** Exit watches of startInGroup's processes that have not fired yet (cleanupParent closes the leftovers). */
-const openWatches = new Set<ExitWatch>();
+/**
+ * Exit watches of startInGroup's processes that have not fired yet, with the group paths each was
+ * placed in: cleanupParent closes the leftovers under its parent only (concurrent tests in one file
+ * keep theirs).
+ */
+const openWatches = new Map<ExitWatch, string[]>();
 
 /**
  * Starts a process already inside a group (native spawn with the group's placement: clone3 into
@@ -82,13 +87,17 @@ export function startInGroup(group: Pick<TaskCgroup, 'placement'> | SpawnPlaceme
     openWatches.delete(w);
     resolveExit(info);
   });
-  openWatches.add(w);
+  openWatches.set(w, [...(placement.cgroupDir ? [placement.cgroupDir] : []), ...(placement.joinProcs ?? [])]);
   return { pid: r.pid, exited };
 }
 
-/** Polls `pred` every `intervalMs` until it is true; rejects with `what` after `timeoutMs`. */
+/**
+ * Polls `pred` every `intervalMs` until it is true; rejects naming `what` after the bound. `timeoutMs`
+ * (default 5000) is the bound on an idle host: it is stretched by CORRAL_TEST_SLOWDOWN here, so pass
+ * the plain number, not bound(n). Wait for exactly what the test then asserts.
+ */
 export async function waitFor(pred: () => boolean | Promise<boolean>, opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<void> {
-  const timeoutMs = opts.timeoutMs ?? 5000;
+  const timeoutMs = bound(opts.timeoutMs ?? 5000);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await pred()) return;
@@ -152,8 +161,9 @@ function treeDirs(dir: string): string[] {
  * and in the cgroup2 root (v2, or the unified mount of a hybrid host). Bounded; never throws.
  * Returns what could not be removed.
  */
-export async function cleanupParent(parentName: string, timeoutMs = 10_000): Promise<string[]> {
-  if (!parentName || parentName.includes('..') || !parentName.startsWith('corral')) throw new Error(`refusing to clean ${parentName}`);
+export async function cleanupParent(parentName: string, timeoutMs = bound(10_000)): Promise<string[]> {
+  // Only the suite's own parents (corral-test-...): never a default parent a live agent may use.
+  if (!isTestName(parentName)) throw new Error(`refusing to clean ${parentName}: not one of the test suite's parents`);
   const roots = new Set<string>();
   try {
     const l = hostLayout();
@@ -194,11 +204,15 @@ export async function cleanupParent(parentName: string, timeoutMs = 10_000): Pro
     }
   }
   // The processes are gone: their watches fire (and close) on the next turns of the loop. Close
-  // whatever is still open after a short grace so no ref'd watch keeps the test worker alive.
+  // whatever of this parent is still open after a short grace so no ref'd watch keeps the worker alive.
+  const seg = `/${parentName}/`;
+  const mine = () => [...openWatches].filter(([, dirs]) => dirs.some((d) => d.includes(seg))).map(([w]) => w);
   const grace = Math.min(deadline, Date.now() + 1000);
-  while (openWatches.size > 0 && Date.now() < grace) await new Promise((res) => setTimeout(res, 10));
-  for (const w of openWatches) { try { w.close(); } catch { /* closed */ } }
-  openWatches.clear();
+  while (mine().length > 0 && Date.now() < grace) await new Promise((res) => setTimeout(res, 10));
+  for (const w of mine()) {
+    try { w.close(); } catch { /* closed */ }
+    openWatches.delete(w);
+  }
   return left;
 }
 

@@ -8,6 +8,8 @@ import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import Docker from 'dockerode';
+import { bound, uniqueName } from './names.js';
+import { setContainerSweeper } from './sandbox.js';
 
 export const TEST_IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';
 export const FILE_LABEL = 'corral-test.file';
@@ -26,9 +28,12 @@ export async function ensureDockerUp(): Promise<void> {
   }
 }
 
-/** A unique id for one test file (label value and agent id material). */
+/**
+ * A unique id for one test file (label value and agent id material): `corral-test-<run>-<name>-...`,
+ * so scripts/check-leftovers.sh finds this run's containers by their corral-test.file label.
+ */
 export function fileId(name: string): string {
-  return `${name}-${process.pid}-${randomUUID().slice(0, 8)}`;
+  return uniqueName(name);
 }
 
 export interface RawContainerOptions {
@@ -90,6 +95,9 @@ export async function removeContainersWithLabel(key: string, value: string): Pro
   return n;
 }
 
+// sandbox(t) removes the containers carrying its labels at teardown in files that use docker.
+setContainerSweeper(removeContainersWithLabel);
+
 export async function exists(id: string): Promise<boolean> {
   try {
     await docker.getContainer(id).inspect();
@@ -99,8 +107,9 @@ export async function exists(id: string): Promise<boolean> {
   }
 }
 
-/** Waits until `cond` holds, polling; throws after `ms`. */
+/** Waits until `cond` holds, polling; throws after `ms` (an idle-host bound, stretched by CORRAL_TEST_SLOWDOWN). */
 export async function eventually(cond: () => boolean | Promise<boolean>, ms = 10_000, stepMs = 50): Promise<void> {
+  ms = bound(ms);
   const end = Date.now() + ms;
   for (;;) {
     if (await cond()) return;
