@@ -9,6 +9,7 @@
  * - Batch calls never throw for one bad item: they return a per-item result.
  * - Nothing that waits runs on the main thread: waits are async workers with a bound.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { NativeAddonError } from './errors.js';
 
@@ -137,32 +138,34 @@ export const CGROUP2_SUPER_MAGIC = 0x63677270;
 export const CGROUP_SUPER_MAGIC = 0x27e0eb;
 export const TMPFS_MAGIC = 0x01021994;
 
-const ADDON_PATH = path.join(__dirname, '..', '..', 'build', 'Release', 'corral.node');
-const ADDON_PATH_SRC = path.join(__dirname, '..', 'build', 'Release', 'corral.node');
+// The package root (the directory holding binding.gyp): src/ when run from source, dist/src/ once compiled.
+const PACKAGE_ROOT = [path.join(__dirname, '..'), path.join(__dirname, '..', '..')].find((d) => fs.existsSync(path.join(d, 'binding.gyp'))) ??
+  path.join(__dirname, '..', '..');
 
 let cached: NativeAddon | undefined;
 
-/** Loads the addon once. A missing addon or one built for another Node ABI is a NativeAddonError that says how to rebuild. */
+/**
+ * Loads the addon once, through node-gyp-build: a local build (build/Release, what `npm rebuild` or
+ * `node-gyp rebuild` makes) wins, else the prebuild for this platform and libc under prebuilds/.
+ * Neither is a NativeAddonError that says how to rebuild.
+ */
 export function native(): NativeAddon {
   if (cached) return cached;
-  const candidates = [ADDON_PATH_SRC, ADDON_PATH];
-  let lastErr: unknown;
-  for (const p of candidates) {
-    try {
-      cached = require(p) as NativeAddon;
-      return cached;
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      if (e.code === 'MODULE_NOT_FOUND' && String(e.message).includes(p)) { lastErr = err; continue; }
-      throw explainLoadFailure(p, err);
+  try {
+    cached = (require('node-gyp-build') as (dir: string) => unknown)(PACKAGE_ROOT) as NativeAddon;
+    return cached;
+  } catch (err) {
+    if (/^No native build was found/.test(String((err as Error)?.message))) {
+      throw new NativeAddonError(
+        `corral's native addon is missing: no build in ${path.join(PACKAGE_ROOT, 'build', 'Release')} and no prebuild for ` +
+          `${process.platform}-${process.arch} in ${path.join(PACKAGE_ROOT, 'prebuilds')}. ` +
+          `Build it with \`npm rebuild corral --build-from-source\` (or \`npx node-gyp rebuild\` in ${PACKAGE_ROOT}); ` +
+          `it needs python3, make and a C++ compiler.`,
+        { cause: err },
+      );
     }
+    throw explainLoadFailure(PACKAGE_ROOT, err);
   }
-  throw new NativeAddonError(
-    `corral's native addon is missing (looked for ${candidates.join(' and ')}). ` +
-      `Build it with \`npm rebuild corral\` (or \`npx node-gyp rebuild\` in the package directory); ` +
-      `it needs python3, make and a C++ compiler.`,
-    { cause: lastErr },
-  );
 }
 
 function explainLoadFailure(p: string, err: unknown): NativeAddonError {
@@ -170,9 +173,9 @@ function explainLoadFailure(p: string, err: unknown): NativeAddonError {
   if (/NODE_MODULE_VERSION|was compiled against a different Node\.js version/.test(msg)) {
     return new NativeAddonError(
       `corral's native addon at ${p} was built for another Node.js ABI than this one ` +
-        `(Node ${process.version}, ABI ${process.versions.modules}). Rebuild it with \`npm rebuild corral\`. (${msg})`,
+        `(Node ${process.version}, ABI ${process.versions.modules}). Rebuild it with \`npm rebuild corral --build-from-source\`. (${msg})`,
       { cause: err },
     );
   }
-  return new NativeAddonError(`corral's native addon at ${p} failed to load: ${msg}. Rebuild it with \`npm rebuild corral\`.`, { cause: err });
+  return new NativeAddonError(`corral's native addon at ${p} failed to load: ${msg}. Rebuild it with \`npm rebuild corral --build-from-source\`.`, { cause: err });
 }
