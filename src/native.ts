@@ -152,7 +152,7 @@ let cached: NativeAddon | undefined;
 export function native(): NativeAddon {
   if (cached) return cached;
   try {
-    cached = (require('node-gyp-build') as (dir: string) => unknown)(PACKAGE_ROOT) as NativeAddon;
+    cached = loadBuild() as NativeAddon;
     return cached;
   } catch (err) {
     if (/^No native build was found/.test(String((err as Error)?.message))) {
@@ -166,6 +166,17 @@ export function native(): NativeAddon {
     }
     throw explainLoadFailure(PACKAGE_ROOT, err);
   }
+}
+
+function loadBuild(): unknown {
+  let load: (dir: string) => unknown;
+  try {
+    load = require('node-gyp-build') as (dir: string) => unknown;
+  } catch {
+    // A checkout whose node_modules predates node-gyp-build (until its next `npm ci`): the local build only.
+    return require(path.join(PACKAGE_ROOT, 'build', 'Release', 'corral.node'));
+  }
+  return load(PACKAGE_ROOT);
 }
 
 function explainLoadFailure(p: string, err: unknown): NativeAddonError {
