@@ -9,7 +9,9 @@
         "native/signal.cc",
         "native/spawn.cc",
         "native/clone3.cc",
-        "native/pidfd.cc"
+        "native/pidfd.cc",
+        "native/users.cc",
+        "native/pipe.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],

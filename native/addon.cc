@@ -7,6 +7,8 @@ void InitCgroupfs(Napi::Env env, Napi::Object exports);
 void InitSignal(Napi::Env env, Napi::Object exports);
 void InitSpawn(Napi::Env env, Napi::Object exports);
 void InitPidfd(Napi::Env env, Napi::Object exports);
+void InitUsers(Napi::Env env, Napi::Object exports);
+void InitPipe(Napi::Env env, Napi::Object exports);
 }  // namespace corral
 
 // Pins this shared object in memory: a worker thread's env may be torn down (and the addon
@@ -26,6 +28,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   corral::InitSignal(env, exports);
   corral::InitSpawn(env, exports);
   corral::InitPidfd(env, exports);
+  corral::InitUsers(env, exports);
+  corral::InitPipe(env, exports);
   return exports;
 }
 

@@ -132,6 +132,30 @@ export interface NativeAddon {
   closeFd(fd: number): void;
   /** statfs(2) f_type of a path, e.g. 0x63677270 (cgroup2), 0x27e0eb (cgroup v1), 0x01021994 (tmpfs). */
   statfsType(path: string): number;
+  /** A user through NSS (getpwnam_r/getpwuid_r, then getgrouplist), on the threadpool: null when unknown. */
+  lookupUser(nameOrUid: string | number, callback: (err: NativeError | null, user?: NssUser | null) => void): void;
+  /** A group through NSS (getgrnam_r/getgrgid_r), on the threadpool: null when unknown. */
+  lookupGroup(nameOrGid: string | number, callback: (err: NativeError | null, group?: NssGroup | null) => void): void;
+  /** lookupUser on the calling thread (a slow NSS source blocks it). */
+  lookupUserSync(nameOrUid: string | number): NssUser | null;
+  lookupGroupSync(nameOrGid: string | number): NssGroup | null;
+  /** pipe2(O_CLOEXEC): [readFd, writeFd], both owned by the caller. */
+  pipe(): [number, number];
+}
+
+export interface NssUser {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
+  shell: string;
+  /** Every group of the user (getgrouplist), the primary gid included. */
+  groups: number[];
+}
+
+export interface NssGroup {
+  name: string;
+  gid: number;
 }
 
 export const CGROUP2_SUPER_MAGIC = 0x63677270;

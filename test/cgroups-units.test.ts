@@ -237,6 +237,11 @@ function fakeAddon(cpusetRoot?: string): FakeAddon {
     pidfdSendSignal: () => undefined,
     closeFd: () => undefined,
     statfsType: () => 0x01021994,
+    lookupUser: () => { throw new Error('not in the fake'); },
+    lookupGroup: () => { throw new Error('not in the fake'); },
+    lookupUserSync: () => { throw new Error('not in the fake'); },
+    lookupGroupSync: () => { throw new Error('not in the fake'); },
+    pipe: () => { throw new Error('not in the fake'); },
   };
   return self;
 }
