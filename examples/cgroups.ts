@@ -1,7 +1,9 @@
 // The cgroups layer on its own: a group with limits, a process started inside it, a whole-group kill.
 // Run as root: node --import tsx examples/cgroups.ts
 import { randomUUID } from 'node:crypto';
-import { createCgroupManager, native } from '../src/index.js';
+import { createCgroupManager } from '../src/index.js';
+// The raw addon is not part of the library's surface; it has its own entry point (corral/native).
+import { native } from '../src/native.js';
 
 async function main(): Promise<void> {
   const mgr = createCgroupManager();          // or { version: 'v2' } for the unified mount of a hybrid host

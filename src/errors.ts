@@ -65,6 +65,46 @@ export class TaskRunningError extends CorralError {
   }
 }
 
+/** signalTask or execTask on a task that has exited (the same error in every driver). */
+export class TaskNotRunningError extends CorralError {
+  readonly taskId: string;
+  constructor(taskId: string) {
+    super('ERR_TASK_NOT_RUNNING', `task ${JSON.stringify(taskId)} is not running`);
+    this.taskId = taskId;
+  }
+}
+
+/** The task's process could not be started (after validation passed: the system refused). */
+export class SpawnError extends CorralError {
+  readonly taskId: string;
+  constructor(taskId: string, reason: string, options?: { cause?: unknown }) {
+    super('ERR_SPAWN', `task ${JSON.stringify(taskId)} could not be started: ${reason}`, options);
+    this.taskId = taskId;
+  }
+}
+
+/** A stopped task's main process did not report its exit within the bound after it was killed. */
+export class StopTimeoutError extends CorralError {
+  readonly taskId: string;
+  readonly timeoutMs: number;
+  constructor(taskId: string, detail: string, timeoutMs: number) {
+    super('ERR_STOP_TIMEOUT', `task ${JSON.stringify(taskId)}: ${detail} within ${timeoutMs} ms of being killed`);
+    this.taskId = taskId;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** Processes were still alive after being SIGKILLed for `timeoutMs` (without a cgroup to kill them as one). */
+export class KillTimeoutError extends CorralError {
+  readonly pids: number[];
+  readonly timeoutMs: number;
+  constructor(what: string, pids: number[], timeoutMs: number) {
+    super('ERR_KILL_TIMEOUT', `${what}: processes ${pids.join(',')} still alive after ${timeoutMs} ms`);
+    this.pids = pids;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
 export class DriverUnavailableError extends CorralError {
   readonly driver: string;
   constructor(driver: string, reason: string, options?: { cause?: unknown }) {

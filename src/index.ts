@@ -1,12 +1,15 @@
 /**
  * corral's public API: the drivers (raw_exec, docker), the cgroups layer, the task store, the
  * errors, and the contract types. `import { RawExecDriver } from 'corral'`.
+ * The library only: the CLI and the raw native addon have their own entry points. Loading this
+ * module does not load dockerode (the docker driver loads it when its first client is made).
  */
 export * from './errors.js';
 export type {
   Capabilities, ExecTaskResult, ExitResult, Fingerprint, HealthState, TaskConfig, TaskDriver, TaskEvent, TaskHandle,
   TaskResourceUsage, TaskState, TaskStatus,
 } from './drivers/contract.js';
+export type { RecoverAllResult, CoreOptions } from './drivers/core/driver.js';
 
 export {
   RawExecDriver, RAW_EXEC, type RawExecDriverOptions, type RawExecPluginConfig, type RawExecTaskConfig, type RawExecDriverState,
@@ -22,19 +25,17 @@ export {
 } from './cgroups/index.js';
 
 export {
-  native, type NativeAddon, type SpawnOptions, type SpawnResult, type ExitInfo, type ExitWatch, type GroupKillOptions, type GroupKillResult,
-} from './native.js';
-export {
   TaskStore, DEFAULT_STATE_DIR, ownerStatus, selfOwner, type StoreProblem, type TaskRecord, type RecordState, type TaskOwner, type OwnerStatus,
   type TaskStoreOptions,
 } from './store/task-store.js';
 export { EventHub } from './util/event-hub.js';
 export { parseDurationMs, parseSizeBytes } from './util/units.js';
 export { parseSignal, signalName } from './signals.js';
-export { main as cliMain } from './cli/main.js';
+export { type Logger, stderrLogger, silentLogger } from './util/logger.js';
+export { loadOrCreateAgentId } from './util/agent-id.js';
 
 export {
-  DockerDriver, DanglingContainerReconciler, LABEL_ALLOC_ID, LABEL_TASK_ID, LABEL_TASK_NAME, type OwnershipRule,
+  DockerDriver, DanglingContainerReconciler, LABEL_ALLOC_ID, LABEL_TASK_ID, LABEL_TASK_NAME, LABEL_AGENT_ID, type OwnershipRule,
   type DockerDriverOptions, type DockerTaskDriverConfig, type DockerGcConfig, type DockerDriverState, type DockerTaskHandle,
-  type DanglingContainerReconcilerOptions, type DanglingContainersConfig, type ReconcilePassResult,
+  type DanglingContainerReconcilerOptions, type DanglingContainersConfig, type ReconcilePassResult, type DockerApi,
 } from './drivers/docker/index.js';

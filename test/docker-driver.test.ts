@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { DockerDriver, validateTaskConfig } from '../src/drivers/docker/index.js';
-import { silentLogger } from '../src/drivers/docker/call.js';
+import { silentLogger } from '../src/util/logger.js';
 import type { TaskConfig, TaskEvent } from '../src/drivers/contract.js';
 import { TaskStore } from '../src/store/task-store.js';
 import { startRegistry } from './helpers/docker-registry.js';

@@ -14,8 +14,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { DockerDriver } from '../src/drivers/docker/index.js';
-import { silentLogger } from '../src/drivers/docker/call.js';
-import { DanglingContainerReconciler, LABEL_AGENT_ID, LABEL_ALLOC_ID, type ReconcilerDockerClient } from '../src/drivers/docker/reconciler.js';
+import { silentLogger } from '../src/util/logger.js';
+import { DanglingContainerReconciler, LABEL_AGENT_ID, LABEL_ALLOC_ID, type ReconcilerDockerClient } from '../src/drivers/docker/reconcile_dangling.js';
 import type { TaskConfig } from '../src/drivers/contract.js';
 import { FILE_LABEL, TEST_IMAGE, createRawContainer, docker, ensureDockerUp, eventually, exists, fileId, randomUUID, removeContainersOf } from './helpers/docker.js';
 

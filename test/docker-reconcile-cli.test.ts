@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { reconcileCommand } from '../src/cli/reconcile.js';
 import { TaskStore } from '../src/store/task-store.js';
-import { LABEL_AGENT_ID, LABEL_ALLOC_ID, LABEL_TASK_ID, LABEL_TASK_NAME } from '../src/drivers/docker/reconciler.js';
+import { LABEL_AGENT_ID, LABEL_ALLOC_ID, LABEL_TASK_ID, LABEL_TASK_NAME } from '../src/drivers/docker/reconcile_dangling.js';
 import { FILE_LABEL, createRawContainer, ensureDockerUp, eventually, exists, fileId, randomUUID, removeContainersOf } from './helpers/docker.js';
 
 const FID = fileId('reconcile-cli');

@@ -8,8 +8,8 @@ import type Docker from 'dockerode';
 import {
   DanglingContainerReconciler, LABEL_AGENT_ID, LABEL_ALLOC_ID, LABEL_TASK_ID, LABEL_TASK_NAME,
   type ReconcilerClock, type ReconcilerDockerClient,
-} from '../src/drivers/docker/reconciler.js';
-import type { Logger } from '../src/drivers/docker/call.js';
+} from '../src/drivers/docker/reconcile_dangling.js';
+import type { Logger } from '../src/util/logger.js';
 import {
   FILE_LABEL, createRawContainer, docker, ensureDockerUp, eventually, exists, fileId, randomUUID, removeContainersOf,
 } from './helpers/docker.js';

@@ -4,14 +4,14 @@
  * are older than the creation grace; removes them (or, with --dry-run, only lists them).
  */
 import { parseArgs } from 'node:util';
-import type Docker from 'dockerode';
 import { DEFAULT_STATE_DIR, TaskStore } from '../store/task-store.js';
 import { parseDurationMs } from '../util/units.js';
-import { createDockerClient, type Logger } from '../drivers/docker/call.js';
-import { loadOrCreateAgentId } from '../drivers/docker/driver.js';
+import { createDockerClient } from '../drivers/docker/client.js';
+import { loadOrCreateAgentId } from '../util/agent-id.js';
+import type { Logger } from '../util/logger.js';
 import {
   DanglingContainerReconciler, DEFAULT_CREATION_GRACE_MS, DEFAULT_RECONCILE_PERIOD_MS, type DanglingContainer, type ReconcilePassResult,
-} from '../drivers/docker/reconciler.js';
+} from '../drivers/docker/reconcile_dangling.js';
 import { reportError, UsageError, usageFromParseArgs } from './errors.js';
 
 export const RECONCILE_HELP = `Usage: corral reconcile [--once] [--dry-run] [--period 5m] [--creation-grace 5m] [--json]
@@ -110,7 +110,7 @@ export async function reconcileCommand(argv: string[], io: ReconcileIo = { stdou
     const store = new TaskStore(stateDir);
     if (v['agent-id'] !== undefined && v['agent-id'].trim() === '') throw new UsageError('--agent-id must not be empty');
     const agentId = v['agent-id'] ?? loadOrCreateAgentId(stateDir);
-    const docker: Docker = createDockerClient(v.endpoint);
+    const docker = createDockerClient(v.endpoint);
     const json = !!v.json;
 
     const logger: Logger = {
@@ -135,7 +135,7 @@ export async function reconcileCommand(argv: string[], io: ReconcileIo = { stdou
         const ac = new AbortController();
         const t = setTimeout(() => ac.abort(), Math.min(CALL_TIMEOUT_MS, Math.max(5000, periodMs)));
         try {
-          await (docker.ping as unknown as (o: object) => Promise<unknown>).call(docker, { abortSignal: ac.signal });
+          await docker.ping({ abortSignal: ac.signal });
         } finally {
           clearTimeout(t);
         }

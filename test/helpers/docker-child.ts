@@ -5,7 +5,7 @@
  * argv: <stateDir> <image> <allocId> <fileLabelValue> <taskId> <taskName> <cmd...>
  */
 import { DockerDriver } from '../../src/drivers/docker/index.js';
-import { silentLogger } from '../../src/drivers/docker/call.js';
+import { silentLogger } from '../../src/util/logger.js';
 
 async function main(): Promise<void> {
   const [stateDir, image, allocId, fileLabel, taskId, taskName, ...cmd] = process.argv.slice(2);

@@ -9,7 +9,7 @@ import type { TaskConfig } from '../contract.js';
 import {
   DEFAULT_CREATION_GRACE_MS, DEFAULT_RECONCILE_PERIOD_MS, LABEL_AGENT_ID, LABEL_ALLOC_ID, LABEL_TASK_ID, LABEL_TASK_NAME,
   RESERVED_LABEL_PREFIX, type DanglingContainersConfig,
-} from './reconciler.js';
+} from './reconcile_dangling.js';
 
 export const DEFAULT_PULL_TIMEOUT_MS = 5 * 60_000;
 export const DEFAULT_IMAGE_DELAY_MS = 3 * 60_000;

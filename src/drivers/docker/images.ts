@@ -8,9 +8,10 @@
  * The counts are sets of task IDs, so that recovery can add a task again without inflating them
  * (and an agent restart rebuilds them from the TaskStore: Nomad issue 26452).
  */
-import type Docker from 'dockerode';
 import { DockerError } from '../../errors.js';
-import { bounded, type Logger, statusOf } from './call.js';
+import { anySignal } from '../../util/abort.js';
+import type { Logger } from '../../util/logger.js';
+import { type DockerApi, bounded, destroyStream, statusOf } from './client.js';
 
 export interface PullProgress {
   status: string;
@@ -19,7 +20,7 @@ export interface PullProgress {
 }
 
 export interface ImageCoordinatorOptions {
-  docker: Docker;
+  docker: DockerApi;
   callTimeoutMs: number;
   pullTimeoutMs: number;
   gc: boolean;
@@ -59,7 +60,7 @@ export class ImageCoordinator {
   async localId(ref: string, signal?: AbortSignal): Promise<string | undefined> {
     try {
       const info = await bounded('inspect image', this.o.callTimeoutMs, anySignal(this.o.signal, signal),
-        (s) => this.o.docker.getImage(ref).inspect({ abortSignal: s } as object));
+        (s) => this.o.docker.getImage(ref).inspect({ abortSignal: s }));
       return info.Id;
     } catch (err) {
       if (statusOf(err) === 404) return undefined;
@@ -73,15 +74,15 @@ export class ImageCoordinator {
     await bounded('pull image', this.o.pullTimeoutMs, this.o.signal, (signal) => new Promise<void>((resolve, reject) => {
       this.o.docker.pull(ref, { abortSignal: signal }, (err: unknown, stream?: NodeJS.ReadableStream) => {
         if (err || !stream) return reject(err ?? new Error('no pull stream'));
-        const onAbort = () => (stream as unknown as { destroy?: () => void }).destroy?.();
+        const onAbort = () => destroyStream(stream);
         signal.addEventListener('abort', onAbort, { once: true });
-        this.o.docker.modem.followProgress(stream, (err2: unknown, output: Array<Record<string, unknown>>) => {
+        this.o.docker.modem.followProgress(stream, (err2, output) => {
           signal.removeEventListener('abort', onAbort);
           if (err2) return reject(err2);
           const bad = output.find((o) => o.error !== undefined || o.errorDetail !== undefined);
           if (bad) return reject(new DockerError('pull image', `${ref}: ${String(bad.error ?? JSON.stringify(bad.errorDetail))}`));
           resolve();
-        }, (ev: Record<string, unknown>) => {
+        }, (ev) => {
           if (!onProgress || typeof ev.status !== 'string') return;
           const now = Date.now();
           // Status changes always; byte-progress lines at most every 500 ms.
@@ -135,7 +136,7 @@ export class ImageCoordinator {
     this.uses.delete(ref);
     if (this.o.signal.aborted) return;
     try {
-      await bounded('remove image', this.o.callTimeoutMs, this.o.signal, (s) => this.o.docker.getImage(ref).remove({ abortSignal: s } as object));
+      await bounded('remove image', this.o.callTimeoutMs, this.o.signal, (s) => this.o.docker.getImage(ref).remove({ abortSignal: s }));
       this.o.logger.info('removed unused image', { image: ref });
     } catch (err) {
       const st = statusOf(err);
@@ -160,12 +161,4 @@ export class ImageCoordinator {
     }
     await Promise.allSettled([...this.removing, ...this.pulls.values()]);
   }
-}
-
-/** A signal that aborts when any of the given ones does (undefined ones ignored). */
-export function anySignal(...signals: Array<AbortSignal | undefined>): AbortSignal | undefined {
-  const s = signals.filter((x): x is AbortSignal => x !== undefined);
-  if (s.length === 0) return undefined;
-  if (s.length === 1) return s[0];
-  return AbortSignal.any(s);
 }

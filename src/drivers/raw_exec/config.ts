@@ -11,6 +11,8 @@ import { validateResources } from '../../cgroups/resources.js';
 import type { CgroupManager, CgroupVersion, TaskResources } from '../../cgroups/types.js';
 import type { TaskConfig } from '../contract.js';
 import { DEFAULT_STATE_DIR } from '../../store/task-store.js';
+import { validateTaskId } from '../core/task-config.js';
+import { optBool as bool0, optMs, plainString as plain0 } from '../../util/validate.js';
 import { buildEnv, validateDeniedEnvvars, validateEnv } from './env.js';
 import { type IdRange, type UserInfo, canExecute, inRanges, lookupUser, parseIdRanges } from './users.js';
 
@@ -38,9 +40,7 @@ export interface RawExecPluginConfig {
   cgroupVersion?: CgroupVersion;
   /** Use this manager instead of detecting one (embedding, tests). */
   cgroupManager?: CgroupManager;
-  /** How often fingerprint() re-sends (default 30 s). */
-  fingerprintIntervalMs?: number;
-  /** stopTask's default grace before the group kill (default 5 s). */
+  /** Deprecated: the old name of stopTimeoutMs (stopTask's default grace before the group kill). */
   defaultKillTimeoutMs?: number;
   /** Bound on a group kill / emptiness wait (default 10 s). */
   groupKillTimeoutMs?: number;
@@ -74,22 +74,11 @@ export interface ResolvedPluginConfig {
   deniedEnvvars: string[];
   inheritAgentEnv: boolean;
   cgroupParent: string | undefined;
-  fingerprintIntervalMs: number;
-  defaultKillTimeoutMs: number;
   groupKillTimeoutMs: number;
 }
 
-function bool(v: unknown, field: string, dflt: boolean): boolean {
-  if (v === undefined) return dflt;
-  if (typeof v !== 'boolean') throw new InvalidConfigError(field, v, 'must be true or false');
-  return v;
-}
-
-function positiveMs(v: unknown, field: string, dflt: number, min = 0): number {
-  if (v === undefined) return dflt;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < min) throw new InvalidConfigError(field, v, `must be a number of milliseconds ≥ ${min}`);
-  return v;
-}
+const bool = (v: unknown, field: string, dflt: boolean) => bool0(field, v, dflt);
+const plainString = (v: unknown, field: string, what?: string) => plain0(field, v, what);
 
 export function resolvePluginConfig(c: RawExecPluginConfig = {}): ResolvedPluginConfig {
   if (typeof c !== 'object' || c === null) throw new InvalidConfigError('config', c, 'must be an object');
@@ -105,9 +94,7 @@ export function resolvePluginConfig(c: RawExecPluginConfig = {}): ResolvedPlugin
     deniedEnvvars: validateDeniedEnvvars(c.deniedEnvvars, 'deniedEnvvars'),
     inheritAgentEnv: bool(c.inheritAgentEnv, 'inheritAgentEnv', false),
     cgroupParent: c.cgroupParent,
-    fingerprintIntervalMs: positiveMs(c.fingerprintIntervalMs, 'fingerprintIntervalMs', 30_000, 1),
-    defaultKillTimeoutMs: positiveMs(c.defaultKillTimeoutMs, 'defaultKillTimeoutMs', 5_000),
-    groupKillTimeoutMs: positiveMs(c.groupKillTimeoutMs, 'groupKillTimeoutMs', 10_000, 1),
+    groupKillTimeoutMs: optMs('groupKillTimeoutMs', c.groupKillTimeoutMs, 10_000, 1),
   };
 }
 
@@ -136,20 +123,6 @@ export interface ValidatedTask {
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-function plainString(v: unknown, field: string, what = 'a string'): string {
-  if (typeof v !== 'string') throw new InvalidConfigError(field, v, `must be ${what}`);
-  if (v.includes('\0')) throw new InvalidConfigError(field, v, 'must not contain NUL');
-  return v;
-}
-
-function validateTaskId(v: unknown): string {
-  const id = plainString(v, 'id', 'a non-empty string');
-  if (id.length === 0) throw new InvalidConfigError('id', v, 'must not be empty');
-  if (id.length > 512) throw new InvalidConfigError('id', v, 'must be at most 512 characters');
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(id)) throw new InvalidConfigError('id', v, 'must not contain control characters');
-  return id;
-}
 
 function existingDir(p: unknown, field: string): string {
   const s = plainString(p, field, 'an absolute path');

@@ -2,75 +2,50 @@
  * RawExecDriver: host commands, each in its own cgroup (or, with noCgroups, its own session), on the
  * driver contract. Nomad's drivers/rawexec/driver.go with the executor folded in: validation first,
  * then cgroup, then a native spawn already inside the group, a pidfd watch for the exit, and every
- * failure undone.
+ * failure undone. What every driver shares (task table, events, waits, recovery loop, shutdown) is
+ * DriverCore's; this file holds raw_exec's hooks.
  */
-import { AbortError, CorralError, DriverUnavailableError, InvalidConfigError, TaskExistsError, TaskNotFoundError, TaskRunningError } from '../../errors.js';
-import { setMaxListeners } from 'node:events';
+import { DriverUnavailableError, InvalidConfigError, SpawnError, TaskExistsError } from '../../errors.js';
 import { groupName } from '../../cgroups/names.js';
 import { native } from '../../native.js';
-import { parseSignal } from '../../signals.js';
-import { type StoreProblem, TaskStore } from '../../store/task-store.js';
-import { EventHub } from '../../util/event-hub.js';
+import { TaskStore } from '../../store/task-store.js';
+import { sleepUnless } from '../../util/abort.js';
 import type { CgroupManager, TaskCgroup } from '../../cgroups/types.js';
 import type {
-  Capabilities, ExecTaskResult, ExitResult, Fingerprint, TaskConfig, TaskDriver, TaskEvent, TaskHandle, TaskResourceUsage, TaskStatus,
+  Capabilities, ExecTaskResult, Fingerprint, TaskConfig, TaskHandle, TaskResourceUsage,
 } from '../contract.js';
+import { type CoreOptions, DriverCore, type RecoverAllResult as CoreRecoverAllResult } from '../core/driver.js';
+import { isLive, killUntilGone, readProcStat, sessionMembers } from '../core/proc.js';
 import { openCgroupManager } from './cgroups.js';
 import { type RawExecPluginConfig, type ResolvedPluginConfig, resolvePluginConfig, validateTask } from './config.js';
-import { DEFAULT_EXEC_TIMEOUT_MS, execInTask } from './exec.js';
-import { type RawExecDriverState, TaskRunner } from './handle.js';
-import { killUntilGone, readProcStat, sessionMembers, sleep } from './procfs.js';
+import { execInTask } from './exec.js';
+import { type RawExecDriverState, RawExecTask } from './task.js';
 import { FdSet, openOutput } from './stdio.js';
 
 export const RAW_EXEC = 'raw_exec';
 
-export interface RawExecDriverOptions extends RawExecPluginConfig {
-  /** Aborting it shuts the driver down (as shutdown()). */
-  signal?: AbortSignal;
-}
+export interface RawExecDriverOptions extends RawExecPluginConfig, CoreOptions {}
 
-export interface RecoverAllResult {
-  recovered: string[];
-  failed: { taskId: string; error: Error }[];
-  /** State files that could not be read (corrupt or foreign), skipped. */
-  problems: StoreProblem[];
+export interface RecoverAllResult extends CoreRecoverAllResult {
   /** Empty groups of ours that no task owned, removed. */
   staleRemoved: string[];
   /** Groups of ours that no task owns but that still hold processes: reported, left alone. */
   staleNonEmpty: string[];
 }
 
-export class RawExecDriver implements TaskDriver {
-  readonly name = RAW_EXEC;
+type Sig = { name: NodeJS.Signals; number: number };
+
+export class RawExecDriver extends DriverCore<RawExecTask> {
   readonly config: ResolvedPluginConfig;
-  readonly store: TaskStore;
-  private readonly tasks = new Map<string, TaskRunner>();
-  private readonly starting = new Set<string>();
-  private readonly hub = new EventHub<TaskEvent>();
-  private readonly life = new AbortController();
-  private readonly execs = new Set<() => void>();
   private readonly opts: RawExecDriverOptions;
   private manager: CgroupManager | undefined;
-  private unbindSignal: (() => void) | undefined;
-  private closed = false;
 
   constructor(opts: RawExecDriverOptions = {}) {
+    const config = resolvePluginConfig(opts);
+    super(RAW_EXEC, new TaskStore(config.stateDir), opts);
+    this.config = config;
     this.opts = opts;
-    // Every wait, stop and stats stream listens on the driver's life signal; thousands of tasks are normal.
-    setMaxListeners(0, this.life.signal);
-    this.config = resolvePluginConfig(opts);
-    this.store = new TaskStore(this.config.stateDir);
     this.manager = opts.cgroupManager;
-    const sig = opts.signal;
-    if (sig) {
-      if (sig.aborted) {
-        void this.shutdown();
-      } else {
-        const onAbort = () => void this.shutdown();
-        sig.addEventListener('abort', onAbort, { once: true });
-        this.unbindSignal = () => sig.removeEventListener('abort', onAbort);
-      }
-    }
   }
 
   capabilities(): Capabilities {
@@ -95,26 +70,11 @@ export class RawExecDriver implements TaskDriver {
     return this.manager;
   }
 
-  private assertOpen(): void {
-    if (this.closed) throw new DriverUnavailableError(RAW_EXEC, 'the driver was shut down');
+  private emitterFor(subject: { id: string; allocId: string; taskName: string }) {
+    return (type: string, message: string, annotations?: Record<string, string>) => this.emit(subject, type, message, annotations);
   }
 
-  private runner(taskId: string): TaskRunner {
-    this.assertOpen();
-    const r = this.tasks.get(taskId);
-    if (!r) throw new TaskNotFoundError(String(taskId));
-    return r;
-  }
-
-  private emitter(taskId: string, allocId: string, taskName: string) {
-    return (type: string, message: string, annotations?: Record<string, string>) => {
-      this.hub.publish({ taskId, allocId, taskName, timestamp: Date.now(), type, message, ...(annotations ? { annotations } : {}) });
-    };
-  }
-
-  // ---- fingerprint -------------------------------------------------------------------------
-
-  private fingerprintOnce(): Fingerprint {
+  protected fingerprintOnce(): Fingerprint {
     if (!this.config.enabled) return { health: 'undetected', healthDescription: 'raw_exec is disabled', attributes: { 'driver.raw_exec': false } };
     const attributes: Record<string, string | number | boolean> = { 'driver.raw_exec': true };
     try {
@@ -139,46 +99,13 @@ export class RawExecDriver implements TaskDriver {
     }
   }
 
-  fingerprint(opts: { signal?: AbortSignal; intervalMs?: number } = {}): AsyncIterable<Fingerprint> {
-    const interval = opts.intervalMs ?? this.config.fingerprintIntervalMs;
-    if (!(interval > 0)) throw new InvalidConfigError('intervalMs', opts.intervalMs, 'must be a positive number of milliseconds');
-    const self = this;
-    return (async function* () {
-      while (!self.closed && !opts.signal?.aborted) {
-        yield self.fingerprintOnce();
-        await self.sleepUntil(interval, opts.signal);
-      }
-    })();
-  }
-
-  /** Sleeps for `ms` unless `signal` or the driver's life ends first; holds nothing afterwards. */
-  private async sleepUntil(ms: number, signal?: AbortSignal, also?: Promise<unknown>): Promise<void> {
-    const ac = new AbortController();
-    const abort = () => ac.abort();
-    signal?.addEventListener('abort', abort, { once: true });
-    this.life.signal.addEventListener('abort', abort, { once: true });
-    void also?.then(abort);
-    try {
-      await sleep(ms, ac.signal);
-    } finally {
-      ac.abort();
-      signal?.removeEventListener('abort', abort);
-      this.life.signal.removeEventListener('abort', abort);
-    }
-  }
-
   // ---- start -------------------------------------------------------------------------------
 
-  async startTask(cfg: TaskConfig): Promise<TaskHandle> {
-    this.assertOpen();
+  protected async start(cfg: TaskConfig): Promise<TaskHandle> {
     if (!this.config.enabled) throw new DriverUnavailableError(RAW_EXEC, 'it is disabled in the plugin config (enabled: false)');
-    const id = cfg?.id;
-    if (typeof id === 'string' && (this.tasks.has(id) || this.starting.has(id))) throw new TaskExistsError(id);
     const mgr = this.cgroupManager();
     const v = validateTask(cfg, { plugin: this.config, ...(mgr ? { usableCores: mgr.usableCores(), controllers: mgr.controllers() } : {}) });
-    if (this.tasks.has(v.id) || this.starting.has(v.id)) throw new TaskExistsError(v.id);
-    if (this.store.get(v.id)) throw new TaskExistsError(v.id);
-    this.starting.add(v.id);
+    if (this.tasks.has(v.id)) throw new TaskExistsError(v.id);
     const fds = new FdSet();
     let cg: TaskCgroup | undefined;
     let spawned: { pid: number; pidfd: number } | undefined;
@@ -205,7 +132,7 @@ export class RawExecDriver implements TaskDriver {
       sigPidfd = native().pidfdOpen(spawned.pid);
       // Not reaped yet (only our watch reaps), so the stat is there even if it already exited.
       const st = readProcStat(spawned.pid);
-      if (!st) throw new CorralError('ERR_SPAWN', `task ${v.id}: /proc/${spawned.pid}/stat unreadable right after spawn`);
+      if (!st) throw new SpawnError(v.id, `/proc/${spawned.pid}/stat unreadable right after spawn`);
       const state: RawExecDriverState = {
         pid: spawned.pid,
         startTime: st.starttime,
@@ -230,20 +157,24 @@ export class RawExecDriver implements TaskDriver {
       };
       this.store.put(handle as unknown as TaskHandle);
       persisted = true;
-      const runner = new TaskRunner({
-        handle, cgroup: cg, recovered: false, emit: this.emitter(v.id, v.allocId, v.name), groupKillTimeoutMs: this.config.groupKillTimeoutMs,
-      });
-      runner.attach(spawned.pidfd, sigPidfd, true);
-      this.tasks.set(v.id, runner);
-      runner.emitStarted(v.removedEnv);
+      const task = this.newTask(handle, cg, false);
+      task.attach(spawned.pidfd, sigPidfd, true);
+      this.adopt(task);
+      task.emitStarted(v.removedEnv);
       return JSON.parse(JSON.stringify(handle)) as TaskHandle;
     } catch (err) {
       await this.undoStart(v.id, spawned, sigPidfd, cg, persisted).catch(() => {});
       throw err;
     } finally {
       fds.closeAll();
-      this.starting.delete(v.id);
     }
+  }
+
+  private newTask(handle: TaskHandle<RawExecDriverState>, cgroup: TaskCgroup | undefined, recovered: boolean): RawExecTask {
+    return new RawExecTask({
+      handle, cgroup, recovered, groupKillTimeoutMs: this.config.groupKillTimeoutMs,
+      emit: this.emitterFor({ id: handle.taskId, allocId: handle.allocId, taskName: handle.taskName }),
+    });
   }
 
   /** Undoes a failed start: no process, no group, no state file. Every step runs even if one before it failed. */
@@ -271,8 +202,7 @@ export class RawExecDriver implements TaskDriver {
             reject(err);
           }
         });
-        const ac = new AbortController();
-        await Promise.race([exited, sleep(this.config.groupKillTimeoutMs, ac.signal)]).finally(() => ac.abort());
+        await sleepUnless(this.config.groupKillTimeoutMs, [], exited);
       });
     }
     if (sigPidfd >= 0) await step(() => n.closeFd(sigPidfd));
@@ -292,18 +222,9 @@ export class RawExecDriver implements TaskDriver {
    * that reserved cores are known before a new task computes the shared pool. Assumes one agent per
    * cgroup parent (two would also disagree on the cpuset partition).
    */
-  async recoverAll(): Promise<RecoverAllResult> {
-    this.assertOpen();
-    const { handles, problems } = this.store.list(RAW_EXEC);
-    const result: RecoverAllResult = { recovered: [], failed: [], problems, staleRemoved: [], staleNonEmpty: [] };
-    for (const h of handles) {
-      try {
-        await this.recoverTask(h);
-        result.recovered.push(h.taskId);
-      } catch (err) {
-        result.failed.push({ taskId: h.taskId, error: err as Error });
-      }
-    }
+  override async recoverAll(): Promise<RecoverAllResult> {
+    const { result: base, handles } = await this.recoverStored();
+    const result: RecoverAllResult = { ...base, staleRemoved: [], staleNonEmpty: [] };
     const mgr = this.cgroupManager();
     if (mgr) {
       const owned = new Set(handles.map((h) => groupName(h.allocId, h.taskName)));
@@ -314,14 +235,9 @@ export class RawExecDriver implements TaskDriver {
     return result;
   }
 
-  async recoverTask(handle: TaskHandle): Promise<void> {
-    this.assertOpen();
-    if (typeof handle !== 'object' || handle === null) throw new InvalidConfigError('handle', handle, 'must be a task handle');
-    if (handle.driver !== RAW_EXEC) throw new InvalidConfigError('handle.driver', handle.driver, `is not ${RAW_EXEC}`);
-    if (typeof handle.taskId !== 'string' || handle.taskId === '') throw new InvalidConfigError('handle.taskId', handle.taskId, 'must be a non-empty string');
-    if (this.tasks.has(handle.taskId)) return;
+  protected async recover(handle: TaskHandle): Promise<void> {
     const s = handle.driverState as unknown as RawExecDriverState;
-    if (typeof s !== 'object' || s === null || !Number.isInteger(s.pid) || s.pid <= 1 || !Number.isInteger(s.startTime)) {
+    if (!Number.isInteger(s.pid) || s.pid <= 1 || !Number.isInteger(s.startTime)) {
       throw new InvalidConfigError('handle.driverState', s, 'is not a raw_exec driver state (pid, startTime)');
     }
     let cg: TaskCgroup | undefined;
@@ -337,13 +253,10 @@ export class RawExecDriver implements TaskDriver {
         }
       }
     }
-    const runner = new TaskRunner({
-      handle: handle as unknown as TaskHandle<RawExecDriverState>, cgroup: cg, recovered: true,
-      emit: this.emitter(handle.taskId, handle.allocId, handle.taskName), groupKillTimeoutMs: this.config.groupKillTimeoutMs,
-    });
+    const task = this.newTask(handle as unknown as TaskHandle<RawExecDriverState>, cg, true);
     const same = () => {
       const st = readProcStat(s.pid);
-      return st !== undefined && st.state !== 'Z' && st.state !== 'X' && st.starttime === s.startTime;
+      return isLive(st) && st.starttime === s.startTime;
     };
     let attached = false;
     if (same()) {
@@ -355,7 +268,7 @@ export class RawExecDriver implements TaskDriver {
         b = n.pidfdOpen(s.pid);
         // Checked again after opening: the pidfds now pin this very process.
         if (same()) {
-          runner.attach(a, b, false);
+          task.attach(a, b, false);
           attached = true;
         }
       } catch {
@@ -366,139 +279,65 @@ export class RawExecDriver implements TaskDriver {
         if (b >= 0) n.closeFd(b);
       }
     }
-    this.tasks.set(handle.taskId, runner);
-    runner.emitRecovered(attached);
+    this.adopt(task);
+    task.emitRecovered(attached);
     if (!attached) {
-      runner.markGone(`exit status unknown: the task (pid ${s.pid}) ended while the agent was not attached to it${readProcStat(s.pid) ? ' (its pid now belongs to another process)' : ''}`);
+      task.markGone(`exit status unknown: the task (pid ${s.pid}) ended while the agent was not attached to it${readProcStat(s.pid) ? ' (its pid now belongs to another process)' : ''}`);
     }
   }
 
-  // ---- wait / stop / destroy ---------------------------------------------------------------
+  // ---- the task's life ---------------------------------------------------------------------
 
-  waitTask(taskId: string, opts: { signal?: AbortSignal } = {}): Promise<ExitResult> {
-    let r: TaskRunner;
-    try {
-      r = this.runner(taskId);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    const signal = opts.signal;
-    if (signal?.aborted) return Promise.reject(new AbortError('waitTask'));
-    return new Promise<ExitResult>((resolve, reject) => {
-      let done = false;
-      const onAbort = () => finish(() => reject(new AbortError('waitTask')));
-      const onShutdown = () => finish(() => reject(new AbortError('waitTask (the driver was shut down)')));
-      const finish = (f: () => void) => {
-        if (done) return;
-        done = true;
-        signal?.removeEventListener('abort', onAbort);
-        this.life.signal.removeEventListener('abort', onShutdown);
-        f();
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.life.signal.addEventListener('abort', onShutdown, { once: true });
-      void r.exited.then((res) => finish(() => resolve({ ...res })));
-    });
+  protected stop(task: RawExecTask, timeoutMs: number, sig: Sig): Promise<void> {
+    return task.stop(timeoutMs, sig.number, this.lifeSignal);
   }
 
-  async stopTask(taskId: string, opts: { timeoutMs?: number; signal?: string } = {}): Promise<void> {
-    const r = this.runner(taskId);
-    const sig = parseSignal(opts.signal ?? 'SIGTERM', 'signal');
-    const timeoutMs = opts.timeoutMs ?? this.config.defaultKillTimeoutMs;
-    if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0) {
-      throw new InvalidConfigError('timeoutMs', opts.timeoutMs, 'must be a number of milliseconds ≥ 0');
-    }
-    await r.stop(timeoutMs, sig.number, this.life.signal);
+  protected async destroy(task: RawExecTask): Promise<string> {
+    if (task.running || task.pids().length > 0) await task.stop(0, 9, this.lifeSignal);
+    if (task.cgroup) await task.cgroup.destroy({ timeoutMs: this.config.groupKillTimeoutMs });
+    task.detach();
+    task.destroyed = true;
+    return 'task destroyed: processes killed, cgroup removed, handle forgotten';
   }
 
-  async destroyTask(taskId: string, opts: { force?: boolean } = {}): Promise<void> {
-    const r = this.runner(taskId);
-    if (r.running && !opts.force) throw new TaskRunningError(taskId);
-    if (r.running || r.pids().length > 0) await r.stop(0, 9, this.life.signal);
-    if (r.cgroup) await r.cgroup.destroy({ timeoutMs: this.config.groupKillTimeoutMs });
-    r.detach();
-    r.destroyed = true;
-    this.tasks.delete(taskId);
-    this.store.delete(taskId);
-    this.emitter(taskId, r.handle.allocId, r.handle.taskName)('destroyed', 'task destroyed: processes killed, cgroup removed, handle forgotten');
+  protected async signal(task: RawExecTask, sig: Sig): Promise<void> {
+    task.signal(sig.number);
   }
 
-  inspectTask(taskId: string): TaskStatus {
-    return this.runner(taskId).status();
+  protected exec(task: RawExecTask, cmd: string[], timeoutMs: number, signal: AbortSignal): Promise<ExecTaskResult> {
+    return execInTask(task, cmd, timeoutMs, this.config.groupKillTimeoutMs, signal);
   }
 
-  /** Ids of the tasks this driver instance knows. */
-  taskIds(): string[] {
-    return [...this.tasks.keys()];
-  }
-
-  async signalTask(taskId: string, signal: string): Promise<void> {
-    const r = this.runner(taskId);
-    const sig = parseSignal(signal, 'signal');
-    r.signal(sig.number);
-    this.emitter(taskId, r.handle.allocId, r.handle.taskName)('signaled', `sent ${sig.name} to the task`, { signal: sig.name });
-  }
-
-  async execTask(taskId: string, cmd: string[], opts: { timeoutMs?: number } = {}): Promise<ExecTaskResult> {
-    const r = this.runner(taskId);
-    if (!r.running) throw new CorralError('ERR_TASK_NOT_RUNNING', `task ${JSON.stringify(taskId)} is not running`);
-    const tracker = {
-      add: (close: () => void) => {
-        this.execs.add(close);
-        return () => { this.execs.delete(close); };
-      },
-    };
-    return execInTask(r, cmd, opts.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS, this.config.groupKillTimeoutMs, tracker);
-  }
-
-  // ---- stats and events --------------------------------------------------------------------
+  // ---- stats -------------------------------------------------------------------------------
 
   /** One resource sample now (the CLI reads peak usage with it before destroying). */
   sampleStats(taskId: string): TaskResourceUsage {
-    return this.runner(taskId).sample(undefined);
+    return this.task(taskId).sample(undefined);
   }
 
-  taskStats(taskId: string, opts: { intervalMs: number; signal?: AbortSignal }): AsyncIterable<TaskResourceUsage> {
-    const r = this.runner(taskId);
-    const interval = opts?.intervalMs;
-    if (typeof interval !== 'number' || !(interval > 0)) throw new InvalidConfigError('intervalMs', interval, 'must be a positive number of milliseconds');
-    const self = this;
+  protected stats(task: RawExecTask, intervalMs: number, signal: AbortSignal): AsyncIterable<TaskResourceUsage> {
     return (async function* () {
       let prev: TaskResourceUsage | undefined;
-      while (!self.closed && !opts.signal?.aborted && !r.destroyed) {
-        const wasRunning = r.running;
+      while (!signal.aborted && !task.destroyed) {
+        const wasRunning = task.running;
         let s: TaskResourceUsage;
         try {
-          s = r.sample(prev);
+          s = task.sample(prev);
         } catch (err) {
-          if (!r.running || r.destroyed) return;
+          if (!task.running || task.destroyed) return;
           throw err;
         }
         yield s;
         prev = s;
         if (!wasRunning) return;
-        await self.sleepUntil(interval, opts.signal, r.exited);
+        await sleepUnless(intervalMs, [signal], task.exited);
       }
     })();
   }
 
-  taskEvents(opts: { signal?: AbortSignal } = {}): AsyncIterable<TaskEvent> {
-    return this.hub.subscribe(opts);
-  }
-
-  // ---- lifecycle ---------------------------------------------------------------------------
-
-  /** Ends every timer, watcher and stream of this driver; running tasks keep running. Idempotent. */
-  async shutdown(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.unbindSignal?.();
-    this.unbindSignal = undefined;
-    this.life.abort();
-    for (const close of [...this.execs]) close();
-    this.execs.clear();
-    for (const r of this.tasks.values()) r.detach();
+  /** Stops watching every task (they keep running). */
+  protected closeDriver(): void {
+    for (const t of this.tasks.values()) t.detach();
     this.tasks.clear();
-    this.hub.close();
   }
 }

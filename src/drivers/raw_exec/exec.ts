@@ -1,31 +1,21 @@
 /**
- * execTask: a command run inside a task's cgroup (same user, env and cwd as the task), its output
- * captured, bounded by a timeout. The command leads its own session; on timeout it is killed with
- * its children: every process of its session or process group, or descending from it.
+ * execTask for raw_exec: a command run inside a task's cgroup (same user, env and cwd as the task),
+ * its output captured, bounded by a timeout. The command leads its own session; on timeout or
+ * driver shutdown it is killed with its children: every process of its session or process group,
+ * or descending from it.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { ExecTimeoutError, InvalidConfigError } from '../../errors.js';
+import { AbortError, ExecTimeoutError } from '../../errors.js';
 import { type ExitInfo, type ExitWatch, native } from '../../native.js';
 import type { ExecTaskResult } from '../contract.js';
+import { reapedExit } from '../core/exit.js';
+import { killTree } from '../core/proc.js';
+import { MAX_EXEC_OUTPUT } from '../core/task-config.js';
 import { DEFAULT_PATH, resolveCommand } from './config.js';
-import type { TaskRunner } from './handle.js';
-import { type ProcStat, allPids, descendantsOf, killUntilGone, readProcStat } from './procfs.js';
-
-export const DEFAULT_EXEC_TIMEOUT_MS = 60_000;
-/** Output kept per stream. */
-export const MAX_EXEC_OUTPUT = 4 * 1024 * 1024;
-
-export function validateExecCmd(cmd: unknown): string[] {
-  if (!Array.isArray(cmd) || cmd.length === 0) throw new InvalidConfigError('cmd', cmd, 'must be a non-empty array of strings');
-  cmd.forEach((c, i) => {
-    if (typeof c !== 'string' || c.includes('\0')) throw new InvalidConfigError(`cmd[${i}]`, c, 'must be a string without NUL');
-  });
-  if (cmd[0] === '') throw new InvalidConfigError('cmd[0]', cmd[0], 'must not be empty');
-  return cmd as string[];
-}
+import type { RawExecTask } from './task.js';
 
 /** An unlinked temp file: the child writes, we read it back. */
 function tempOutput(): number {
@@ -48,22 +38,16 @@ function readBack(fd: number): string {
   return buf.subarray(0, off).toString('utf8');
 }
 
-export interface ExecTracker {
-  add(close: () => void): () => void;
-}
-
-/** Runs `cmd` in the task's group and resolves with its output and exit result. */
-export async function execInTask(runner: TaskRunner, cmdIn: string[], timeoutMs: number, killBoundMs: number, tracker: ExecTracker): Promise<ExecTaskResult> {
-  const cmd = validateExecCmd(cmdIn);
-  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new InvalidConfigError('timeoutMs', timeoutMs, 'must be a positive number of milliseconds');
-  const st = runner.state;
+/** Runs `cmd` (validated) in the task's group and resolves with its output and exit result. */
+export async function execInTask(task: RawExecTask, cmd: string[], timeoutMs: number, killBoundMs: number, signal: AbortSignal): Promise<ExecTaskResult> {
+  const st = task.state;
   const asUser = st.uid !== process.getuid!() || st.gid !== process.getgid!();
   const file = resolveCommand(cmd[0]!, st.cwd, st.env.PATH ?? DEFAULT_PATH, { uid: st.uid, gid: st.gid, groups: st.groups });
   const outFd = tempOutput();
   let errFd = -1;
   try {
     errFd = tempOutput();
-    const placement = runner.cgroup?.placement ?? {};
+    const placement = task.cgroup?.placement ?? {};
     const spawned = native().spawn({
       file,
       argv: cmd,
@@ -76,54 +60,42 @@ export async function execInTask(runner: TaskRunner, cmdIn: string[], timeoutMs:
       ...(placement.joinProcs ? { joinProcs: [...placement.joinProcs] } : {}),
     });
     const pid = spawned.pid;
+    // Within a cgroup the exec'd tree is among the group's pids; without one, anywhere.
+    const kill = () => killTree(pid, killBoundMs, task.cgroup ? () => task.pids() : undefined);
     let watch: ExitWatch | undefined;
-    let untrack: () => void = () => {};
-    let timedOut = false;
+    let why: 'timeout' | 'shutdown' | undefined;
     let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
     const info = await new Promise<ExitInfo | undefined>((resolve) => {
       watch = native().watchExit(spawned.pidfd, pid, true, (i) => {
         watch = undefined;
         resolve(i);
       });
-      untrack = tracker.add(() => {
+      onAbort = () => {
         // Driver shutdown: kill the exec'd command and stop waiting.
-        void killTree(pid, runner, killBoundMs).catch(() => {});
+        why = 'shutdown';
+        void kill().catch(() => {});
         watch?.close();
         watch = undefined;
         resolve(undefined);
-      });
+      };
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
       timer = setTimeout(() => {
-        timedOut = true;
-        void killTree(pid, runner, killBoundMs).catch(() => {});
+        why ??= 'timeout';
+        void kill().catch(() => {});
       }, timeoutMs);
     });
     clearTimeout(timer);
-    untrack();
-    if (timedOut || !info) {
-      await killTree(pid, runner, killBoundMs).catch(() => {});
+    if (onAbort) signal.removeEventListener('abort', onAbort);
+    if (why || !info) {
+      await kill().catch(() => {});
+      if (why === 'shutdown') throw new AbortError('execTask (the driver was shut down)');
       throw new ExecTimeoutError(cmd, timeoutMs);
     }
-    const exitResult = info.signal !== null && info.signal !== undefined
-      ? { exitCode: 128 + info.signal, signal: info.signal, oomKilled: false }
-      : { exitCode: info.exitCode, signal: null, oomKilled: false };
-    return { stdout: readBack(outFd), stderr: readBack(errFd), exitResult };
+    return { stdout: readBack(outFd), stderr: readBack(errFd), exitResult: reapedExit(info.exitCode, info.signal) };
   } finally {
     fs.closeSync(outFd);
     if (errFd >= 0) fs.closeSync(errFd);
   }
-}
-
-/** Kills the exec'd process, its session/process group and its descendants, until none is left. */
-async function killTree(pid: number, runner: TaskRunner, boundMs: number): Promise<void> {
-  await killUntilGone(() => {
-    const candidates = runner.cgroup ? runner.pids() : allPids();
-    const stats: ProcStat[] = [];
-    for (const p of candidates) {
-      const s = readProcStat(p);
-      if (s && s.state !== 'Z' && s.state !== 'X') stats.push(s);
-    }
-    const chosen = new Set(descendantsOf(pid, stats));
-    for (const s of stats) if (s.session === pid || s.pgrp === pid) chosen.add(s.pid);
-    return [...chosen];
-  }, boundMs, `exec ${pid}`);
 }

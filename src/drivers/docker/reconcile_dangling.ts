@@ -16,9 +16,9 @@
  *
  * One pass = one list call + one remove call per removal; nothing else talks to Docker.
  */
-import type Docker from 'dockerode';
 import { InvalidConfigError } from '../../errors.js';
-import { bounded, type Logger, stderrLogger } from './call.js';
+import { type Logger, stderrLogger } from '../../util/logger.js';
+import { bounded, type ContainerInfo } from './client.js';
 
 export const LABEL_ALLOC_ID = 'io.corral.alloc_id';
 export const LABEL_TASK_NAME = 'io.corral.task_name';
@@ -59,7 +59,7 @@ export type OwnershipRule = 'label' | 'alloc-id-only' | 'heuristic';
 
 /** The part of dockerode the reconciler uses (a wrapper may count or fail calls). */
 export interface ReconcilerDockerClient {
-  listContainers(opts: { all?: boolean; filters?: { label?: string[] }; abortSignal?: AbortSignal }): Promise<Docker.ContainerInfo[]>;
+  listContainers(opts: { all?: boolean; filters?: { label?: string[] }; abortSignal?: AbortSignal }): Promise<ContainerInfo[]>;
   getContainer(id: string): { remove(opts: { force?: boolean; v?: boolean; abortSignal?: AbortSignal }): Promise<unknown> };
 }
 
@@ -132,7 +132,7 @@ export interface ReconcilePassResult {
 
 const UUID_SUFFIX = /-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-function hasMount(c: Docker.ContainerInfo, dest: string): boolean {
+function hasMount(c: ContainerInfo, dest: string): boolean {
   return (c.Mounts ?? []).some((m) => m.Destination === dest);
 }
 
@@ -140,7 +140,7 @@ function hasMount(c: Docker.ContainerInfo, dest: string): boolean {
  * The rule under which a listed container would be this agent's, whether or not that rule is on
  * (see `ownership` for the decision), or undefined when no rule matches it.
  */
-export function matchingRule(c: Docker.ContainerInfo, agentId: string): OwnershipRule | undefined {
+export function matchingRule(c: ContainerInfo, agentId: string): OwnershipRule | undefined {
   const labels = c.Labels ?? {};
   const owner = labels[LABEL_AGENT_ID];
   if (Object.prototype.hasOwnProperty.call(labels, LABEL_ALLOC_ID)) {
@@ -160,7 +160,7 @@ export interface OwnershipOptions {
 }
 
 /** How a listed container is this agent's under the rules that are on, or undefined when it is not. */
-export function ownership(c: Docker.ContainerInfo, agentId: string, opts: OwnershipOptions = {}): OwnershipRule | undefined {
+export function ownership(c: ContainerInfo, agentId: string, opts: OwnershipOptions = {}): OwnershipRule | undefined {
   const rule = matchingRule(c, agentId);
   if (rule === 'alloc-id-only' && !opts.unsafeMatchAllocIdOnly) return undefined;
   if (rule === 'heuristic' && !opts.unsafeMatchNomadShaped) return undefined;

@@ -4,12 +4,15 @@
  * stop/kill/signal/stats operations on it. Nomad's rawexec taskHandle plus the executor's
  * Shutdown/Wait/Stats.
  */
-import { AbortError, CorralError } from '../../errors.js';
+import { AbortError, StopTimeoutError, TaskNotRunningError } from '../../errors.js';
 import { type ExitInfo, type ExitWatch, type Rusage, native } from '../../native.js';
 import type { TaskCgroup } from '../../cgroups/types.js';
+import { sleep } from '../../util/abort.js';
 import type { ExitResult, TaskHandle, TaskResourceUsage, TaskStatus } from '../contract.js';
+import type { CoreTask } from '../core/driver.js';
+import { describeExit, reapedExit, unknownExit } from '../core/exit.js';
+import { CLK_TCK, PAGE_SIZE, killUntilGone, sessionMembers } from '../core/proc.js';
 import { signalName } from '../../signals.js';
-import { CLK_TCK, PAGE_SIZE, killUntilGone, sessionMembers, sleep } from './procfs.js';
 
 /** What raw_exec persists in TaskHandle.driverState: exactly what recovery needs. */
 export interface RawExecDriverState {
@@ -40,7 +43,7 @@ export interface RunnerInit {
   groupKillTimeoutMs: number;
 }
 
-export class TaskRunner {
+export class RawExecTask implements CoreTask {
   readonly handle: TaskHandle<RawExecDriverState>;
   readonly state: RawExecDriverState;
   readonly cgroup: TaskCgroup | undefined;
@@ -73,6 +76,14 @@ export class TaskRunner {
     return this.handle.taskId;
   }
 
+  get allocId(): string {
+    return this.handle.allocId;
+  }
+
+  get taskName(): string {
+    return this.handle.taskName;
+  }
+
   get running(): boolean {
     return this.result === undefined;
   }
@@ -92,7 +103,7 @@ export class TaskRunner {
 
   /** Marks a task found dead at recovery. */
   markGone(err: string): void {
-    this.finish({ exitCode: null, signal: null, oomKilled: this.readOom(), err });
+    this.finish(unknownExit(err, this.readOom()));
   }
 
   private readOom(): boolean {
@@ -107,20 +118,9 @@ export class TaskRunner {
     this.watch = undefined;
     if (info.rusage) this.rusage = info.rusage;
     const oomKilled = this.readOom();
-    let r: ExitResult;
-    if (!info.reaped) {
-      r = {
-        exitCode: null,
-        signal: null,
-        oomKilled,
-        err: 'exit status unknown: the task was recovered after an agent restart, so this agent is not its parent and cannot read how it ended',
-      };
-    } else if (info.signal !== null && info.signal !== undefined) {
-      r = { exitCode: 128 + info.signal, signal: info.signal, oomKilled };
-    } else {
-      r = { exitCode: info.exitCode, signal: null, oomKilled };
-    }
-    this.finish(r);
+    this.finish(info.reaped
+      ? reapedExit(info.exitCode, info.signal, oomKilled)
+      : unknownExit('exit status unknown: the task was recovered after an agent restart, so this agent is not its parent and cannot read how it ended', oomKilled));
   }
 
   private finish(r: ExitResult): void {
@@ -128,10 +128,8 @@ export class TaskRunner {
     this.result = r;
     this.completedAt = new Date().toISOString();
     this.closeSigPidfd();
-    const how = r.err ? r.err : r.signal ? `killed by ${signalName(r.signal) ?? r.signal}` : `exit code ${r.exitCode}`;
-    this.emit('exited', `task exited: ${how}${r.oomKilled ? ' (OOM killed)' : ''}`, {
-      exitCode: String(r.exitCode), signal: String(r.signal), oomKilled: String(r.oomKilled),
-    });
+    const d = describeExit(r);
+    this.emit('exited', d.message, d.annotations);
     this.resolveExit(r);
   }
 
@@ -157,7 +155,7 @@ export class TaskRunner {
 
   /** Sends a signal to the main process (through its pidfd: never to a reused pid). */
   signal(sig: number): void {
-    if (!this.running || this.sigPidfd < 0) throw new CorralError('ERR_TASK_NOT_RUNNING', `task ${JSON.stringify(this.id)} is not running`);
+    if (!this.running || this.sigPidfd < 0) throw new TaskNotRunningError(this.id);
     try {
       native().pidfdSendSignal(this.sigPidfd, sig);
     } catch (err) {
@@ -207,7 +205,7 @@ export class TaskRunner {
       try {
         this.signal(sig);
       } catch (err) {
-        if ((err as CorralError).code !== 'ERR_TASK_NOT_RUNNING') throw err;
+        if (!(err instanceof TaskNotRunningError)) throw err;
       }
       if (timeoutMs > 0) {
         const ac = new AbortController();
@@ -242,7 +240,7 @@ export class TaskRunner {
     } finally {
       ac.abort();
     }
-    if (this.running) throw new CorralError('ERR_STOP_TIMEOUT', `task ${JSON.stringify(this.id)}: main process ${this.state.pid} did not exit within ${ms} ms of being killed`);
+    if (this.running) throw new StopTimeoutError(this.id, `main process ${this.state.pid} did not exit`, ms);
   }
 
   /** Stops watching (driver shutdown): the task keeps running. */

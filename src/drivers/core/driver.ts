@@ -1,0 +1,345 @@
+/**
+ * DriverCore: what every driver does the same way, once. The task table (and the ids being
+ * started), lookups (→ TaskNotFoundError), the event hub, the driver's life signal and shutdown,
+ * the recovery loop, handle checks, stop/exec defaults and validation, waitTask with abort, the
+ * fingerprint loop, and the contract's meaning of each call (an exited task refuses signal and exec
+ * with TaskNotRunningError; a running one refuses destroy without force with TaskRunningError).
+ * A driver extends it and supplies its hooks: start, recover, stop, signal, exec, destroy, stats,
+ * fingerprint and shutdown. Nomad splits the same way: the plugin framework vs drivers/<name>.
+ */
+import { setMaxListeners } from 'node:events';
+import {
+  AbortError, DriverUnavailableError, InvalidConfigError, TaskExistsError, TaskNotFoundError, TaskNotRunningError, TaskRunningError,
+} from '../../errors.js';
+import { parseSignal } from '../../signals.js';
+import type { StoreProblem, TaskStore } from '../../store/task-store.js';
+import { anySignal, sleep } from '../../util/abort.js';
+import { EventHub } from '../../util/event-hub.js';
+import { optMs } from '../../util/validate.js';
+import type {
+  Capabilities, ExecTaskResult, ExitResult, Fingerprint, TaskConfig, TaskDriver, TaskEvent, TaskHandle, TaskResourceUsage, TaskStatus,
+} from '../contract.js';
+import { describeExit } from './exit.js';
+import { validateExecCmd, validateTaskId } from './task-config.js';
+
+/** What the core needs of a driver's task. */
+export interface CoreTask {
+  readonly id: string;
+  readonly allocId: string;
+  readonly taskName: string;
+  /** Resolves once with the exit result; never rejects. */
+  readonly exited: Promise<ExitResult>;
+  /** Set once the task has exited. */
+  readonly exitResult: ExitResult | undefined;
+  status(): TaskStatus;
+}
+
+/** Who an event is about. */
+export interface EventSubject {
+  readonly id: string;
+  readonly allocId: string;
+  readonly taskName: string;
+}
+
+export const DEFAULT_STOP_TIMEOUT_MS = 5_000;
+export const DEFAULT_EXEC_TIMEOUT_MS = 60_000;
+export const DEFAULT_FINGERPRINT_INTERVAL_MS = 30_000;
+
+/** The options every driver takes, with the same names and defaults. */
+export interface CoreOptions {
+  /** Aborting it shuts the driver down (as shutdown()). */
+  signal?: AbortSignal;
+  /** How often fingerprint() re-sends (default 30 s). */
+  fingerprintIntervalMs?: number;
+  /** stopTask's default grace between the stop signal and the kill (default 5 s). */
+  stopTimeoutMs?: number;
+  /** execTask's default timeout (default 60 s). */
+  execTimeoutMs?: number;
+}
+
+export interface ResolvedCoreOptions {
+  fingerprintIntervalMs: number;
+  stopTimeoutMs: number;
+  execTimeoutMs: number;
+}
+
+export function resolveCoreOptions(o: CoreOptions & { defaultKillTimeoutMs?: number }): ResolvedCoreOptions {
+  return {
+    fingerprintIntervalMs: optMs('fingerprintIntervalMs', o.fingerprintIntervalMs, DEFAULT_FINGERPRINT_INTERVAL_MS, 1),
+    stopTimeoutMs: optMs(o.stopTimeoutMs === undefined && o.defaultKillTimeoutMs !== undefined ? 'defaultKillTimeoutMs' : 'stopTimeoutMs',
+      o.stopTimeoutMs ?? o.defaultKillTimeoutMs, DEFAULT_STOP_TIMEOUT_MS),
+    execTimeoutMs: optMs('execTimeoutMs', o.execTimeoutMs, DEFAULT_EXEC_TIMEOUT_MS, 1),
+  };
+}
+
+export interface RecoverAllResult {
+  recovered: string[];
+  failed: { taskId: string; error: Error }[];
+  /** State files that could not be read (corrupt or foreign), skipped. */
+  problems: StoreProblem[];
+}
+
+export abstract class DriverCore<T extends CoreTask> implements TaskDriver {
+  readonly name: string;
+  readonly store: TaskStore;
+  protected readonly defaults: ResolvedCoreOptions;
+  protected readonly tasks = new Map<string, T>();
+  private readonly starting = new Set<string>();
+  private readonly hub = new EventHub<TaskEvent>();
+  private readonly life = new AbortController();
+  private unbindSignal: (() => void) | undefined;
+  private shutdownPromise: Promise<void> | undefined;
+
+  constructor(name: string, store: TaskStore, opts: CoreOptions & { defaultKillTimeoutMs?: number }) {
+    this.name = name;
+    this.store = store;
+    this.defaults = resolveCoreOptions(opts);
+    // Every wait, stop, call and stream listens on the life signal; thousands of tasks are normal.
+    setMaxListeners(0, this.life.signal);
+    const sig = opts.signal;
+    if (sig?.aborted) {
+      // Nothing runs yet: close at once, so the subclass's constructor starts no loop.
+      this.shutdownPromise = Promise.resolve();
+      this.life.abort();
+      this.hub.close();
+    } else if (sig) {
+      const onAbort = () => void this.shutdown();
+      sig.addEventListener('abort', onAbort, { once: true });
+      this.unbindSignal = () => sig.removeEventListener('abort', onAbort);
+    }
+  }
+
+  // ---- hooks -------------------------------------------------------------------------------
+
+  abstract capabilities(): Capabilities;
+  /** One fingerprint now; may throw AbortError when `signal` aborts. */
+  protected abstract fingerprintOnce(signal: AbortSignal): Fingerprint | Promise<Fingerprint>;
+  /** Validates the rest of `cfg`, starts the task, adds it (adopt) and returns its handle. Undoes itself on failure. */
+  protected abstract start(cfg: TaskConfig, id: string): Promise<TaskHandle>;
+  /** Re-attaches to a task of a checked handle of this driver, and adopts it. */
+  protected abstract recover(handle: TaskHandle): Promise<void>;
+  /** The stop signal, up to `timeoutMs` for the exit, then a kill; resolves when nothing of the task runs. */
+  protected abstract stop(task: T, timeoutMs: number, sig: { name: NodeJS.Signals; number: number }): Promise<void>;
+  protected abstract signal(task: T, sig: { name: NodeJS.Signals; number: number }): Promise<void>;
+  /** Runs `cmd` in the task; `signal` aborts when the driver shuts down (the command is then killed). */
+  protected abstract exec(task: T, cmd: string[], timeoutMs: number, signal: AbortSignal): Promise<ExecTaskResult>;
+  /** Kills what is left and removes what the task holds; returns what the `destroyed` event says. */
+  protected abstract destroy(task: T): Promise<string>;
+  protected abstract stats(task: T, intervalMs: number, signal: AbortSignal): AsyncIterable<TaskResourceUsage>;
+  /** Ends the driver's own loops, streams and timers (the life signal has aborted already). */
+  protected abstract closeDriver(): Promise<void> | void;
+
+  /** Whether destroyTask without force must refuse; a driver whose state may lag asks its runtime. */
+  protected async isRunning(task: T, _force: boolean): Promise<boolean> {
+    return task.exitResult === undefined;
+  }
+
+  // ---- for the drivers ---------------------------------------------------------------------
+
+  /** Aborts when the driver shuts down. */
+  protected get lifeSignal(): AbortSignal {
+    return this.life.signal;
+  }
+
+  get closed(): boolean {
+    return this.life.signal.aborted;
+  }
+
+  protected assertOpen(): void {
+    if (this.closed) throw new DriverUnavailableError(this.name, 'the driver was shut down');
+  }
+
+  /** The task, or TaskNotFoundError (DriverUnavailableError once shut down). */
+  protected task(taskId: string): T {
+    this.assertOpen();
+    const t = this.tasks.get(taskId);
+    if (!t) throw new TaskNotFoundError(String(taskId));
+    return t;
+  }
+
+  /** Adds a started or recovered task to the table (refused once the driver is shut down). */
+  protected adopt(task: T): void {
+    if (this.closed) throw new DriverUnavailableError(this.name, 'the driver was shut down while the task was starting');
+    this.tasks.set(task.id, task);
+  }
+
+  protected emit(subject: EventSubject, type: string, message: string, annotations?: Record<string, string>): void {
+    this.hub.publish({
+      taskId: subject.id, allocId: subject.allocId, taskName: subject.taskName, timestamp: Date.now(), type, message,
+      ...(annotations ? { annotations } : {}),
+    });
+  }
+
+  /** The `exited` event, worded the same for every driver. */
+  protected emitExited(subject: EventSubject, r: ExitResult): void {
+    const d = describeExit(r);
+    this.emit(subject, 'exited', d.message, d.annotations);
+  }
+
+  // ---- the contract ------------------------------------------------------------------------
+
+  fingerprint(opts: { signal?: AbortSignal; intervalMs?: number } = {}): AsyncIterable<Fingerprint> {
+    const interval = optMs('intervalMs', opts.intervalMs, this.defaults.fingerprintIntervalMs, 1);
+    const signal = anySignal(this.life.signal, opts.signal)!;
+    const once = (s: AbortSignal) => this.fingerprintOnce(s);
+    return (async function* () {
+      while (!signal.aborted) {
+        let fp: Fingerprint;
+        try {
+          fp = await once(signal);
+        } catch (err) {
+          if (err instanceof AbortError) return;
+          throw err;
+        }
+        yield fp;
+        if (!(await sleep(interval, signal))) return;
+      }
+    })();
+  }
+
+  async startTask(cfg: TaskConfig): Promise<TaskHandle> {
+    this.assertOpen();
+    if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) throw new InvalidConfigError('config', cfg, 'must be an object');
+    const id = validateTaskId(cfg.id);
+    if (this.tasks.has(id) || this.starting.has(id) || this.store.get(id)) throw new TaskExistsError(id);
+    this.starting.add(id);
+    try {
+      return await this.start(cfg, id);
+    } finally {
+      this.starting.delete(id);
+    }
+  }
+
+  /** Checks that `handle` is one of this driver's, then reattaches (a task already held is left as it is). */
+  async recoverTask(handle: TaskHandle): Promise<void> {
+    this.assertOpen();
+    if (typeof handle !== 'object' || handle === null) throw new InvalidConfigError('handle', handle, 'must be a task handle');
+    if (handle.driver !== this.name) throw new InvalidConfigError('handle.driver', handle.driver, `is not ${this.name}`);
+    if (typeof handle.taskId !== 'string' || handle.taskId === '') throw new InvalidConfigError('handle.taskId', handle.taskId, 'must be a non-empty string');
+    if (typeof handle.driverState !== 'object' || handle.driverState === null) {
+      throw new InvalidConfigError('handle.driverState', handle.driverState, `must be the ${this.name} driver state`);
+    }
+    if (this.tasks.has(handle.taskId)) return;
+    await this.recover(handle);
+  }
+
+  /** Agent start-up: recovers every task of this driver in the state dir; failures are returned, not thrown. */
+  async recoverAll(): Promise<RecoverAllResult> {
+    return (await this.recoverStored()).result;
+  }
+
+  protected async recoverStored(): Promise<{ result: RecoverAllResult; handles: TaskHandle[] }> {
+    this.assertOpen();
+    const { handles, problems } = this.store.list(this.name);
+    const result: RecoverAllResult = { recovered: [], failed: [], problems };
+    for (const h of handles) {
+      try {
+        await this.recoverTask(h);
+        result.recovered.push(h.taskId);
+      } catch (err) {
+        result.failed.push({ taskId: h.taskId, error: err as Error });
+      }
+    }
+    return { result, handles };
+  }
+
+  waitTask(taskId: string, opts: { signal?: AbortSignal } = {}): Promise<ExitResult> {
+    let t: T;
+    try {
+      t = this.task(taskId);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (t.exitResult) return Promise.resolve({ ...t.exitResult });
+    const signal = opts.signal;
+    if (signal?.aborted) return Promise.reject(new AbortError('waitTask'));
+    const life = this.life.signal;
+    return new Promise<ExitResult>((resolve, reject) => {
+      let done = false;
+      const onAbort = () => finish(() => reject(new AbortError('waitTask')));
+      const onShutdown = () => finish(() => reject(new AbortError('waitTask (the driver was shut down)')));
+      const finish = (f: () => void) => {
+        if (done) return;
+        done = true;
+        signal?.removeEventListener('abort', onAbort);
+        life.removeEventListener('abort', onShutdown);
+        f();
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      life.addEventListener('abort', onShutdown, { once: true });
+      void t.exited.then((r) => finish(() => resolve({ ...r })));
+    });
+  }
+
+  async stopTask(taskId: string, opts: { timeoutMs?: number; signal?: string } = {}): Promise<void> {
+    const t = this.task(taskId);
+    const sig = parseSignal(opts.signal ?? 'SIGTERM', 'signal');
+    const timeoutMs = optMs('timeoutMs', opts.timeoutMs, this.defaults.stopTimeoutMs);
+    await this.stop(t, timeoutMs, sig);
+  }
+
+  async destroyTask(taskId: string, opts: { force?: boolean } = {}): Promise<void> {
+    const t = this.task(taskId);
+    const force = opts.force === true;
+    if (await this.isRunning(t, force)) {
+      if (!force) throw new TaskRunningError(taskId);
+    }
+    const what = await this.destroy(t);
+    this.tasks.delete(taskId);
+    this.store.delete(taskId);
+    this.emit(t, 'destroyed', what);
+  }
+
+  inspectTask(taskId: string): TaskStatus {
+    return this.task(taskId).status();
+  }
+
+  /** Ids of the tasks this driver instance holds. */
+  taskIds(): string[] {
+    return [...this.tasks.keys()];
+  }
+
+  async signalTask(taskId: string, signal: string): Promise<void> {
+    const t = this.task(taskId);
+    const sig = parseSignal(signal, 'signal');
+    if (t.exitResult) throw new TaskNotRunningError(taskId);
+    await this.signal(t, sig);
+    this.emit(t, 'signaled', `sent ${sig.name} to the task`, { signal: sig.name });
+  }
+
+  async execTask(taskId: string, cmd: string[], opts: { timeoutMs?: number } = {}): Promise<ExecTaskResult> {
+    const t = this.task(taskId);
+    const command = validateExecCmd(cmd);
+    const timeoutMs = optMs('timeoutMs', opts.timeoutMs, this.defaults.execTimeoutMs, 1);
+    if (t.exitResult) throw new TaskNotRunningError(taskId);
+    return this.exec(t, command, timeoutMs, this.life.signal);
+  }
+
+  taskStats(taskId: string, opts: { intervalMs: number; signal?: AbortSignal }): AsyncIterable<TaskResourceUsage> {
+    const t = this.task(taskId);
+    const interval = opts?.intervalMs;
+    if (typeof interval !== 'number' || !Number.isFinite(interval) || interval <= 0) {
+      throw new InvalidConfigError('intervalMs', interval, 'must be a positive number of milliseconds');
+    }
+    return this.stats(t, interval, anySignal(this.life.signal, opts.signal)!);
+  }
+
+  taskEvents(opts: { signal?: AbortSignal } = {}): AsyncIterable<TaskEvent> {
+    return this.hub.subscribe(opts);
+  }
+
+  /** Ends every loop, stream, watcher and timer of this driver; running tasks keep running. Idempotent. */
+  shutdown(): Promise<void> {
+    this.shutdownPromise ??= (async () => {
+      this.unbindSignal?.();
+      this.unbindSignal = undefined;
+      this.life.abort();
+      try {
+        await this.closeDriver();
+      } finally {
+        this.hub.close();
+      }
+    })();
+    return this.shutdownPromise;
+  }
+}
