@@ -6,7 +6,9 @@ import { createCgroupManager } from '../src/index.js';
 import { native } from '../src/native.js';
 
 async function main(): Promise<void> {
-  const mgr = createCgroupManager();          // or { version: 'v2' } for the unified mount of a hybrid host
+  // The default parent is corral (v1) / corral.slice (v2); the test suite runs this under a parent of its own.
+  const parentName = process.env.CORRAL_EXAMPLE_PARENT;
+  const mgr = createCgroupManager(parentName ? { parentName } : {}); // or { version: 'v2' } for the unified mount of a hybrid host
   console.log(mgr.fingerprint());             // { 'unique.cgroups.version': 'v1', 'cgroups.mode': 'hybrid', ... }
   const group = mgr.create(randomUUID(), 'demo', { resources: { cpuShares: 512, pidsMax: 128 } });
   // Already inside its group before its first instruction: clone3 into the v2 dir, or a join of each v1 controller.

@@ -8,7 +8,9 @@ import { DockerDriver } from '../src/index.js';
 
 async function main(): Promise<void> {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-example-'));
-  const driver = new DockerDriver({ stateDir, gc: { danglingContainers: { enabled: false } } });
+  // On cgroups v2 containers go under cgroupParent (default corral.slice); the test suite uses a parent of its own.
+  const parent = process.env.CORRAL_EXAMPLE_PARENT;
+  const driver = new DockerDriver({ stateDir, gc: { danglingContainers: { enabled: false } }, ...(parent ? { cgroupParent: `${parent}.slice` } : {}) });
   await driver.startTask({
     id: 'hello', allocId: randomUUID(), name: 'hello', resources: { memoryBytes: 64 << 20 },
     driver: { image: 'corral-test/busybox:latest', command: 'sh', args: ['-c', 'echo hello; sleep 30'], networkMode: 'none' },

@@ -8,7 +8,8 @@ import { RawExecDriver } from '../src/index.js';
 
 async function main(): Promise<void> {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-example-'));
-  const driver = new RawExecDriver({ stateDir, deniedEnvvars: ['*_TOKEN', 'AWS_*'] });
+  // cgroupParent: default corral (v1) / corral.slice (v2); the test suite runs this under a parent of its own.
+  const driver = new RawExecDriver({ stateDir, cgroupParent: process.env.CORRAL_EXAMPLE_PARENT, deniedEnvvars: ['*_TOKEN', 'AWS_*'] });
   const allocId = randomUUID();
   const id = `${allocId}-web`;
 

@@ -12,40 +12,44 @@ import type { CgroupV1Manager } from '../src/cgroups/v1.js';
 import type { CgroupV2Manager } from '../src/cgroups/v2.js';
 import { CgroupTimeoutError } from '../src/errors.js';
 import {
-  cleanupParent, groupDirsUnder, hostLayout, isRoot, newAllocId, pidAlive, startInGroup, uniqueParent, v2Layout, waitFor,
+  groupDirsUnder, hostLayout, isRoot, newAllocId, pidAlive, startInGroup, v2Layout, waitFor,
 } from './helpers/cgroups.js';
+import { sandbox } from './helpers/sandbox.js';
+import type { CgroupLayout } from '../src/cgroups/types.js';
 
 type Manager = CgroupV1Manager | CgroupV2Manager;
-const variants: Array<{ label: string; mgr: Manager }> = [];
-const parents: string[] = [];
+/** The layouts to run on; each test makes a manager on its own sandbox's parent. */
+const variants: Array<{ label: string; layout: CgroupLayout }> = [];
 
 if (isRoot) {
   const host = hostLayout();
-  const p1 = uniqueParent('kill', host.version);
-  parents.push(p1);
-  variants.push({ label: `host ${host.mode} (${host.version} manager)`, mgr: createCgroupManager({ layout: host, parentName: p1 }) });
+  variants.push({ label: `host ${host.mode} (${host.version} manager)`, layout: host });
   const v2 = v2Layout();
-  if (host.version === 'v1' && v2) {
-    const p2 = uniqueParent('kill', 'v2');
-    parents.push(p2);
-    variants.push({ label: `v2 manager on ${v2.root}`, mgr: createCgroupManager({ layout: v2, parentName: p2 }) });
-  }
+  if (host.version === 'v1' && v2) variants.push({ label: `v2 manager on ${v2.root}`, layout: v2 });
 }
-
-test.after.always(async () => {
-  for (const v of variants) {
-    for (const g of [...v.mgr.groups.values()]) await g.destroy().catch(() => undefined);
-    try { v.mgr.removeParentIfEmpty(); } catch { /* cleaned below */ }
-  }
-  for (const p of parents) await cleanupParent(p);
-});
 
 if (!isRoot) test('cgroup kill tests need root', (t) => { t.log('skipped: not root'); t.pass(); });
 
+/**
+ * test.serial with a manager of the variant's kind on a sandbox parent of its own, torn down
+ * (processes killed, groups removed) whatever happens.
+ */
+function killTest(title: string, layout: CgroupLayout, fn: (t: import('ava').ExecutionContext, mgr: Manager) => Promise<void>): void {
+  test.serial(title, async (t) => {
+    const sb = sandbox(t, 'kill');
+    const mgr = createCgroupManager({ layout, parentName: sb.parentFor(layout.version) });
+    sb.defer(async () => {
+      for (const g of [...mgr.groups.values()]) await g.destroy().catch(() => undefined);
+      try { mgr.removeParentIfEmpty(); } catch { /* the sandbox removes it */ }
+    });
+    await fn(t, mgr);
+  });
+}
+
 const bothDead = (pids: number[]) => pids.every((p) => !pidAlive(p));
 
-for (const { label, mgr } of variants) {
-  test.serial(`${label}: a child that forks at once`, async (t) => {
+for (const { label, layout } of variants) {
+  killTest(`${label}: a child that forks at once`, layout, async (t, mgr) => {
     const g = mgr.create(newAllocId(), 'forker');
     const s = startInGroup(g, 'sh', ['-c', 'sleep 30 & sleep 30 & sleep 30 & exec sleep 30']);
     await waitFor(() => g.pids().length >= 4, { what: '4 processes in the group' });
@@ -59,7 +63,7 @@ for (const { label, mgr } of variants) {
     t.deepEqual(groupDirsUnder(mgr.parentName), []);
   });
 
-  test.serial(`${label}: a setsid double-forked daemon`, async (t) => {
+  killTest(`${label}: a setsid double-forked daemon`, layout, async (t, mgr) => {
     const g = mgr.create(newAllocId(), 'daemon');
     // The middle shell exits at once: the daemon is an orphan in its own session, still in our group.
     const s = startInGroup(g, 'sh', ['-c', 'setsid sh -c "sleep 30 & exit 0"; exec sleep 30'], { setsid: false });
@@ -75,13 +79,16 @@ for (const { label, mgr } of variants) {
     await g.destroy();
   });
 
-  test.serial(`${label}: a process that ignores SIGTERM`, async (t) => {
+  killTest(`${label}: a process that ignores SIGTERM`, layout, async (t, mgr) => {
     const g = mgr.create(newAllocId(), 'stubborn');
     const s = startInGroup(g, 'sh', ['-c', 'trap "" TERM; while :; do sleep 0.05; done']);
     // A sleep child shows that the trap is set (SIGTERM before that would end the shell).
     await waitFor(() => g.pids().length >= 2, { what: 'the shell past its trap' });
     t.true(g.signal('SIGTERM') >= 1);
-    await new Promise((r) => setTimeout(r, 150));
+    const before = new Set(g.pids());
+    // The shell keeps looping after the signal: a sleep child it forked since then is the proof
+    // (waited for, not slept for).
+    await waitFor(() => g.pids().some((p) => !before.has(p)), { what: 'a child forked after SIGTERM' });
     t.true(pidAlive(s.pid), 'SIGTERM was ignored');
     await g.kill();
     t.deepEqual(g.pids(), []);
@@ -89,7 +96,7 @@ for (const { label, mgr } of variants) {
     await g.destroy();
   });
 
-  test.serial(`${label}: a (bounded) fork loop, killed while it forks; the event loop keeps ticking`, async (t) => {
+  killTest(`${label}: a (bounded) fork loop, killed while it forks; the event loop keeps ticking`, layout, async (t, mgr) => {
     const g = mgr.create(newAllocId(), 'forkloop');
     const s = startInGroup(g, 'sh', ['-c', 'i=0; while [ $i -lt 400 ]; do sleep 20 & i=$((i+1)); done; wait']);
     await waitFor(() => g.pids().length >= 30, { what: 'the fork loop to get going' });
@@ -104,7 +111,7 @@ for (const { label, mgr } of variants) {
     t.false(fs.existsSync((g.placement.cgroupDir ?? g.paths.freezer)!));
   });
 
-  test.serial(`${label}: freeze and thaw, observed through the state files`, async (t) => {
+  killTest(`${label}: freeze and thaw, observed through the state files`, layout, async (t, mgr) => {
     const g = mgr.create(newAllocId(), 'freezeme');
     const s = startInGroup(g, 'sh', ['-c', 'while :; do sleep 0.05; done']);
     await waitFor(() => g.pids().length >= 1);

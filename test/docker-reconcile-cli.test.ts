@@ -2,7 +2,7 @@
  * `corral reconcile` (src/cli/reconcile.ts) against the real dockerd. Every run is scoped with
  * --label corral-test.file=<this file> so it never touches another test's containers.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -11,10 +11,16 @@ import { reconcileCommand } from '../src/cli/reconcile.js';
 import { TaskStore } from '../src/store/task-store.js';
 import { LABEL_AGENT_ID, LABEL_ALLOC_ID, LABEL_TASK_ID, LABEL_TASK_NAME } from '../src/drivers/docker/reconcile_dangling.js';
 import { FILE_LABEL, createRawContainer, ensureDockerUp, eventually, exists, fileId, randomUUID, removeContainersOf } from './helpers/docker.js';
+import { sandbox } from './helpers/sandbox.js';
 
-const FID = fileId('reconcile-cli');
+/**
+ * The label value of the running test's containers: each serial test (rtest) gets its own sandbox,
+ * whose teardown removes them even when the test fails, so one test's leftovers never show up in
+ * another test's passes.
+ */
+let FID = fileId('reconcile-cli');
 const AGENT = `agent-cli-${randomUUID()}`;
-const SCOPE = ['--label', `${FILE_LABEL}=${FID}`];
+const scope = (): string[] => ['--label', `${FILE_LABEL}=${FID}`];
 const dirs: string[] = [];
 
 test.before(async () => { await ensureDockerUp(); });
@@ -22,6 +28,13 @@ test.after.always(async () => {
   await removeContainersOf(FID);
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
+
+function rtest(title: string, fn: (t: ExecutionContext) => Promise<void>): void {
+  test.serial(title, async (t) => {
+    FID = sandbox(t, 'reconcile-cli').name;
+    await fn(t);
+  });
+}
 
 function stateDir(): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-reconcile-cli-'));
@@ -52,18 +65,18 @@ function storeHandle(dir: string, taskId: string, containerId: string): void {
   });
 }
 
-test.serial('--once --json: removes the untracked container, keeps the one the state dir tracks and other agents\' ones', async (t) => {
+rtest('--once --json: removes the untracked container, keeps the one the state dir tracks and other agents\' ones', async (t) => {
   const dir = stateDir();
   const dangling = await createRawContainer({ fileId: FID, labels: labels() });
   const tracked = await createRawContainer({ fileId: FID, labels: labels() });
   const foreign = await createRawContainer({ fileId: FID, labels: labels(`agent-else-${randomUUID()}`) });
   storeHandle(dir, 'tracked-task', tracked.id);
-  const dry = await run(['--once', '--dry-run', '--creation-grace', '0', '--state-dir', dir, '--agent-id', AGENT, ...SCOPE]);
+  const dry = await run(['--once', '--dry-run', '--creation-grace', '0', '--state-dir', dir, '--agent-id', AGENT, ...scope()]);
   t.is(dry.code, 0, dry.stderr);
   t.regex(dry.stdout, new RegExp(`would remove ${dangling.id.slice(0, 12)}`));
   t.regex(dry.stdout, /dry run: nothing removed/);
   t.true(await exists(dangling.id));
-  const r = await run(['--once', '--json', '--creation-grace', '0', '--state-dir', dir, '--agent-id', AGENT, ...SCOPE]);
+  const r = await run(['--once', '--json', '--creation-grace', '0', '--state-dir', dir, '--agent-id', AGENT, ...scope()]);
   t.is(r.code, 0, r.stderr);
   const pass = JSON.parse(r.stdout.trim());
   t.true(pass.ran);
@@ -74,26 +87,26 @@ test.serial('--once --json: removes the untracked container, keeps the one the s
   t.true(await exists(foreign.id));
   // Grace: a 1h grace keeps everything.
   const young = await createRawContainer({ fileId: FID, labels: labels() });
-  const g = await run(['--once', '--json', '--creation-grace', '1h', '--state-dir', dir, '--agent-id', AGENT, ...SCOPE]);
+  const g = await run(['--once', '--json', '--creation-grace', '1h', '--state-dir', dir, '--agent-id', AGENT, ...scope()]);
   t.deepEqual(JSON.parse(g.stdout).dangling, []);
   t.true(await exists(young.id));
   for (const c of [tracked, foreign, young]) await c.remove({ force: true });
 });
 
-test.serial('the agent id comes from <state-dir>/agent-id', async (t) => {
+rtest('the agent id comes from <state-dir>/agent-id', async (t) => {
   const dir = stateDir();
   fs.writeFileSync(path.join(dir, 'agent-id'), `${AGENT}-file\n`);
   const mine = await createRawContainer({ fileId: FID, labels: labels(`${AGENT}-file`) });
-  const r = await run(['--once', '--json', '--creation-grace', '0', '--state-dir', dir, ...SCOPE]);
+  const r = await run(['--once', '--json', '--creation-grace', '0', '--state-dir', dir, ...scope()]);
   t.is(r.code, 0, r.stderr);
   t.deepEqual(JSON.parse(r.stdout).removed.map((d: { id: string }) => d.id), [mine.id]);
 });
 
-test.serial('loop mode: passes every period until the signal', async (t) => {
+rtest('loop mode: passes every period until the signal', async (t) => {
   const dir = stateDir();
   const c = await createRawContainer({ fileId: FID, labels: labels() });
   const ac = new AbortController();
-  const p = run(['--period', '100ms', '--creation-grace', '0', '--json', '--state-dir', dir, '--agent-id', AGENT, ...SCOPE], ac.signal);
+  const p = run(['--period', '100ms', '--creation-grace', '0', '--json', '--state-dir', dir, '--agent-id', AGENT, ...scope()], ac.signal);
   await eventually(async () => !(await exists(c.id)), 10_000, 50);
   ac.abort();
   const r = await p;

@@ -3,7 +3,7 @@
  * Every pass lists through a client that asks Docker for this file's containers only
  * (label filter), so that a pass with a small grace never touches another test's containers.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import type Docker from 'dockerode';
 import {
   DanglingContainerReconciler, LABEL_AGENT_ID, LABEL_ALLOC_ID, LABEL_TASK_ID, LABEL_TASK_NAME,
@@ -13,8 +13,14 @@ import type { Logger } from '../src/util/logger.js';
 import {
   FILE_LABEL, createRawContainer, docker, ensureDockerUp, eventually, exists, fileId, randomUUID, removeContainersOf,
 } from './helpers/docker.js';
+import { bound, sandbox } from './helpers/sandbox.js';
 
-const FID = fileId('reconciler');
+/**
+ * The label value of the running test's containers: each serial test (rtest) gets its own sandbox,
+ * whose teardown removes them even when the test fails, so one test's leftovers never show up in
+ * another test's passes.
+ */
+let FID = fileId('reconciler');
 const AGENT = `agent-reconciler-${randomUUID()}`;
 const OTHER_AGENT = `agent-other-${randomUUID()}`;
 
@@ -25,6 +31,13 @@ test.before(async () => {
 test.after.always(async () => {
   await removeContainersOf(FID);
 });
+
+function rtest(title: string, fn: (t: ExecutionContext) => Promise<void>): void {
+  test.serial(title, async (t) => {
+    FID = sandbox(t, 'reconciler').name;
+    await fn(t);
+  });
+}
 
 /** The real client, scoped to this file's containers; counts calls. */
 function scopedClient(): ReconcilerDockerClient & { calls: { list: number; remove: number } } {
@@ -67,7 +80,7 @@ function reconciler(o: Partial<ConstructorParameters<typeof DanglingContainerRec
   return { r, client, logger };
 }
 
-test.serial('untracked container of ours older than the grace is removed; tracked one is kept', async (t) => {
+rtest('untracked container of ours older than the grace is removed; tracked one is kept', async (t) => {
   const dangling = await createRawContainer({ fileId: FID, labels: ourLabels() });
   const tracked = await createRawContainer({ fileId: FID, labels: ourLabels() });
   const { r, client } = reconciler({ trackedContainers: () => [tracked.id] });
@@ -82,7 +95,7 @@ test.serial('untracked container of ours older than the grace is removed; tracke
   await tracked.remove({ force: true });
 });
 
-test.serial('several dangling containers: removed concurrently, still one list call plus one call per removal', async (t) => {
+rtest('several dangling containers: removed concurrently, still one list call plus one call per removal', async (t) => {
   const cs = await Promise.all(Array.from({ length: 5 }, () => createRawContainer({ fileId: FID, labels: ourLabels() })));
   const { r, client } = reconciler({ removeConcurrency: 3 });
   const res = await r.runOnce();
@@ -93,7 +106,7 @@ test.serial('several dangling containers: removed concurrently, still one list c
   t.throws(() => reconciler({ removeConcurrency: 0 }), { code: 'ERR_INVALID_CONFIG', message: /removeConcurrency/ });
 });
 
-test.serial('containers that are not ours are kept: other agent id, no corral label', async (t) => {
+rtest('containers that are not ours are kept: other agent id, no corral label', async (t) => {
   const other = await createRawContainer({ fileId: FID, labels: ourLabels({ [LABEL_AGENT_ID]: OTHER_AGENT }) });
   const plain = await createRawContainer({ fileId: FID, name: `plain-${randomUUID()}` });
   // Mounts of a corral task but no uuid name suffix: not ours either.
@@ -114,7 +127,7 @@ test.serial('containers that are not ours are kept: other agent id, no corral la
   for (const c of [other, plain, halfHeuristic]) await c.remove({ force: true, v: true });
 });
 
-test.serial('beside the reconciler: a Nomad-shaped container and an alloc-id-only container are kept by default and reported as opt-in matches', async (t) => {
+rtest('beside the reconciler: a Nomad-shaped container and an alloc-id-only container are kept by default and reported as opt-in matches', async (t) => {
   // Exactly what a Nomad client sharing the dockerd makes: no corral label, /alloc, /local, /secrets, <task>-<alloc uuid>.
   const nomadName = `web-${randomUUID()}`;
   const nomad = await createRawContainer({ fileId: FID, name: nomadName, volumes: ['/alloc', '/local', '/secrets'] });
@@ -158,7 +171,7 @@ test.serial('beside the reconciler: a Nomad-shaped container and an alloc-id-onl
   t.throws(() => reconciler({ unsafeMatchNomadShaped: 'yes' as unknown as boolean }), { code: 'ERR_INVALID_CONFIG', message: /unsafeMatchNomadShaped/ });
 });
 
-test.serial('a container younger than the grace is kept', async (t) => {
+rtest('a container younger than the grace is kept', async (t) => {
   const young = await createRawContainer({ fileId: FID, labels: ourLabels() });
   const { r } = reconciler({ creationGraceMs: 60 * 60_000 });
   const res = await r.runOnce();
@@ -170,7 +183,7 @@ test.serial('a container younger than the grace is kept', async (t) => {
   t.deepEqual((await r0.runOnce()).removed.map((d) => d.id), [young.id]);
 });
 
-test.serial('dry run removes nothing and reports what it would remove', async (t) => {
+rtest('dry run removes nothing and reports what it would remove', async (t) => {
   const c = await createRawContainer({ fileId: FID, labels: ourLabels() });
   const { r, client, logger } = reconciler({ dryRun: true });
   const res = await r.runOnce();
@@ -183,7 +196,7 @@ test.serial('dry run removes nothing and reports what it would remove', async (t
   await c.remove({ force: true });
 });
 
-test.serial('heuristic (opt-in): only all three mounts and a -<uuid> name match', async (t) => {
+rtest('heuristic (opt-in): only all three mounts and a -<uuid> name match', async (t) => {
   const name = `web-${randomUUID()}`;
   const old = await createRawContainer({ fileId: FID, name, volumes: ['/alloc', '/local', '/secrets'] });
   // Same mounts but only two of the three: no rule matches.
@@ -199,7 +212,7 @@ test.serial('heuristic (opt-in): only all three mounts and a -<uuid> name match'
   t.true(await exists(other.id));
 });
 
-test.serial('stopped containers are not listed (only running ones are reconciled)', async (t) => {
+rtest('stopped containers are not listed (only running ones are reconciled)', async (t) => {
   const stopped = await createRawContainer({ fileId: FID, labels: ourLabels(), start: false });
   const { r } = reconciler();
   const res = await r.runOnce();
@@ -208,7 +221,7 @@ test.serial('stopped containers are not listed (only running ones are reconciled
   await stopped.remove({ force: true });
 });
 
-test.serial('unhealthy driver: no pass, no Docker call', async (t) => {
+rtest('unhealthy driver: no pass, no Docker call', async (t) => {
   const c = await createRawContainer({ fileId: FID, labels: ourLabels() });
   const { r, client } = reconciler({ isDriverHealthy: () => false });
   const res = await r.runOnce();
@@ -227,7 +240,7 @@ test.serial('unhealthy driver: no pass, no Docker call', async (t) => {
   await c.remove({ force: true });
 });
 
-test.serial('the loop: first pass after max(period, grace), then every period; start() is idempotent', async (t) => {
+rtest('the loop: first pass after max(period, grace), then every period; start() is idempotent', async (t) => {
   const delays: number[] = [];
   const pending = new Map<number, () => void>();
   let seq = 0;
@@ -257,7 +270,7 @@ test.serial('the loop: first pass after max(period, grace), then every period; s
   now += 1;
 });
 
-test.serial('the loop removes a dangling container on its own, and abort leaves no timer', async (t) => {
+rtest('the loop removes a dangling container on its own, and abort leaves no timer', async (t) => {
   const c = await createRawContainer({ fileId: FID, labels: ourLabels() });
   const before = process.getActiveResourcesInfo().filter((x) => x === 'Timeout').length;
   const ac = new AbortController();
@@ -274,7 +287,7 @@ test.serial('the loop removes a dangling container on its own, and abort leaves 
   t.false(r.running);
 });
 
-test.serial('a failing list is retried next period and logged once until a pass succeeds', async (t) => {
+rtest('a failing list is retried next period and logged once until a pass succeeds', async (t) => {
   const real = scopedClient();
   let failing = true;
   const faulty: ReconcilerDockerClient & { lists: number } = {
@@ -306,7 +319,7 @@ test.serial('a failing list is retried next period and logged once until a pass 
   ac.abort();
 });
 
-test.serial('a hung list is bounded by max(floor, period) and the pass fails', async (t) => {
+rtest('a hung list is bounded by max(floor, period) and the pass fails', async (t) => {
   const hung: ReconcilerDockerClient = {
     listContainers: (opts) => new Promise((_resolve, reject) => {
       opts.abortSignal?.addEventListener('abort', () => reject(new Error('aborted')), { once: true });
@@ -320,7 +333,7 @@ test.serial('a hung list is bounded by max(floor, period) and the pass fails', a
   const t0 = Date.now();
   const err = await t.throwsAsync(r.runOnce());
   t.is((err as { code?: string }).code, 'ERR_DOCKER_TIMEOUT');
-  t.true(Date.now() - t0 < 2000);
+  t.true(Date.now() - t0 < bound(2000));
   t.is(new DanglingContainerReconciler({ docker: hung, agentId: AGENT, periodMs: 60_000, trackedContainers: () => [] }).callTimeoutMs, 60_000);
   t.is(new DanglingContainerReconciler({ docker: hung, agentId: AGENT, periodMs: 1000, trackedContainers: () => [] }).callTimeoutMs, 30_000);
 });

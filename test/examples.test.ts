@@ -1,7 +1,14 @@
-/** The README's examples (examples/*.ts) stay runnable: each runs to exit 0 as a separate process. */
+/**
+ * The README's examples (examples/*.ts) stay runnable: each runs to exit 0 as a separate process,
+ * under a sandbox of its own (CORRAL_EXAMPLE_PARENT: never the default parent), torn down even when
+ * the example fails or hangs.
+ */
 import test from 'ava';
 import { execFile, execFileSync } from 'node:child_process';
 import * as path from 'node:path';
+import { hostLayout } from './helpers/cgroups.js';
+import { bound, sandbox } from './helpers/sandbox.js';
+import './helpers/docker.js'; // the sandbox then removes the docker example's containers too
 
 const isRoot = process.getuid?.() === 0;
 const root = path.join(__dirname, '..');
@@ -15,9 +22,10 @@ function dockerAnswers(): boolean {
   }
 }
 
-function runExample(name: string): Promise<{ code: number | null; out: string }> {
+function runExample(name: string, parent: string): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', path.join(root, 'examples', name)], { cwd: root, timeout: 90_000 }, (err, stdout, stderr) => {
+    const env = { ...process.env, CORRAL_EXAMPLE_PARENT: parent };
+    execFile(process.execPath, ['--import', 'tsx', path.join(root, 'examples', name)], { cwd: root, env, timeout: bound(90_000), killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, out: stdout + stderr });
     });
   });
@@ -26,12 +34,13 @@ function runExample(name: string): Promise<{ code: number | null; out: string }>
 for (const name of ['raw-exec.ts', 'cgroups.ts', 'docker.ts']) {
   const run = isRoot ? test : test.skip;
   run(`examples/${name} runs to completion`, async (t) => {
+    const sb = sandbox(t, `example-${name.replace(/\.ts$/, '')}`);
     if (name === 'docker.ts' && !dockerAnswers()) {
       t.log('skipped: no dockerd answers here (scripts/docker-up.sh starts one)');
       t.pass();
       return;
     }
-    const r = await runExample(name);
+    const r = await runExample(name, name === 'cgroups.ts' ? sb.parentFor(hostLayout().version) : sb.parent);
     t.is(r.code, 0, r.out);
   });
 }

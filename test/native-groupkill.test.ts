@@ -4,15 +4,14 @@
 // Runs on a hybrid host (v2 groups on /sys/fs/cgroup/unified, v1 freezer and pids) and on a v2-only one
 // (groups at /sys/fs/cgroup, pids.max in the v2 group itself); tests that need the v1 freezer skip,
 // with the reason logged, where it is missing.
-import test from 'ava';
-import { randomBytes } from 'node:crypto';
+import test, { type ExecutionContext } from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native, type ExitInfo, type GroupKillMethod, type GroupKillOptions, type GroupKillResult, type NativeError } from '../src/native.js';
 import { hostLayout, v2RootControllers } from './helpers/cgroups.js';
+import { SLOWDOWN, sandbox } from './helpers/sandbox.js';
 
 const n = native();
-const PARENT = `corral-test-native-${randomBytes(4).toString('hex')}`;
 const layout = hostLayout();
 /** The cgroup2 mount: /sys/fs/cgroup/unified on a hybrid host, /sys/fs/cgroup on a v2 one. */
 const V2 = layout.unifiedMount ?? '/sys/fs/cgroup/unified';
@@ -23,8 +22,7 @@ const PIDS = layout.v1Mounts.pids;
 const V2_PIDS = !PIDS && v2RootControllers({ ...layout, root: V2 }).includes('pids');
 const noFreezer = FREEZER ? undefined : `no v1 freezer hierarchy on this host (mode ${layout.mode})`;
 /** Stretches waits in the emulated v2 guest (CORRAL_TEST_SLOWDOWN); 1 on the host. */
-const SLOW = Math.max(1, Number(process.env.CORRAL_TEST_SLOWDOWN ?? 1) || 1);
-const created: string[] = [];
+const SLOW = SLOWDOWN;
 const live = new Set<number>();
 
 function sleepMs(ms: number): Promise<void> {
@@ -41,62 +39,37 @@ async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs
   }
 }
 
-function mkgroup(root: string, name: string): string {
-  const parent = path.join(root, PARENT);
-  if (!fs.existsSync(parent)) {
-    fs.mkdirSync(parent);
-    created.push(parent);
-    // v2-only: the parent holds no process, so it may enable pids for its (leaf) children.
-    if (root === V2 && V2_PIDS) fs.writeFileSync(path.join(parent, 'cgroup.subtree_control'), '+pids');
-  }
-  const dir = path.join(parent, name);
-  fs.mkdirSync(dir);
-  created.push(dir);
-  return dir;
+/**
+ * Groups for one test under a sandbox parent of its own (`PARENT`, in every hierarchy), removed at
+ * the test's teardown (everything thawed, processes killed) even when the test fails.
+ */
+function cgroups(t: Pick<ExecutionContext, 'teardown'>): { PARENT: string; mkgroup: (root: string, name: string) => string } {
+  const PARENT = sandbox(t, 'groupkill').parent;
+  return {
+    PARENT,
+    mkgroup(root, name) {
+      const parent = path.join(root, PARENT);
+      if (!fs.existsSync(parent)) {
+        fs.mkdirSync(parent);
+        // v2-only: the parent holds no process, so it may enable pids for its (leaf) children.
+        if (root === V2 && V2_PIDS) fs.writeFileSync(path.join(parent, 'cgroup.subtree_control'), '+pids');
+      }
+      const dir = path.join(parent, name);
+      fs.mkdirSync(dir);
+      return dir;
+    },
+  };
 }
 
 function procsOf(dir: string): number[] {
   return Array.from(n.readProcs(path.join(dir, 'cgroup.procs')));
 }
 
-async function removeGroup(dir: string): Promise<void> {
-  if (!fs.existsSync(dir)) return;
-  for (const [file, value] of [['freezer.state', 'THAWED'], ['cgroup.freeze', '0']] as const) {
-    if (fs.existsSync(path.join(dir, file))) fs.writeFileSync(path.join(dir, file), value);
-  }
-  const end = Date.now() + 10_000 * SLOW;
-  for (;;) {
-    try {
-      for (const pid of procsOf(dir)) {
-        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-      }
-      fs.rmdirSync(dir);
-      return;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return;
-      if (code !== 'EBUSY' || Date.now() > end) throw err;
-      await sleepMs(20);
-    }
-  }
-}
-
-test.after.always(async () => {
-  for (const pid of live) {
-    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-  }
-  // Thaw everything first: a task frozen in a v1 group cannot die and keeps its v2 group busy.
-  for (const dir of created) {
-    try { n.writeFiles([path.join(dir, 'freezer.state'), path.join(dir, 'cgroup.freeze')], ['THAWED', '0']); } catch { /* best effort */ }
-  }
-  for (const dir of [...created].reverse()) {
-    try { await removeGroup(dir); } catch (err) { console.error(`cleanup of ${dir}: ${String(err)}`); }
-  }
-});
-
-function spawnWatched(argv: string[], where: { cgroupDir?: string; joinProcs?: string[] }): { pid: number; exit: Promise<ExitInfo> } {
+/** native spawn + watchExit(reap); killed at the test's teardown if still alive. */
+function spawnWatched(t: Pick<ExecutionContext, 'teardown'>, argv: string[], where: { cgroupDir?: string; joinProcs?: string[] }): { pid: number; exit: Promise<ExitInfo> } {
   const r = n.spawn({ file: argv[0]!, argv, envp: ['PATH=/usr/bin:/bin'], stdio: [-1, -1, -1], ...where });
   live.add(r.pid);
+  t.teardown(() => { if (live.has(r.pid)) { try { process.kill(r.pid, 'SIGKILL'); } catch { /* gone */ } } });
   const exit = new Promise<ExitInfo>((resolve) =>
     n.watchExit(r.pidfd, r.pid, true, (info) => {
       live.delete(r.pid);
@@ -125,7 +98,7 @@ const NO_TERM = ['/bin/sh', '-c', 'trap "" TERM; /bin/sleep 102'];
  * A task group for the method (v2 group or v1 freezer group) with pids.max bounding the fork loop: a
  * v1 pids group joined as well (hybrid), or pids.max in the v2 group itself (v2-only).
  */
-function taskGroup(method: GroupKillMethod, name: string) {
+function taskGroup(mkgroup: (root: string, name: string) => string, method: GroupKillMethod, name: string) {
   if (method === 'freezer-v1') {
     const dir = mkgroup(FREEZER!, name);
     const pids = mkgroup(PIDS!, name);
@@ -150,18 +123,19 @@ function noKillGroup(method: GroupKillMethod): string | undefined {
 for (const method of ['cgroup.kill', 'freeze-v2', 'freezer-v1', 'signal-loop'] as const) {
   // Serial: the fork loop eats a CPU while it runs; other tests' timing should not depend on it.
   test.serial(`groupKill ${method}: fork loop, setsid double-forked daemon and a SIGTERM-ignorer are all gone`, async (t) => {
+    const { mkgroup } = cgroups(t);
     const why = noKillGroup(method);
     if (why) { t.log(`skipped: ${why}`); t.pass(); return; }
-    const g = taskGroup(method, `kill-${method.replace('.', '-')}`);
-    const daemon = spawnWatched(DAEMON, g.where);
-    const noTerm = spawnWatched(NO_TERM, g.where);
+    const g = taskGroup(mkgroup, method, `kill-${method.replace('.', '-')}`);
+    const daemon = spawnWatched(t, DAEMON, g.where);
+    const noTerm = spawnWatched(t, NO_TERM, g.where);
     t.is((await daemon.exit).exitCode, 0, 'the daemon launcher exits at once; its grandchildren stay in the group');
     const sleepers = () => procsOf(g.dir).filter((p) => {
       try { return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('/bin/sleep\u000010'); } catch { return false; }
     });
     // Before the fork loop fills pids.max, or the daemon's own forks could fail.
     await until('the daemon and the SIGTERM-ignorer to be running', () => sleepers().length >= 3);
-    const loop = spawnWatched(FORK_LOOP, g.where);
+    const loop = spawnWatched(t, FORK_LOOP, g.where);
     await until('the fork loop to fill the group', () => procsOf(g.dir).length >= 20);
     // SIGTERM is not enough for all of them.
     n.signalGroup(g.procs, 15);
@@ -181,6 +155,7 @@ for (const method of ['cgroup.kill', 'freeze-v2', 'freezer-v1', 'signal-loop'] a
 }
 
 test('groupKill on an empty group calls back at once; on a missing group with ENOENT', async (t) => {
+  const { PARENT, mkgroup } = cgroups(t);
   const g = mkgroup(V2, 'empty.scope');
   const res = await groupKill({ method: 'cgroup.kill', procsPath: path.join(g, 'cgroup.procs'), controlDir: g, timeoutMs: 1000 });
   t.is(res.signalled, 0);
@@ -195,9 +170,10 @@ test('groupKill on an empty group calls back at once; on a missing group with EN
 });
 
 test('waitEmpty: ETIMEDOUT with syscall wait-empty on a group that stays busy; resolves once it empties', async (t) => {
+  const { mkgroup } = cgroups(t);
   const g = mkgroup(V2, 'wait.scope');
   const procs = path.join(g, 'cgroup.procs');
-  const s = spawnWatched(['/bin/sleep', '100'], { cgroupDir: g });
+  const s = spawnWatched(t, ['/bin/sleep', '100'], { cgroupDir: g });
   const err = (await t.throwsAsync(waitEmpty(procs, 30))) as NativeError;
   t.is(err.code, 'ETIMEDOUT');
   t.is(err.errno, -110);
@@ -212,11 +188,12 @@ test('waitEmpty: ETIMEDOUT with syscall wait-empty on a group that stays busy; r
 });
 
 test('waitFrozen: v1 freezer.state and v2 cgroup.events, both directions, and ETIMEDOUT', async (t) => {
+  const { mkgroup } = cgroups(t);
   // The v1 half runs where there is a v1 freezer; the v2 half everywhere.
   const f = FREEZER ? mkgroup(FREEZER, 'wf') : undefined;
   if (!f) t.log(`v1 half skipped: ${noFreezer}`);
   const u = mkgroup(V2, 'wf.scope');
-  const s = spawnWatched(['/bin/sleep', '100'], { cgroupDir: u, ...(f ? { joinProcs: [path.join(f, 'cgroup.procs')] } : {}) });
+  const s = spawnWatched(t, ['/bin/sleep', '100'], { cgroupDir: u, ...(f ? { joinProcs: [path.join(f, 'cgroup.procs')] } : {}) });
   if (f) {
     const e1 = (await t.throwsAsync(waitFrozen(f, 1, true, 20))) as NativeError;
     t.like(e1, { code: 'ETIMEDOUT', syscall: 'freeze', path: path.join(f, 'freezer.state') });
@@ -241,13 +218,14 @@ test('waitFrozen: v1 freezer.state and v2 cgroup.events, both directions, and ET
 // A v1-frozen task is the only way to hold a task that SIGKILL cannot end (a v2-frozen one still dies):
 // where there is no v1 freezer these two skip.
 test('groupKill signal-loop: ETIMEDOUT wait-empty while a v1-frozen task cannot die; main thread free; empties after thaw', async (t) => {
+  const { mkgroup } = cgroups(t);
   if (!FREEZER) { t.log(`skipped: ${noFreezer}`); t.pass(); return; }
   const f = mkgroup(FREEZER, 'stuck');
   const u = mkgroup(V2, 'stuck.scope');
   const procs = path.join(u, 'cgroup.procs');
-  const s = spawnWatched(['/bin/sleep', '100'], { cgroupDir: u, joinProcs: [path.join(f, 'cgroup.procs')] });
+  const s = spawnWatched(t, ['/bin/sleep', '100'], { cgroupDir: u, joinProcs: [path.join(f, 'cgroup.procs')] });
   fs.writeFileSync(path.join(f, 'freezer.state'), 'FROZEN');
-  await waitFrozen(f, 1, true, 5000);
+  await waitFrozen(f, 1, true, 5000 * SLOW);
   let ticks = 0;
   const iv = setInterval(() => ticks++, 5);
   try {
@@ -259,7 +237,7 @@ test('groupKill signal-loop: ETIMEDOUT wait-empty while a v1-frozen task cannot 
     clearInterval(iv);
   }
   // Now the thaw comes from a JS timer while groupKill waits: it can only finish if the loop runs.
-  const killing = groupKill({ method: 'signal-loop', procsPath: procs, controlDir: u, timeoutMs: 5000 });
+  const killing = groupKill({ method: 'signal-loop', procsPath: procs, controlDir: u, timeoutMs: 5000 * SLOW });
   setTimeout(() => fs.writeFileSync(path.join(f, 'freezer.state'), 'THAWED'), 50);
   const res = await killing;
   t.true(res.signalled >= 1);
@@ -268,13 +246,14 @@ test('groupKill signal-loop: ETIMEDOUT wait-empty while a v1-frozen task cannot 
 });
 
 test('groupKill freeze-v2: ETIMEDOUT freeze when the group cannot freeze, and it is thawed again', async (t) => {
+  const { mkgroup } = cgroups(t);
   // A task held in the v1 freezer cannot reach the v2 freezer's trap, so cgroup.events never says frozen 1.
   if (!FREEZER) { t.log(`skipped: ${noFreezer}`); t.pass(); return; }
   const f = mkgroup(FREEZER, 'nofreeze');
   const u = mkgroup(V2, 'nofreeze.scope');
-  const s = spawnWatched(['/bin/sleep', '100'], { cgroupDir: u, joinProcs: [path.join(f, 'cgroup.procs')] });
+  const s = spawnWatched(t, ['/bin/sleep', '100'], { cgroupDir: u, joinProcs: [path.join(f, 'cgroup.procs')] });
   fs.writeFileSync(path.join(f, 'freezer.state'), 'FROZEN');
-  await waitFrozen(f, 1, true, 5000);
+  await waitFrozen(f, 1, true, 5000 * SLOW);
   const r = await new Promise<{ err: NativeError | null; res?: GroupKillResult }>((resolve) =>
     n.groupKill({ method: 'freeze-v2', procsPath: path.join(u, 'cgroup.procs'), controlDir: u, timeoutMs: 150 }, (err, res) => resolve({ err, res })),
   );

@@ -2,9 +2,8 @@
 // Runs as root on the real kernel: hybrid (v1 controllers + cgroup2 at /sys/fs/cgroup/unified) or
 // v2-only (cgroup2 at /sys/fs/cgroup). v1-only tests skip, with the reason logged, where there is no v1
 // hierarchy. Every cgroup lives under corral-test-native-<random>.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as cp from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -19,9 +18,9 @@ import {
   type SpawnOptions,
 } from '../src/native.js';
 import { hostLayout } from './helpers/cgroups.js';
+import { bound, sandbox } from './helpers/sandbox.js';
 
 const n = native();
-const PARENT = `corral-test-native-${randomBytes(4).toString('hex')}`;
 const layout = hostLayout();
 /** The cgroup2 mount: /sys/fs/cgroup/unified on a hybrid host, /sys/fs/cgroup on a v2 one. */
 const V2 = layout.unifiedMount ?? '/sys/fs/cgroup/unified';
@@ -33,7 +32,6 @@ function noV1(...controllers: string[]): string | undefined {
   const missing = controllers.filter((c) => !layout.v1Mounts[c]);
   return missing.length ? `no v1 ${missing.join(', ')} hierarchy on this host (mode ${layout.mode})` : undefined;
 }
-const created: string[] = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-native-'));
 
 // ---------- helpers ----------
@@ -44,7 +42,7 @@ function sleepMs(ms: number): Promise<void> {
 
 /** Polls fn until it returns a truthy value, bounded. */
 async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs = 5000): Promise<T> {
-  const end = Date.now() + timeoutMs;
+  const end = Date.now() + bound(timeoutMs);
   for (let step = 2; ; step = Math.min(step * 2, 50)) {
     const v = fn();
     if (v) return v;
@@ -53,49 +51,24 @@ async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs
   }
 }
 
-function mkgroup(root: string, name: string): string {
-  const parent = path.join(root, PARENT);
-  if (!fs.existsSync(parent)) {
-    fs.mkdirSync(parent);
-    created.push(parent);
-  }
-  const dir = path.join(parent, name);
-  fs.mkdirSync(dir);
-  created.push(dir);
-  return dir;
+/**
+ * Groups for one test under a sandbox parent of its own (`PARENT`, in every hierarchy), removed at
+ * the test's teardown (processes killed first) even when the test fails.
+ */
+function cgroups(t: Pick<ExecutionContext, 'teardown'>): { PARENT: string; mkgroup: (root: string, name: string) => string } {
+  const PARENT = sandbox(t, 'native').parent;
+  return {
+    PARENT,
+    mkgroup(root, name) {
+      fs.mkdirSync(path.join(root, PARENT), { recursive: true });
+      const dir = path.join(root, PARENT, name);
+      fs.mkdirSync(dir);
+      return dir;
+    },
+  };
 }
 
-function procsOf(dir: string): number[] {
-  return fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
-}
-
-async function removeGroup(dir: string): Promise<void> {
-  if (!fs.existsSync(dir)) return;
-  const freezer = path.join(dir, 'freezer.state');
-  if (fs.existsSync(freezer)) fs.writeFileSync(freezer, 'THAWED');
-  const freeze2 = path.join(dir, 'cgroup.freeze');
-  if (fs.existsSync(freeze2)) fs.writeFileSync(freeze2, '0');
-  const end = Date.now() + 10_000;
-  for (;;) {
-    try {
-      for (const pid of procsOf(dir)) {
-        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-      }
-      fs.rmdirSync(dir);
-      return;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return;
-      if (code !== 'EBUSY' || Date.now() > end) throw err;
-      await sleepMs(20);
-    }
-  }
-}
-
-test.after.always(async () => {
-  for (const dir of [...created].reverse()) {
-    try { await removeGroup(dir); } catch (err) { console.error(`cleanup of ${dir}: ${String(err)}`); }
-  }
+test.after.always(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -121,10 +94,11 @@ test.after.always(() => {
   }
 });
 
-/** native spawn + watchExit(reap) so that nothing is left as a zombie. */
-function spawnWatched(opts: Partial<SpawnOptions> & { file: string; argv: string[] }): Spawned {
+/** native spawn + watchExit(reap) so that nothing is left as a zombie; killed at the test's teardown if still alive. */
+function spawnWatched(t: Pick<ExecutionContext, 'teardown'>, opts: Partial<SpawnOptions> & { file: string; argv: string[] }): Spawned {
   const r = n.spawn({ envp: ['PATH=/usr/sbin:/usr/bin:/sbin:/bin'], stdio: [-1, -1, -1], ...opts });
   live.add(r.pid);
+  t.teardown(() => { if (live.has(r.pid)) { try { process.kill(r.pid, 'SIGKILL'); } catch { /* gone */ } } });
   const exit = new Promise<ExitInfo>((resolve) => {
     n.watchExit(r.pidfd, r.pid, true, (info) => {
       live.delete(r.pid);
@@ -159,6 +133,7 @@ function assertErrorShape(t: import('ava').ExecutionContext, e: NativeErrorInfo,
 // ---------- cgroupfs ----------
 
 test('writeFiles: one result per item, errors per item, never throws for one bad item', (t) => {
+  const { mkgroup } = cgroups(t);
   const a = path.join(tmp, 'w-a');
   const b = path.join(tmp, 'w-b');
   fs.writeFileSync(a, '');
@@ -199,10 +174,11 @@ test('readFiles: text or error per item', (t) => {
 });
 
 test('readProcs: pids of a group, empty group, missing group throws ENOENT', async (t) => {
+  const { PARENT, mkgroup } = cgroups(t);
   const g = mkgroup(V2, 'procs.scope');
   t.deepEqual(Array.from(n.readProcs(path.join(g, 'cgroup.procs'))), []);
-  const a = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'], cgroupDir: g });
-  const b = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'], cgroupDir: g });
+  const a = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], cgroupDir: g });
+  const b = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], cgroupDir: g });
   const pids = n.readProcs(path.join(g, 'cgroup.procs'));
   t.true(pids instanceof Int32Array);
   t.deepEqual(Array.from(pids).sort(), [a.pid, b.pid].sort());
@@ -227,8 +203,8 @@ test('statfsType tells cgroup2, cgroup v1 and tmpfs apart', (t) => {
 // ---------- signals and pidfds ----------
 
 test('killPids: ESRCH counts as gone', async (t) => {
-  const a = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'] });
-  const dead = spawnWatched({ file: '/bin/true', argv: ['true'] });
+  const a = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'] });
+  const dead = spawnWatched(t, { file: '/bin/true', argv: ['true'] });
   await dead.exit;
   const r = n.killPids(new Int32Array([a.pid, dead.pid]), 15);
   t.deepEqual(r, { signalled: 1, gone: 1 });
@@ -239,7 +215,7 @@ test('killPids: ESRCH counts as gone', async (t) => {
 });
 
 test('pidfdOpen / pidfdSendSignal / closeFd', async (t) => {
-  const a = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'] });
+  const a = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'] });
   const fd = n.pidfdOpen(a.pid);
   t.true(fd >= 0);
   n.pidfdSendSignal(fd, 0);
@@ -256,9 +232,10 @@ test('pidfdOpen / pidfdSendSignal / closeFd', async (t) => {
 // ---------- spawn ----------
 
 test('spawn into a v2 group with clone3: in the group before its first instruction', async (t) => {
+  const { PARENT, mkgroup } = cgroups(t);
   const g = mkgroup(V2, 'clone3.scope');
   const out = outFile('clone3-cgroup');
-  const s = spawnWatched({ file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], stdio: [-1, out.fd, out.fd], cgroupDir: g });
+  const s = spawnWatched(t, { file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], stdio: [-1, out.fd, out.fd], cgroupDir: g });
   fs.closeSync(out.fd);
   t.is(s.placement, 'clone3');
   t.is((await s.exit).exitCode, 0);
@@ -267,12 +244,13 @@ test('spawn into a v2 group with clone3: in the group before its first instructi
 });
 
 test('spawn into v1 groups by joining cgroup.procs before execve', async (t) => {
+  const { PARENT, mkgroup } = cgroups(t);
   const why = noV1('freezer', 'cpu');
   if (why) { t.log(`skipped: ${why}`); t.pass(); return; }
   const fz = mkgroup(FREEZER!, 'join');
   const cpu = mkgroup(CPU!, 'join');
   const out = outFile('join-cgroup');
-  const s = spawnWatched({
+  const s = spawnWatched(t, {
     file: '/bin/cat',
     argv: ['cat', '/proc/self/cgroup'],
     stdio: [-1, out.fd, out.fd],
@@ -287,9 +265,10 @@ test('spawn into v1 groups by joining cgroup.procs before execve', async (t) => 
 });
 
 test('spawn into a v2 group by joining its cgroup.procs (the path taken where clone3 is missing)', async (t) => {
+  const { PARENT, mkgroup } = cgroups(t);
   const g = mkgroup(V2, 'joinv2.scope');
   const out = outFile('joinv2-cgroup');
-  const s = spawnWatched({ file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], stdio: [-1, out.fd, out.fd], joinProcs: [path.join(g, 'cgroup.procs')] });
+  const s = spawnWatched(t, { file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], stdio: [-1, out.fd, out.fd], joinProcs: [path.join(g, 'cgroup.procs')] });
   fs.closeSync(out.fd);
   t.is(s.placement, 'join');
   t.is((await s.exit).exitCode, 0);
@@ -297,12 +276,13 @@ test('spawn into a v2 group by joining its cgroup.procs (the path taken where cl
 });
 
 test('spawn with v2 cgroupDir and v1 joinProcs together (hybrid)', async (t) => {
+  const { PARENT, mkgroup } = cgroups(t);
   const why = noV1('freezer');
   if (why) { t.log(`skipped: ${why}`); t.pass(); return; }
   const g = mkgroup(V2, 'both.scope');
   const fz = mkgroup(FREEZER!, 'both');
   const out = outFile('both-cgroup');
-  const s = spawnWatched({
+  const s = spawnWatched(t, {
     file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], stdio: [-1, out.fd, out.fd],
     cgroupDir: g, joinProcs: [path.join(fz, 'cgroup.procs')],
   });
@@ -316,7 +296,7 @@ test('spawn with v2 cgroupDir and v1 joinProcs together (hybrid)', async (t) => 
 
 test('spawn: exact argv, envp and cwd', async (t) => {
   const out = outFile('argv-env');
-  const s = spawnWatched({
+  const s = spawnWatched(t, {
     file: '/bin/sh',
     argv: ['my-sh', '-c', 'printf "%s|%s|%s|%s\\n" "$0" "$1" "$(pwd)" "$FOO"; /usr/bin/env', 'zero', 'one two'],
     envp: ['FOO=bar baz', 'ONLY=this'],
@@ -334,7 +314,7 @@ test('spawn: exact argv, envp and cwd', async (t) => {
 });
 
 test('spawn: uid, gid, supplementary groups, setsid, oom_score_adj, clean signal state, only fds 0..2', async (t) => {
-  const s = spawnWatched({
+  const s = spawnWatched(t, {
     file: '/bin/sleep', argv: ['sleep', '100'],
     uid: 65534, gid: 65533, groups: [1234, 5678], setsid: true, oomScoreAdj: 500,
   });
@@ -357,7 +337,7 @@ test('spawn: uid, gid, supplementary groups, setsid, oom_score_adj, clean signal
 });
 
 test('spawn: uid without groups clears supplementary groups; no setsid keeps our session', async (t) => {
-  const s = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'], uid: 65534, gid: 65534 });
+  const s = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], uid: 65534, gid: 65534 });
   await until('exec of sleep', () => fs.readFileSync(`/proc/${s.pid}/comm`, 'utf8').trim() === 'sleep');
   t.is(statusField(s.pid, 'Groups'), '');
   const stat = fs.readFileSync(`/proc/${s.pid}/stat`, 'utf8');
@@ -369,7 +349,7 @@ test('spawn: uid without groups clears supplementary groups; no setsid keeps our
 
 test('spawn: stdio fds that overlap 0..2 are permuted correctly', async (t) => {
   // Our own 0, 1, 2 rotated: the child's 0 is our 2, its 1 our 0, its 2 our 1.
-  const s = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'], stdio: [2, 0, 1] });
+  const s = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], stdio: [2, 0, 1] });
   await until('exec of sleep', () => fs.readFileSync(`/proc/${s.pid}/comm`, 'utf8').trim() === 'sleep');
   const ours = [0, 1, 2].map((i) => fs.readlinkSync(`/proc/self/fd/${i}`));
   t.is(fs.readlinkSync(`/proc/${s.pid}/fd/0`), ours[2]);
@@ -383,7 +363,7 @@ test('spawn: stdio fds that overlap 0..2 are permuted correctly', async (t) => {
   fs.writeFileSync(input, 'from stdin\n');
   const inFd = fs.openSync(input, 'r');
   const out = outFile('stdio-mixed');
-  const s2 = spawnWatched({ file: '/bin/sh', argv: ['sh', '-c', 'cat; echo err >&2'], stdio: [inFd, out.fd, out.fd] });
+  const s2 = spawnWatched(t, { file: '/bin/sh', argv: ['sh', '-c', 'cat; echo err >&2'], stdio: [inFd, out.fd, out.fd] });
   fs.closeSync(inFd);
   fs.closeSync(out.fd);
   t.is((await s2.exit).exitCode, 0);
@@ -398,6 +378,7 @@ async function assertNoChildLeft(t: import('ava').ExecutionContext, before: Set<
 }
 
 test('spawn: exec failures throw Node-style errors and leave no process or zombie', async (t) => {
+  const { PARENT, mkgroup } = cgroups(t);
   const before = new Set(childrenOfUs().map((c) => c.pid));
   // A missing group to join: a v1 freezer group on a hybrid host, a v2 group's cgroup.procs on a v2-only one.
   const missingJoin = FREEZER ? path.join(FREEZER, PARENT, 'missing', 'cgroup.procs') : path.join(V2, PARENT, 'missing-join', 'cgroup.procs');
@@ -431,7 +412,7 @@ test('spawn: bad options are TypeErrors', (t) => {
 // ---------- watchExit ----------
 
 test('watchExit: exit code, signal and rusage of a reaped child', async (t) => {
-  const a = spawnWatched({ file: '/bin/sh', argv: ['sh', '-c', 'i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; exit 7'] });
+  const a = spawnWatched(t, { file: '/bin/sh', argv: ['sh', '-c', 'i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; exit 7'] });
   const info = await a.exit;
   t.is(info.exitCode, 7);
   t.is(info.signal, null);
@@ -441,7 +422,7 @@ test('watchExit: exit code, signal and rusage of a reaped child', async (t) => {
   t.true(info.rusage!.maxRssKb > 0);
   t.false(fs.existsSync(`/proc/${a.pid}`), 'reaped: no zombie left');
 
-  const b = spawnWatched({ file: '/bin/sleep', argv: ['sleep', '100'] });
+  const b = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'] });
   n.pidfdSendSignal(b.pidfd, 15);
   const ib = await b.exit;
   t.deepEqual([ib.exitCode, ib.signal, ib.reaped], [null, 15, true]);
@@ -468,7 +449,7 @@ test('watchExit: close() stops the callback; reap=false reports without reaping'
 });
 
 test('watchExit alongside child_process: both see their exits', async (t) => {
-  const natives = [0, 1, 2].map((i) => spawnWatched({ file: '/bin/sh', argv: ['sh', '-c', `sleep 0.0${i + 1}; exit ${i + 10}`] }));
+  const natives = [0, 1, 2].map((i) => spawnWatched(t, { file: '/bin/sh', argv: ['sh', '-c', `sleep 0.0${i + 1}; exit ${i + 10}`] }));
   const cps = [0, 1, 2].map(
     (i) =>
       new Promise<number | null>((resolve, reject) => {

@@ -6,11 +6,11 @@ import { spawn } from 'node:child_process';
 import { TaskStore } from '../src/store/task-store.js';
 import { processStartTime, selfOwner } from '../src/store/owner.js';
 import type { TaskHandle } from '../src/drivers/contract.js';
+import { sandbox } from './helpers/sandbox.js';
 
-function tempStore(t: { teardown: (f: () => void) => void }): TaskStore {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-store-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return new TaskStore(dir);
+/** A store in a sandbox state dir of the test's own (removed at teardown, also on failure). */
+function tempStore(t: { teardown: (f: () => unknown) => void }): TaskStore {
+  return new TaskStore(sandbox(t, 'store').stateDir);
 }
 
 function handle(taskId: string, driver = 'raw_exec'): TaskHandle {

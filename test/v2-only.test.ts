@@ -11,7 +11,8 @@
  *     cpuset) from its first instruction.
  * Everywhere else (the hybrid host: cgroup2 only at /sys/fs/cgroup/unified, no controllers) each test
  * logs why it is skipped and passes; the host suite covers the v2 manager there.
- * Everything lives under a parent of its own, `corral-test-v2only-<random>.slice`, removed at the end.
+ * Each test runs under a sandbox parent of its own (`corral-test-<run>-v2only-....slice`), removed at its
+ * teardown (processes killed) even when it fails.
  */
 import test, { type ExecutionContext } from 'ava';
 import * as fs from 'node:fs';
@@ -23,11 +24,11 @@ import { coresMinus, formatCpuList } from '../src/cgroups/cpulist.js';
 import { sharesToWeight } from '../src/cgroups/resources.js';
 import type { CgroupLayout, CgroupManager, TaskCgroup } from '../src/cgroups/types.js';
 import { native, type ExitInfo } from '../src/native.js';
-import { cleanupParent, cpusAllowed, isRoot, newAllocId, procCgroups, startInGroup, uniqueParent, waitFor, type Started } from './helpers/cgroups.js';
+import { cpusAllowed, isRoot, newAllocId, procCgroups, startInGroup, waitFor, type Started } from './helpers/cgroups.js';
+import { bound, sandbox } from './helpers/sandbox.js';
 
-/** The guest is emulated (10-50x slower than the host): waits are stretched there. */
-const SLOW = Math.max(1, Number(process.env.CORRAL_TEST_SLOWDOWN ?? 1) || 1);
-const ms = (n: number): number => n * SLOW;
+/** The guest is emulated (10-50x slower than the host): bounds are stretched there (CORRAL_TEST_SLOWDOWN). waitFor stretches its own. */
+const ms = bound;
 
 function whyNotV2(): { layout?: CgroupLayout; reason?: string } {
   if (!isRoot) return { reason: 'not root' };
@@ -46,37 +47,28 @@ function whyNotV2(): { layout?: CgroupLayout; reason?: string } {
 }
 
 const { layout, reason: skipReason } = whyNotV2();
-const parent = uniqueParent('v2only', 'v2');
-const mgr: CgroupManager | undefined = layout ? createCgroupManager({ parentName: parent }) : undefined;
-const groups: TaskCgroup[] = [];
-const procs: Started[] = [];
 
-test.after.always(async () => {
-  for (const g of groups) await g.destroy().catch(() => undefined);
-  try { mgr?.removeParentIfEmpty(); } catch { /* cleanupParent below */ }
-  const left = await cleanupParent(parent);
-  if (left.length > 0) console.error(`v2-only: could not remove ${left.join(', ')}`);
-});
-
-function v2test(title: string, fn: (t: ExecutionContext, m: CgroupManager) => Promise<void> | void, needs: string[] = []): void {
+function v2test(title: string, fn: (t: ExecutionContext, m: CgroupManager, parent: string) => Promise<void> | void, needs: string[] = []): void {
   test.serial(title, async (t) => {
-    if (!mgr) { t.log(`skipped: ${skipReason}`); t.pass(); return; }
-    const missing = needs.filter((c) => !mgr.controllers().includes(c));
+    const sb = sandbox(t, 'v2only');
+    if (!layout) { t.log(`skipped: ${skipReason}`); t.pass(); return; }
+    const m = createCgroupManager({ parentName: sb.slice });
+    sb.defer(async () => {
+      for (const g of [...m.groups.values()]) await g.destroy().catch(() => undefined);
+      try { m.removeParentIfEmpty(); } catch { /* the sandbox removes it */ }
+    });
+    const missing = needs.filter((c) => !m.controllers().includes(c));
     if (missing.length > 0) { t.log(`skipped: no ${missing.join(', ')} controller for task groups here`); t.pass(); return; }
     t.timeout(ms(60_000), 'v2-only test (stretched by CORRAL_TEST_SLOWDOWN in the emulated guest)');
-    await fn(t, mgr);
+    await fn(t, m, sb.slice);
   });
 }
 
 function create(m: CgroupManager, task: string, resources: Parameters<CgroupManager['create']>[2] = {}): TaskCgroup {
-  const g = m.create(newAllocId(), task, resources);
-  groups.push(g);
-  return g;
+  return m.create(newAllocId(), task, resources);
 }
 function start(g: TaskCgroup, file: string, args: string[]): Started {
-  const s = startInGroup(g, file, args);
-  procs.push(s);
-  return s;
+  return startInGroup(g, file, args);
 }
 /**
  * Awaits a process's exit. startInGroup's exit watch is unref'd, so a test that awaits only the exit
@@ -94,11 +86,10 @@ const read = (g: TaskCgroup, file: string): string => fs.readFileSync(path.join(
 const procsOf = (g: TaskCgroup): number[] => read(g, 'cgroup.procs').split('\n').filter(Boolean).map(Number);
 async function destroy(g: TaskCgroup, ...started: Started[]): Promise<ExitInfo[]> {
   await g.destroy({ timeoutMs: ms(10_000) });
-  groups.splice(groups.indexOf(g), 1);
   return Promise.all(started.map(exitOf));
 }
 
-v2test('detection on a v2-only host: mode v2 at /sys/fs/cgroup, the default manager is v2, task groups are <parent>/<allocId>-<task>.scope', (t, m) => {
+v2test('detection on a v2-only host: mode v2 at /sys/fs/cgroup, the default manager is v2, task groups are <parent>/<allocId>-<task>.scope', (t, m, parent) => {
   const f = m.fingerprint();
   t.log(JSON.stringify(f));
   t.is(m.version, 'v2');
@@ -109,12 +100,11 @@ v2test('detection on a v2-only host: mode v2 at /sys/fs/cgroup, the default mana
   t.false(fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => / - cgroup /.test(l)), 'no cgroup v1 hierarchy mounted');
   const alloc = newAllocId();
   const g = m.create(alloc, 'layout');
-  groups.push(g);
   t.is(g.placement.cgroupDir, path.join('/sys/fs/cgroup', parent, `${alloc}-layout.scope`));
   t.regex(read(g, 'cgroup.controllers'), /cpuset/);
 });
 
-v2test('clone3 placement: the child is in its group from its first instruction', async (t, m) => {
+v2test('clone3 placement: the child is in its group from its first instruction', async (t, m, parent) => {
   const g = create(m, 'clone3');
   const out = path.join(os.tmpdir(), `corral-v2only-${process.pid}-${Date.now()}.out`);
   const fd = fs.openSync(out, 'w');
@@ -147,10 +137,10 @@ v2test('the shared cpuset pool is rewritten for every running shared task when a
   // Three shared tasks, each a small process tree (a shell with two children): every process counts.
   const shared = ['a', 'b', 'c'].map((n) => create(m, `shared-${n}`));
   const sharedProcs = shared.map((g) => start(g, 'sh', ['-c', 'sleep 120 & sleep 120 & wait']));
-  for (const g of shared) await waitFor(() => procsOf(g).length === 3, { what: `3 processes in ${g.name}`, timeoutMs: ms(5000) });
+  for (const g of shared) await waitFor(() => procsOf(g).length === 3, { what: `3 processes in ${g.name}`, timeoutMs: 5000 });
   const allowed = () => shared.flatMap((g) => procsOf(g).map((pid) => `${g.taskName}:${pid}=${cpusAllowed(pid)}`));
   const expectAll = async (want: string, when: string) => {
-    await waitFor(() => allowed().every((a) => a.endsWith(`=${want}`)), { what: `every shared process on ${want} ${when}`, timeoutMs: ms(2000) })
+    await waitFor(() => allowed().every((a) => a.endsWith(`=${want}`)), { what: `every shared process on ${want} ${when}`, timeoutMs: 2000 })
       .catch(() => undefined);
     const got = allowed();
     t.log(`${when}: ${got.join(' ')}`);
@@ -219,7 +209,7 @@ v2test('cpu.weight is written from shares and the scheduler honours it', async (
   const usage = (g: TaskCgroup) => Number(/^usage_usec (\d+)$/m.exec(read(g, 'cpu.stat'))![1]);
   const h0 = usage(heavy);
   const l0 = usage(light);
-  await waitFor(() => usage(heavy) - h0 + usage(light) - l0 > 1_500_000, { what: '1.5 s of CPU between the spinners', timeoutMs: ms(10_000), intervalMs: 50 });
+  await waitFor(() => usage(heavy) - h0 + usage(light) - l0 > 1_500_000, { what: '1.5 s of CPU between the spinners', timeoutMs: 10_000, intervalMs: 50 });
   const dh = usage(heavy) - h0;
   const dl = usage(light) - l0;
   t.log(`same core ${core}: weight 10000 used ${dh} us, weight 1 used ${dl} us`);
@@ -232,7 +222,7 @@ v2test('kill is one write to cgroup.kill, even for a forking tree', async (t, m)
   const g = create(m, 'tree');
   t.true(fs.existsSync(path.join(g.placement.cgroupDir!, 'cgroup.kill')), 'the kernel has cgroup.kill');
   const s = start(g, 'sh', ['-c', 'for i in 1 2 3 4; do sleep 120 & done; (while :; do sleep 120 & wait; done) & wait']);
-  await waitFor(() => procsOf(g).length >= 6, { what: 'a tree of 6+ processes', timeoutMs: ms(5000) });
+  await waitFor(() => procsOf(g).length >= 6, { what: 'a tree of 6+ processes', timeoutMs: 5000 });
   const pids = procsOf(g);
   const k = await g.kill({ timeoutMs: ms(5000) });
   t.log(`${pids.length} processes, ${JSON.stringify(k)}`);

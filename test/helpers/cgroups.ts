@@ -175,13 +175,18 @@ export async function cleanupParent(parentName: string, timeoutMs = bound(10_000
   if (v2) roots.add(v2.root);
   const deadline = Date.now() + timeoutMs;
   const left: string[] = [];
-  for (const r of roots) {
-    const top = path.join(r, parentName);
-    if (!fs.existsSync(top)) continue;
+  const tops = [...roots].map((r) => path.join(r, parentName)).filter((top) => fs.existsSync(top));
+  // Thaw everything first, in every hierarchy: a process frozen in a v1 freezer group cannot die,
+  // and would keep its groups in the other hierarchies busy.
+  for (const top of tops) {
     for (const d of treeDirs(top)) {
       for (const [f, v] of [['freezer.state', 'THAWED'], ['cgroup.freeze', '0']] as const) {
         try { if (fs.existsSync(path.join(d, f))) fs.writeFileSync(path.join(d, f), v); } catch { /* ignore */ }
       }
+    }
+  }
+  for (const top of tops) {
+    for (const d of treeDirs(top)) {
       for (;;) {
         const pids = readPids(path.join(d, 'cgroup.procs'));
         if (pids.length === 0) break;
