@@ -5,6 +5,7 @@
  * module does not load dockerode (the docker driver loads it when its first client is made).
  */
 export * from './errors.js';
+export { run, type RunOptions, type RunResult } from './run.js';
 export type {
   Capabilities, ExecTaskResult, ExitResult, Fingerprint, HealthState, TaskConfig, TaskDriver, TaskEvent, TaskHandle,
   TaskResourceUsage, TaskState, TaskStatus,

@@ -63,6 +63,8 @@ export interface RawExecTaskConfig {
   stdoutFd?: number;
   /** An fd of the agent given to the task as its stderr (instead of stderrPath). */
   stderrFd?: number;
+  /** An fd of the agent given to the task as its stdin (default /dev/null; run() passes a pipe for `input`). */
+  stdinFd?: number;
 }
 
 export interface ResolvedPluginConfig {
@@ -118,6 +120,7 @@ export interface ValidatedTask {
   stderrPath?: string;
   stdoutFd?: number;
   stderrFd?: number;
+  stdinFd?: number;
   oomScoreAdj?: number;
 }
 
@@ -220,7 +223,7 @@ export function validateTask(cfg: TaskConfig, ctx: ValidationContext): Validated
   const name = validateTaskName(cfg.name, 'name');
   const d = cfg.driver as unknown as RawExecTaskConfig;
   if (typeof d !== 'object' || d === null || Array.isArray(d)) throw new InvalidConfigError('driver', d, 'must be an object with at least `command`');
-  const known = new Set(['command', 'args', 'workDir', 'oomScoreAdj', 'deniedEnvvars', 'inheritEnv', 'stdoutFd', 'stderrFd']);
+  const known = new Set(['command', 'args', 'workDir', 'oomScoreAdj', 'deniedEnvvars', 'inheritEnv', 'stdoutFd', 'stderrFd', 'stdinFd']);
   for (const k of Object.keys(d)) if (!known.has(k)) throw new InvalidConfigError(`driver.${k}`, (d as unknown as Record<string, unknown>)[k], `unknown raw_exec option (known: ${[...known].join(', ')})`);
   if (d.command === undefined) throw new InvalidConfigError('driver.command', d.command, 'is required');
   const command = plainString(d.command, 'driver.command', 'a non-empty string');
@@ -282,6 +285,7 @@ export function validateTask(cfg: TaskConfig, ctx: ValidationContext): Validated
   }
   const stdoutFd = agentFd(d.stdoutFd, 'driver.stdoutFd');
   const stderrFd = agentFd(d.stderrFd, 'driver.stderrFd');
+  const stdinFd = agentFd(d.stdinFd, 'driver.stdinFd');
   const stdoutPath = outputPath(cfg.stdoutPath, 'stdoutPath');
   const stderrPath = outputPath(cfg.stderrPath, 'stderrPath');
   return {
@@ -289,6 +293,7 @@ export function validateTask(cfg: TaskConfig, ctx: ValidationContext): Validated
     ...(user ? { user } : {}), uid, gid, resources,
     ...(stdoutPath !== undefined ? { stdoutPath } : {}), ...(stderrPath !== undefined ? { stderrPath } : {}),
     ...(stdoutFd !== undefined ? { stdoutFd } : {}), ...(stderrFd !== undefined ? { stderrFd } : {}),
+    ...(stdinFd !== undefined ? { stdinFd } : {}),
     ...(oomScoreAdj !== undefined ? { oomScoreAdj } : {}),
   };
 }

@@ -123,7 +123,7 @@ export class RawExecDriver extends DriverCore<RawExecTask> {
         cwd: v.cwd,
         ...(v.user ? { uid: v.uid, gid: v.gid, groups: v.user.groups } : {}),
         setsid: true,
-        stdio: [-1, out, errFd],
+        stdio: [v.stdinFd ?? -1, out, errFd],
         ...(placement.cgroupDir ? { cgroupDir: placement.cgroupDir } : {}),
         ...(placement.joinProcs ? { joinProcs: [...placement.joinProcs] } : {}),
         ...(v.oomScoreAdj !== undefined ? { oomScoreAdj: v.oomScoreAdj } : {}),

@@ -1,0 +1,132 @@
+/**
+ * run(): output, input, exit code, limits applied, timeout and abort kill the whole group, clear
+ * rejections when the task cannot start, and nothing left behind (no cgroup, no process, no state dir).
+ * Serial: each test points TMPDIR (where run() makes its private state dir) at a directory of its own
+ * and checks it is empty afterwards.
+ */
+import test, { type ExecutionContext } from 'ava';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { AbortError, InvalidConfigError } from '../src/errors.js';
+import { run, type RunOptions } from '../src/run.js';
+import { groupDirsUnder, pidAlive, waitFor } from './helpers/cgroups.js';
+import { type Sandbox, sandbox } from './helpers/sandbox.js';
+
+interface Ctx { sb: Sandbox; tmp: string; opts: RunOptions }
+
+/** The test's sandbox (own cgroup parent) and its own TMPDIR; teardown registered before anything else. */
+function setup(t: ExecutionContext, tag: string): Ctx {
+  const sb = sandbox(t, tag);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `${sb.name}-tmp-`));
+  const saved = process.env.TMPDIR;
+  process.env.TMPDIR = tmp;
+  sb.defer(() => {
+    if (saved === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = saved;
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+  return { sb, tmp, opts: { cgroupParent: sb.parent } };
+}
+
+/** No task group under the sandbox's parent (v1 name or v2 slice) and no state dir left by run(). */
+function assertNothingLeft(t: ExecutionContext, c: Ctx): void {
+  t.deepEqual([...groupDirsUnder(c.sb.parent), ...groupDirsUnder(c.sb.slice)], [], 'no task cgroup left');
+  t.deepEqual(fs.readdirSync(c.tmp), [], 'run() removed its private state dir');
+}
+
+test.serial('output, input and exit code; nothing left behind', async (t) => {
+  const c = setup(t, 'run-io');
+  const r = await run('sh', ['-c', 'echo out; echo err >&2; cat; exit 7'], { ...c.opts, input: 'from stdin\n', env: { A: 'b' } });
+  t.like(r, { exitCode: 7, signal: null, timedOut: false, aborted: false, oomKilled: false, stdout: 'out\nfrom stdin\n', stderr: 'err\n' });
+  t.false(r.stdoutTruncated);
+  t.true(r.durationMs > 0);
+  assertNothingLeft(t, c);
+  const env = await run('sh', ['-c', 'echo "$A|$HOME"'], { ...c.opts, env: { A: 'b' }, extendEnv: false, cwd: '/' });
+  t.is(env.stdout, 'b|\n', 'extendEnv: false gives exactly env');
+  const inherited = await run('sh', ['-c', 'echo "$A|$PWD"'], { ...c.opts, env: { A: 'b' }, cwd: '/tmp' });
+  t.is(inherited.stdout, 'b|/tmp\n');
+  const noInput = await run('cat', [], c.opts);
+  t.like(noInput, { exitCode: 0, stdout: '' }, 'stdin is /dev/null without input');
+  assertNothingLeft(t, c);
+});
+
+test.serial('maxBuffer keeps that much and drains the rest; the task is not blocked', async (t) => {
+  const c = setup(t, 'run-maxbuf');
+  const r = await run('sh', ['-c', 'head -c 3000000 /dev/zero | tr "\\0" a; echo done >&2'], { ...c.opts, maxBuffer: 100 });
+  t.like(r, { exitCode: 0, stdout: 'a'.repeat(100), stdoutTruncated: true, stderr: 'done\n', stderrTruncated: false });
+  assertNothingLeft(t, c);
+});
+
+test.serial('limits are applied to the task cgroup, peaks reported; over the memory limit is oomKilled', async (t) => {
+  const c = setup(t, 'run-limits');
+  // The task reads its own limits from its cgroup (v1 controller dirs or the v2 group).
+  const script = [
+    'for h in memory pids; do p=$(grep -E "^[0-9]+:([^:]*,)?$h(,[^:]*)?:" /proc/self/cgroup | cut -d: -f3);',
+    '  [ -n "$p" ] && [ -f /sys/fs/cgroup/$h$p/$h.limit_in_bytes ] && cat /sys/fs/cgroup/$h$p/$h.limit_in_bytes;',
+    '  [ -n "$p" ] && [ -f /sys/fs/cgroup/$h$p/$h.max ] && cat /sys/fs/cgroup/$h$p/$h.max; done;',
+    'p=$(grep "^0::" /proc/self/cgroup | cut -d: -f3); for f in memory.max pids.max; do [ -f /sys/fs/cgroup$p/$f ] && cat /sys/fs/cgroup$p/$f; done; true',
+  ].join('\n');
+  const r = await run('sh', ['-c', script], { ...c.opts, resources: { memoryBytes: 64 << 20, pidsMax: 50 } });
+  t.is(r.exitCode, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  t.true(lines.includes(String(64 << 20)), `memory limit seen by the task: ${r.stdout}`);
+  t.true(lines.includes('50'), `pids limit seen by the task: ${r.stdout}`);
+  t.true(r.peak.memoryBytes > 0, 'peak memory measured');
+  const oom = await run('dd', ['if=/dev/zero', 'of=/dev/null', 'bs=256M', 'count=1'], { ...c.opts, resources: { memoryBytes: 32 << 20 } });
+  t.like(oom, { oomKilled: true, signal: 'SIGKILL' }, JSON.stringify(oom));
+  assertNothingLeft(t, c);
+});
+
+/** A task that starts a background sleeper, writes its pid to a file (output is only seen at the end) and waits. */
+function sleeperScript(pidFile: string): string[] {
+  return ['-c', `sleep 1000 & echo $! > ${pidFile}; wait`];
+}
+
+test.serial('timeoutMs stops the task and kills its whole group', async (t) => {
+  const c = setup(t, 'run-timeout');
+  const pidFile = path.join(c.sb.stateDir, 'bg.pid');
+  const r = await run('sh', sleeperScript(pidFile), { ...c.opts, timeoutMs: 300, forceKillAfterMs: 200 });
+  t.like(r, { timedOut: true, aborted: false, signal: 'SIGTERM' });
+  const bg = Number(fs.readFileSync(pidFile, 'utf8'));
+  t.true(bg > 0);
+  t.false(pidAlive(bg), 'the background process of the task was killed too');
+  assertNothingLeft(t, c);
+});
+
+test.serial('an AbortSignal stops the task and kills its whole group; aborted before the start rejects', async (t) => {
+  const c = setup(t, 'run-abort');
+  const pidFile = path.join(c.sb.stateDir, 'bg.pid');
+  const ac = new AbortController();
+  const p = run('sh', sleeperScript(pidFile), { ...c.opts, signal: ac.signal, killSignal: 'SIGKILL', forceKillAfterMs: 0 });
+  await waitFor(() => fs.existsSync(pidFile) && fs.readFileSync(pidFile, 'utf8').endsWith('\n'), { timeoutMs: 10_000, what: 'the task to start its sleeper' });
+  ac.abort();
+  const r = await p;
+  t.like(r, { aborted: true, timedOut: false, signal: 'SIGKILL', exitCode: 137 });
+  t.false(pidAlive(Number(fs.readFileSync(pidFile, 'utf8'))), 'the background process was killed too');
+  await t.throwsAsync(run('true', [], { ...c.opts, signal: AbortSignal.abort() }), { instanceOf: AbortError });
+  assertNothingLeft(t, c);
+});
+
+test.serial('rejects with a clear error when the task cannot start, and leaves nothing', async (t) => {
+  const c = setup(t, 'run-reject');
+  const bad: [string, () => Promise<unknown>][] = [
+    ['driver.command', () => run('corral-no-such-command', [], c.opts)],
+    ['user', () => run('true', [], { ...c.opts, user: 'corral-no-such-user' })],
+    ['timeoutMs', () => run('true', [], { ...c.opts, timeoutMs: -1 })],
+    ['maxBuffer', () => run('true', [], { ...c.opts, maxBuffer: 1.5 })],
+    ['killSignal', () => run('true', [], { ...c.opts, killSignal: 'SIGNOPE' })],
+    ['resources.memoryBytes', () => run('true', [], { ...c.opts, resources: { memoryBytes: -5 } })],
+    ['cwd', () => run('true', [], { ...c.opts, cwd: 'relative' })],
+    ['args', () => run('true', [1 as unknown as string], c.opts)],
+  ];
+  for (const [field, f] of bad) {
+    const err = await t.throwsAsync(f(), { instanceOf: InvalidConfigError }, field);
+    t.is((err as InvalidConfigError | undefined)?.field, field);
+  }
+  assertNothingLeft(t, c);
+  const before = process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap').length;
+  await run('true', [], c.opts);
+  await waitFor(() => process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap').length <= before, { timeoutMs: 2000, what: 'no handle left by run()' });
+  t.pass();
+});
