@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine of this kind, as root: installs what it needs (apt packages,
 # npm packages, dockerd), builds, then runs the lanes:
-#   host   ava on the real kernel (every test file), then scripts/check-leftovers.sh
+#   host   ava on the real kernel (every test file but *.exclusive.test.ts), then the
+#          *.exclusive.test.ts files alone, one at a time (tests that disturb what every other test
+#          shares, e.g. pausing dockerd), then scripts/check-leftovers.sh
 #   asan   `npm run test:asan` (the native addon under AddressSanitizer), when package.json has it
 #   v2     scripts/test-v2.sh (the cgroups-v2-only VM), when the lanes before it passed
 # around a proof that the suite leaves a live corral agent alone: scripts/foreign-task.sh starts a
@@ -67,6 +69,8 @@ if [ -z "${CORRAL_SKIP_FOREIGN-}" ]; then
 fi
 
 lane host npx --no-install ava
+mapfile -t exclusive < <(find test -name '*.exclusive.test.ts' -not -path '*/node_modules/*' | sort)
+if ((${#exclusive[@]})); then lane host-exclusive npx --no-install ava --concurrency=1 "${exclusive[@]}"; fi
 check "host leftovers" bash scripts/check-leftovers.sh
 if [ -n "$(npm pkg get scripts.test:asan 2>/dev/null | tr -d '{}"' )" ]; then lane asan npm run --silent test:asan; fi
 
