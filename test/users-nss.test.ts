@@ -2,7 +2,8 @@
  * Users through NSS (native/users.cc): getpwnam_r/getpwuid_r/getgrnam_r/getgrgid_r/getgrouplist on
  * the threadpool. The second test proves the NSS path with a user from a non-files source: a tiny
  * NSS module (test/fixtures/nss) listed in a private /etc/nsswitch.conf bind-mounted inside a mount
- * namespace of a child process, so the host's own NSS configuration is never touched.
+ * namespace of a child process, so the host's own NSS configuration is never touched. The child
+ * also runs a task as that user through run() (the raw_exec driver's user lookup).
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
@@ -11,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { native, type NssUser } from '../src/native.js';
 import { bound } from './helpers/names.js';
+import { sandbox } from './helpers/sandbox.js';
 
 const ROOT = path.join(__dirname, '..');
 
@@ -42,7 +44,8 @@ test('lookupUser/lookupGroup: known users and groups, unknown is null, bad keys 
   }
 });
 
-test('a user known only to an NSS module (no /etc/passwd line) is found, with its groups', async (t) => {
+test('a user known only to an NSS module (no /etc/passwd line) is found, with its groups, and runs a task', async (t) => {
+  const sb = sandbox(t, 'nss');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-nss-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const cc = await sh('cc', ['-shared', '-fPIC', '-O2', '-o', path.join(dir, 'libnss_corraltest.so.2'), path.join(ROOT, 'test/fixtures/nss/nss_corraltest.c')]);
@@ -54,7 +57,7 @@ test('a user known only to an NSS module (no /etc/passwd line) is found, with it
   t.false(fs.readFileSync('/etc/passwd', 'utf8').includes('corral-nss-user'), 'the user must not be in /etc/passwd');
   const script = `mount --bind ${dir}/nsswitch.conf /etc/nsswitch.conf && exec "$0" --import tsx test/helpers/nss-child.ts`;
   const r = await sh('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, process.execPath], {
-    env: { ...process.env, LD_LIBRARY_PATH: dir },
+    env: { ...process.env, LD_LIBRARY_PATH: dir, CORRAL_NSS_TEST_PARENT: sb.parent },
   });
   t.is(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
@@ -62,4 +65,7 @@ test('a user known only to an NSS module (no /etc/passwd line) is found, with it
   t.deepEqual(out.viaWorker, user);
   t.deepEqual(out.byUid, user);
   t.deepEqual(out.group, { name: 'corral-nss-extra', gid: 47111 });
+  t.deepEqual(out.driverUser, { ...user, groups: [47111] }, 'the raw_exec driver resolves it through NSS');
+  t.like(out.driverUserGroup, { uid: 47110, gid: 47111, groups: [47110] });
+  t.deepEqual(out.task, { exitCode: 0, stdout: '47110\n47110\n47110 47111\n', stderr: '' }, 'run() as the NSS user');
 });

@@ -215,8 +215,8 @@ export interface ValidationContext {
   controllers?: string[];
 }
 
-/** Checks every field of a raw_exec task config; touches nothing. */
-export function validateTask(cfg: TaskConfig, ctx: ValidationContext): ValidatedTask {
+/** Checks every field of a raw_exec task config; touches nothing (the user is looked up through NSS, off the main thread). */
+export async function validateTask(cfg: TaskConfig, ctx: ValidationContext): Promise<ValidatedTask> {
   if (typeof cfg !== 'object' || cfg === null) throw new InvalidConfigError('config', cfg, 'must be an object');
   const id = validateTaskId(cfg.id);
   const allocId = validateAllocId(cfg.allocId, 'allocId');
@@ -247,7 +247,7 @@ export function validateTask(cfg: TaskConfig, ctx: ValidationContext): Validated
 
   // Who the task runs as: its user, or else the agent itself.
   let user: UserInfo | undefined;
-  if (cfg.user !== undefined && cfg.user !== '') user = lookupUser(plainString(cfg.user, 'user'), 'user');
+  if (cfg.user !== undefined && cfg.user !== '') user = await lookupUser(plainString(cfg.user, 'user'), 'user');
   const uid = user ? user.uid : process.getuid!();
   const gid = user ? user.gid : process.getgid!();
   const groups = user ? user.groups : [];

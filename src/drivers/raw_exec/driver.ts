@@ -104,7 +104,7 @@ export class RawExecDriver extends DriverCore<RawExecTask> {
   protected async start(cfg: TaskConfig): Promise<TaskHandle> {
     if (!this.config.enabled) throw new DriverUnavailableError(RAW_EXEC, 'it is disabled in the plugin config (enabled: false)');
     const mgr = this.cgroupManager();
-    const v = validateTask(cfg, { plugin: this.config, ...(mgr ? { usableCores: mgr.usableCores(), controllers: mgr.controllers() } : {}) });
+    const v = await validateTask(cfg, { plugin: this.config, ...(mgr ? { usableCores: mgr.usableCores(), controllers: mgr.controllers() } : {}) });
     if (this.tasks.has(v.id)) throw new TaskExistsError(v.id);
     const fds = new FdSet();
     let cg: TaskCgroup | undefined;

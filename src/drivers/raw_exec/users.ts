@@ -1,9 +1,11 @@
 /**
- * Users and groups from /etc/passwd and /etc/group, parsed here (no getpwnam in Node), and
+ * Users and groups through the system's NSS (native/users.cc: getpwnam_r, getgrouplist, ... on the
+ * threadpool), so any user the host knows can be named (/etc/passwd, LDAP, SSSD, systemd), and
  * Nomad-style id ranges ("0,10-15") for the denied host uids/gids.
  */
-import * as fs from 'node:fs';
+import type * as fs from 'node:fs';
 import { InvalidConfigError } from '../../errors.js';
+import { type NssGroup, type NssUser, native } from '../../native.js';
 
 export interface UserInfo {
   name: string;
@@ -11,83 +13,44 @@ export interface UserInfo {
   gid: number;
   home: string;
   shell: string;
-  /** Supplementary groups (from /etc/group member lists), primary gid not repeated. */
+  /** Supplementary groups (getgrouplist, as initgroups gives them), the effective gid not repeated. */
   groups: number[];
 }
 
-export interface PasswdEntry { name: string; uid: number; gid: number; home: string; shell: string }
-export interface GroupEntry { name: string; gid: number; members: string[] }
-
-export function parsePasswd(text: string): PasswdEntry[] {
-  const out: PasswdEntry[] = [];
-  for (const line of text.split('\n')) {
-    if (line.trim() === '' || line.startsWith('#')) continue;
-    const f = line.split(':');
-    if (f.length < 7) continue;
-    const uid = Number(f[2]);
-    const gid = Number(f[3]);
-    if (!Number.isInteger(uid) || !Number.isInteger(gid) || f[2] === '' || f[3] === '') continue;
-    out.push({ name: f[0]!, uid, gid, home: f[5]!, shell: f[6]! });
-  }
-  return out;
-}
-
-export function parseGroup(text: string): GroupEntry[] {
-  const out: GroupEntry[] = [];
-  for (const line of text.split('\n')) {
-    if (line.trim() === '' || line.startsWith('#')) continue;
-    const f = line.split(':');
-    if (f.length < 4) continue;
-    const gid = Number(f[2]);
-    if (!Number.isInteger(gid) || f[2] === '') continue;
-    out.push({ name: f[0]!, gid, members: f[3]!.split(',').map((s) => s.trim()).filter((s) => s !== '') });
-  }
-  return out;
-}
-
-export interface UserDb { passwdPath?: string; groupPath?: string }
-
-function readOr(p: string): string {
-  try {
-    return fs.readFileSync(p, 'utf8');
-  } catch {
-    return '';
-  }
+function nss<T>(call: (cb: (err: Error | null, v?: T | null) => void) => void): Promise<T | null> {
+  return new Promise((resolve, reject) => call((err, v) => (err ? reject(err) : resolve(v ?? null))));
 }
 
 /**
  * Looks a user up by name ("nobody"), by number ("65534"), or as "user:group" (group by name or
  * number, replacing the primary group). Throws InvalidConfigError(field) when it does not exist.
  */
-export function lookupUser(spec: string, field = 'user', db: UserDb = {}): UserInfo {
+export async function lookupUser(spec: string, field = 'user'): Promise<UserInfo> {
   if (typeof spec !== 'string' || spec.trim() === '') throw new InvalidConfigError(field, spec, 'must be a non-empty user name or uid');
   const [userPart, groupPart, ...rest] = spec.split(':');
-  if (rest.length > 0 || userPart === undefined || userPart === '' || groupPart === '') {
+  if (rest.length > 0 || userPart === undefined || userPart === '' || groupPart === '' || spec.includes('\0')) {
     throw new InvalidConfigError(field, spec, 'must be "user", "uid", "user:group" or "uid:gid"');
   }
-  const passwd = parsePasswd(readOr(db.passwdPath ?? '/etc/passwd'));
-  const groups = parseGroup(readOr(db.groupPath ?? '/etc/group'));
-  let entry: PasswdEntry | undefined;
-  if (/^\d+$/.test(userPart)) {
-    const uid = Number(userPart);
-    entry = passwd.find((p) => p.uid === uid);
-    if (!entry) throw new InvalidConfigError(field, spec, `no user with uid ${uid} in /etc/passwd`);
-  } else {
-    entry = passwd.find((p) => p.name === userPart);
-    if (!entry) throw new InvalidConfigError(field, spec, `no user named ${JSON.stringify(userPart)} in /etc/passwd`);
-  }
+  const n = native();
+  const byId = (s: string) => (/^\d+$/.test(s) && Number(s) < 0xffffffff ? Number(s) : undefined);
+  const uid = byId(userPart);
+  if (/^\d+$/.test(userPart) && uid === undefined) throw new InvalidConfigError(field, spec, 'uid out of range');
+  const entry = await nss<NssUser>((cb) => n.lookupUser(uid ?? userPart, cb)).catch((err: Error) => {
+    throw new InvalidConfigError(field, spec, `the user lookup failed: ${err.message}`);
+  });
+  if (!entry) throw new InvalidConfigError(field, spec, uid !== undefined ? `no user with uid ${uid} is known to this system` : `no user named ${JSON.stringify(userPart)} is known to this system`);
   let gid = entry.gid;
   if (groupPart !== undefined) {
-    const g = /^\d+$/.test(groupPart) ? groups.find((x) => x.gid === Number(groupPart)) : groups.find((x) => x.name === groupPart);
-    if (!g) {
-      if (/^\d+$/.test(groupPart)) gid = Number(groupPart);
-      else throw new InvalidConfigError(field, spec, `no group named ${JSON.stringify(groupPart)} in /etc/group`);
-    } else {
-      gid = g.gid;
-    }
+    const wanted = byId(groupPart);
+    const g = await nss<NssGroup>((cb) => n.lookupGroup(wanted ?? groupPart, cb)).catch((err: Error) => {
+      throw new InvalidConfigError(field, spec, `the group lookup failed: ${err.message}`);
+    });
+    if (g) gid = g.gid;
+    else if (wanted !== undefined) gid = wanted;
+    else throw new InvalidConfigError(field, spec, `no group named ${JSON.stringify(groupPart)} is known to this system`);
   }
-  const supplementary = groups.filter((g) => g.members.includes(entry!.name) && g.gid !== gid).map((g) => g.gid);
-  return { name: entry.name, uid: entry.uid, gid, home: entry.home, shell: entry.shell, groups: [...new Set(supplementary)].sort((a, b) => a - b) };
+  const supplementary = [...new Set(entry.groups.filter((g) => g !== gid))].sort((a, b) => a - b);
+  return { name: entry.name, uid: entry.uid, gid, home: entry.home, shell: entry.shell, groups: supplementary };
 }
 
 /** An inclusive id range. */
