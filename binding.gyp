@@ -11,7 +11,8 @@
         "native/clone3.cc",
         "native/pidfd.cc",
         "native/users.cc",
-        "native/pipe.cc"
+        "native/pipe.cc",
+        "native/flock.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],

@@ -9,6 +9,7 @@ void InitSpawn(Napi::Env env, Napi::Object exports);
 void InitPidfd(Napi::Env env, Napi::Object exports);
 void InitUsers(Napi::Env env, Napi::Object exports);
 void InitPipe(Napi::Env env, Napi::Object exports);
+void InitFlock(Napi::Env env, Napi::Object exports);
 }  // namespace corral
 
 // Pins this shared object in memory: a worker thread's env may be torn down (and the addon
@@ -30,6 +31,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   corral::InitPidfd(env, exports);
   corral::InitUsers(env, exports);
   corral::InitPipe(env, exports);
+  corral::InitFlock(env, exports);
   return exports;
 }
 

@@ -141,6 +141,8 @@ export interface NativeAddon {
   lookupGroupSync(nameOrGid: string | number): NssGroup | null;
   /** pipe2(O_CLOEXEC): [readFd, writeFd], both owned by the caller. */
   pipe(): [number, number];
+  /** flock(fd, LOCK_EX or LOCK_SH | LOCK_NB): true when taken, false when held elsewhere. Closing the fd releases it. */
+  flockTry(fd: number, exclusive: boolean): boolean;
 }
 
 export interface NssUser {

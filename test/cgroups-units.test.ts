@@ -9,9 +9,10 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { randomUUID } from 'node:crypto';
 import { coresMinus, formatCpuList, parseCpuList } from '../src/cgroups/cpulist.js';
 import { groupName, parseGroupName, validateAllocId, validateTaskName } from '../src/cgroups/names.js';
-import { CpusetPartition, planV1SharedRewrite, planV2SharedRewrite } from '../src/cgroups/partition.js';
+import { checkReservation, planV1SharedRewrite, reservedCores, shareCores } from '../src/cgroups/partition.js';
 import { sharesToWeight, validateResources } from '../src/cgroups/resources.js';
 import { statsFromV1, statsFromV2 } from '../src/cgroups/stats.js';
 import { CgroupV1Manager } from '../src/cgroups/v1.js';
@@ -23,6 +24,7 @@ import { CgroupError, CgroupTimeoutError, CgroupUnsupportedError, CpusetConflict
 const A = '0b7e3a3c-8f5e-4d55-9b7b-0c1f1f7d2a11';
 const B = '1c8f4b4d-9a6f-4e66-8c8c-1d2a2a8e3b22';
 const C = '2d9a5c5e-0b7a-4f77-9d9d-2e3b3b9f4c33';
+const D = '4f1c7e7a-2d9c-4b99-9fbf-4a5d5d1b6e55';
 
 // ---------- cpu lists ----------
 
@@ -83,27 +85,22 @@ test('validateResources and the shares → weight conversion', (t) => {
 
 // ---------- partition ----------
 
-test('partition: reservations belong to one task; the shared pool is the rest', (t) => {
-  const p = new CpusetPartition([0, 1, 2, 3]);
-  t.deepEqual(p.shared(), [0, 1, 2, 3]);
-  t.deepEqual(p.reserve('a', [1, 2]), { before: [0, 1, 2, 3], after: [0, 3] });
-  t.deepEqual(p.coresOf('a'), [1, 2]);
-  t.deepEqual(p.coresOf('someone-shared'), [0, 3]);
-  const conflict = t.throws(() => p.reserve('b', [2, 3]), { instanceOf: CpusetConflictError });
+test('partition from the tree: reservations belong to one task; the share pool is the rest and never empty', (t) => {
+  const usable = [0, 1, 2, 3];
+  const res = new Map([['a', [1, 2]]]);
+  t.deepEqual(reservedCores(res), [1, 2]);
+  t.deepEqual(shareCores(usable, res), [0, 3]);
+  t.deepEqual(shareCores(usable, new Map()), usable);
+  t.notThrows(() => checkReservation(usable, res, 'b', [3]));
+  t.notThrows(() => checkReservation(usable, res, 'a', [1, 2]), 'an owner may re-check its own cores');
+  const conflict = t.throws(() => checkReservation(usable, res, 'b', [2, 3]), { instanceOf: CpusetConflictError });
   t.deepEqual(conflict!.cores, [2]);
   t.is(conflict!.heldBy, 'a');
-  const unusable = t.throws(() => p.reserve('b', [9]), { instanceOf: InvalidConfigError });
+  t.is(conflict!.code, 'ERR_CPUSET_CONFLICT');
+  const unusable = t.throws(() => checkReservation(usable, res, 'b', [9]), { instanceOf: InvalidConfigError });
   t.is(unusable!.field, 'resources.cores');
   t.regex(unusable!.message, /core 9 is not usable/);
-  t.throws(() => p.reserve('b', [0, 3], { sharedTasks: true }), { instanceOf: InvalidConfigError, message: /no core for the tasks that share/ });
-  t.deepEqual(p.shared(), [0, 3], 'a refused reservation changes nothing');
-  t.deepEqual(p.release('a'), { before: [0, 3], after: [0, 1, 2, 3], released: [1, 2] });
-  t.deepEqual(p.release('a').released, []);
-});
-
-test('plan v2: every shared task gets the new pool, nothing when it did not change', (t) => {
-  t.deepEqual(planV2SharedRewrite([0, 1], [0], ['/a/cpuset.cpus', '/b/cpuset.cpus']), [['/a/cpuset.cpus', '0'], ['/b/cpuset.cpus', '0']]);
-  t.deepEqual(planV2SharedRewrite([0, 1], [0, 1], ['/a/cpuset.cpus']), []);
+  t.throws(() => checkReservation(usable, res, 'b', [0, 3]), { instanceOf: InvalidConfigError, message: /no core for the tasks that share/ });
 });
 
 test('plan v1: shrink writes children before the parent, grow the parent first', (t) => {
@@ -242,6 +239,7 @@ function fakeAddon(cpusetRoot?: string): FakeAddon {
     lookupUserSync: () => { throw new Error('not in the fake'); },
     lookupGroupSync: () => { throw new Error('not in the fake'); },
     pipe: () => { throw new Error('not in the fake'); },
+    flockTry: () => true,
   };
   return self;
 }
@@ -266,12 +264,12 @@ function fakeV1Tree(t: { teardown: (fn: () => void) => void }): { root: string; 
 test('fake v1 tree: groups in every controller, cpu,cpuacct share one dir, limits written', (t) => {
   const { root, layout } = fakeV1Tree(t);
   const fake = fakeAddon(path.join(root, 'cpuset'));
-  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake });
+  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
   t.deepEqual(m.controllers(), ['freezer', 'cpuset', 'cpu', 'cpuacct', 'memory', 'pids']);
   t.is(m.fingerprint()['cgroups.cores'], '0-3');
   const g = m.create(A, 'web', { resources: { cpuShares: 512, memoryBytes: 1 << 24, pidsMax: 10 } });
   t.is(g.paths.cpu, g.paths.cpuacct);
-  t.is(g.paths.cpuset, path.join(root, 'cpuset/corral/shared', `${A}-web`));
+  t.is(g.paths.cpuset, path.join(root, 'cpuset/corral/share'), 'a shared task joins the share group itself');
   t.is(g.placement.joinProcs!.length, 5, 'one cgroup.procs per distinct directory');
   t.is(fake.files.get(path.join(g.paths.cpu!, 'cpu.shares')), '512');
   t.is(fake.files.get(path.join(g.paths.memory!, 'memory.limit_in_bytes')), String(1 << 24));
@@ -283,52 +281,53 @@ test('fake v1 tree: groups in every controller, cpu,cpuacct share one dir, limit
   t.deepEqual(g.pids(), [1234]);
 });
 
-test('fake v1 tree: reserve → shared children shrink before their parent; release → parent grows first', async (t) => {
+test('fake v1 tree: a reservation begins and ends with a constant number of writes, whatever the number of shared tasks', async (t) => {
   const { root, layout } = fakeV1Tree(t);
   const cs = path.join(root, 'cpuset');
   const fake = fakeAddon(cs);
-  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake });
-  const s1 = m.create(A, 's1');
-  const s2 = m.create(B, 's2');
-  s1.join(11);
-  s2.join(22);
-  const r = m.create(C, 'r', { resources: { cores: [1, 2] } });
-  t.is(r.paths.cpuset, path.join(cs, 'corral/reserved', `${C}-r`));
-  t.deepEqual(r.cpus(), [1, 2]);
-  t.deepEqual(s1.cpus(), [0, 3]);
-  t.deepEqual(m.sharedCores(), [0, 3]);
-  t.is(fake.files.get(path.join(cs, 'corral/shared/cpuset.cpus')), '0,3');
-  t.is(fake.files.get(path.join(s1.paths.cpuset!, 'cpuset.cpus')), '0,3');
-  t.is(fake.files.get(path.join(s2.paths.cpuset!, 'cpuset.cpus')), '0,3');
-  t.is(fake.files.get(path.join(cs, 'corral/reserved/cpuset.cpus')), '1-2');
-  t.is(fake.files.get(path.join(r.paths.cpuset!, 'cpuset.cpus')), '1-2');
-  // A new shared task gets the pool.
-  const s3 = m.create('3e0b6d6f-1c8b-4a88-8eae-3f4c4c0a5d44', 's3');
-  t.is(fake.files.get(path.join(s3.paths.cpuset!, 'cpuset.cpus')), '0,3');
-  // Conflicts and unusable cores: clear errors, nothing created.
-  const conflict = t.throws(() => m.create('4f1c7e7a-2d9c-4b99-9fbf-4a5d5d1b6e55', 'x', { resources: { cores: [2] } }), { instanceOf: CpusetConflictError });
-  t.is(conflict!.heldBy, `${C}-r`);
-  const bad = t.throws(() => m.create('4f1c7e7a-2d9c-4b99-9fbf-4a5d5d1b6e55', 'x', { resources: { cores: [7] } }), { instanceOf: InvalidConfigError });
-  t.is(bad!.field, 'resources.cores');
-  t.regex(bad!.message, /core 7/);
-  t.false(fs.existsSync(path.join(cs, 'corral/reserved', '4f1c7e7a-2d9c-4b99-9fbf-4a5d5d1b6e55-x')));
-  const mark = fake.log.length;
-  await r.destroy();
-  t.deepEqual(m.sharedCores(), [0, 1, 2, 3]);
-  t.is(fake.files.get(path.join(cs, 'corral/shared/cpuset.cpus')), '0-3');
-  t.is(fake.files.get(path.join(s1.paths.cpuset!, 'cpuset.cpus')), '0-3');
-  t.is(fake.files.get(path.join(s3.paths.cpuset!, 'cpuset.cpus')), '0-3');
-  t.is(fake.files.get(path.join(cs, 'corral/reserved/cpuset.cpus'))!.trim(), '');
-  const order = fake.log.slice(mark).map((l) => l.replace(cs, ''));
-  t.deepEqual(order.slice(0, 2), ['/corral/reserved/cpuset.cpus=', '/corral/shared/cpuset.cpus=0-3'], 'reserved shrinks, then the shared parent grows before its children');
-  t.is(order.length, 5);
+  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
+  const cpusetWrites = (from: number) => fake.log.slice(from).filter((l) => l.startsWith(cs + '/')).map((l) => l.slice(cs.length));
+  const counts: number[] = [];
+  let n = 0;
+  for (const shared of [2, 20]) {
+    const ss = [];
+    for (let i = 0; i < shared; i++) {
+      const g = m.create(randomUUID(), `s${n++}`);
+      g.join(1000 + n);
+      ss.push(g);
+    }
+    const mark = fake.log.length;
+    const r = m.create(C, 'r', { resources: { cores: [1, 2] } });
+    const begin = cpusetWrites(mark);
+    t.deepEqual(begin, ['/corral/share/cpuset.cpus=0,3', '/corral/reserve/cpuset.cpus=1-2', `/corral/reserve/${C}-r/cpuset.cpus=1-2`, `/corral/reserve/${C}-r/cpuset.mems=0`],
+      'the share pool shrinks, then the reserve parent grows before its child');
+    t.is(r.paths.cpuset, path.join(cs, 'corral/reserve', `${C}-r`));
+    t.deepEqual(r.cpus(), [1, 2]);
+    for (const g of ss) t.deepEqual(g.cpus(), [0, 3]);
+    t.deepEqual(m.sharedCores(), [0, 3]);
+    // Conflicts and unusable cores: clear errors, nothing created.
+    const conflict = t.throws(() => m.create(D, 'x', { resources: { cores: [2] } }), { instanceOf: CpusetConflictError });
+    t.is(conflict!.heldBy, `${C}-r`);
+    const bad = t.throws(() => m.create(D, 'x', { resources: { cores: [7] } }), { instanceOf: InvalidConfigError });
+    t.is(bad!.field, 'resources.cores');
+    t.regex(bad!.message, /core 7/);
+    t.false(fs.existsSync(path.join(cs, 'corral/reserve', `${D}-x`)));
+    t.false(fs.existsSync(path.join(root, 'freezer/corral', `${D}-x`)));
+    const mark2 = fake.log.length;
+    await r.destroy();
+    t.deepEqual(cpusetWrites(mark2), ['/corral/share/cpuset.cpus=0-3', '/corral/reserve/cpuset.cpus='], 'the share pool grows back: two writes');
+    for (const g of ss) t.deepEqual(g.cpus(), [0, 1, 2, 3]);
+    counts.push(begin.length);
+    for (const g of ss) await g.destroy();
+  }
+  t.deepEqual(counts, [4, 4]);
 });
 
 test('fake v1 tree: a failing limit write undoes the group and the reservation', (t) => {
   const { root, layout } = fakeV1Tree(t);
   const cs = path.join(root, 'cpuset');
   const fake = fakeAddon(cs);
-  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake });
+  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
   const s = m.create(A, 's');
   fake.failOn = (p) => (p.endsWith('memory.limit_in_bytes') ? err('EINVAL', 22, p) : undefined);
   const e = t.throws(() => m.create(B, 'r', { resources: { cores: [3], memoryBytes: 1 << 20 } }), { instanceOf: CgroupError });
@@ -336,7 +335,7 @@ test('fake v1 tree: a failing limit write undoes the group and the reservation',
   t.regex(e!.message, /memory\.limit_in_bytes/);
   fake.failOn = undefined;
   for (const d of ['freezer', 'memory', 'pids', 'cpu,cpuacct']) t.false(fs.existsSync(path.join(root, d, 'corral', `${B}-r`)));
-  t.false(fs.existsSync(path.join(cs, 'corral/reserved', `${B}-r`)));
+  t.false(fs.existsSync(path.join(cs, 'corral/reserve', `${B}-r`)));
   t.deepEqual(m.sharedCores(), [0, 1, 2, 3]);
   t.is(fake.files.get(path.join(s.paths.cpuset!, 'cpuset.cpus')), '0-3');
   // The same names can be created afterwards.
@@ -346,10 +345,10 @@ test('fake v1 tree: a failing limit write undoes the group and the reservation',
 test('fake v1 tree: EEXIST for a group that exists, ENOENT for open of one that does not, open restores a reservation', (t) => {
   const { root, layout } = fakeV1Tree(t);
   const fake = fakeAddon(path.join(root, 'cpuset'));
-  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake });
+  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
   m.create(A, 'r', { resources: { cores: [2] } });
   t.throws(() => m.create(A, 'r'), { instanceOf: CgroupError, code: 'EEXIST' });
-  const m2 = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake });
+  const m2 = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
   t.throws(() => m2.create(A, 'r'), { instanceOf: CgroupError, code: 'EEXIST' });
   const g = m2.open(A, 'r');
   t.deepEqual(g.cpus(), [2]);
@@ -362,23 +361,23 @@ test('fake v1 tree: EEXIST for a group that exists, ENOENT for open of one that 
 test('fake v1 tree: cleanupStale removes empty groups of ours, reports busy ones, keeps what it is told', (t) => {
   const { root, layout } = fakeV1Tree(t);
   const fake = fakeAddon(path.join(root, 'cpuset'));
-  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake });
+  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
   const busy = m.create(A, 'busy');
   m.create(B, 'empty', { resources: { cores: [1] } });
   m.create(C, 'kept');
   busy.join(42);
-  const m2 = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake });
+  const m2 = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
   const r = m2.cleanupStale({ keep: (n) => n.endsWith('-kept') });
   t.deepEqual(r.removed, [`${B}-empty`]);
   t.deepEqual(r.nonEmpty, [`${A}-busy`]);
   t.true(fs.existsSync(path.join(root, 'freezer/corral', `${C}-kept`)));
-  t.false(fs.existsSync(path.join(root, 'cpuset/corral/reserved', `${B}-empty`)));
+  t.false(fs.existsSync(path.join(root, 'cpuset/corral/reserve', `${B}-empty`)));
 });
 
 test('fake v1 tree: freeze timeout is a CgroupTimeoutError; a missing controller is a CgroupUnsupportedError before anything is made', async (t) => {
   const { root, layout } = fakeV1Tree(t);
   const fake = fakeAddon(path.join(root, 'cpuset'));
-  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake });
+  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
   const g = m.create(A, 'f');
   fake.freezeTimesOut = true;
   const e = await t.throwsAsync(g.freeze({ timeoutMs: 20 }), { instanceOf: CgroupTimeoutError });
@@ -386,7 +385,7 @@ test('fake v1 tree: freeze timeout is a CgroupTimeoutError; a missing controller
   t.regex(e!.message, /did not freeze within 20 ms/);
   const noPids: CgroupLayout = { ...layout, v1Mounts: { ...layout.v1Mounts } };
   delete noPids.v1Mounts.pids;
-  const m2 = new CgroupV1Manager({ layout: noPids, parentName: 'corral2', native: () => fake });
+  const m2 = new CgroupV1Manager({ layout: noPids, parentName: 'corral2', native: () => fake, lockDir: root });
   const u = t.throws(() => m2.create(B, 'p', { resources: { pidsMax: 5 } }), { instanceOf: CgroupUnsupportedError });
   t.is(u!.feature, 'pids');
   t.false(fs.existsSync(path.join(root, 'freezer/corral2')));
@@ -401,37 +400,107 @@ function fakeV2Tree(t: { teardown: (fn: () => void) => void }, controllers: stri
   return { root, layout: { mode: 'v2', version: 'v2', root, v1Mounts: {}, unifiedMount: root } };
 }
 
-test('fake v2 tree: controllers enabled in the parent, limits in one batch, shared tasks rewritten on reservation change', async (t) => {
+test('fake v2 tree: share.slice and reserve.slice, controllers enabled down the tree, a reservation change is two writes', async (t) => {
   const { root, layout } = fakeV2Tree(t, 'cpuset cpu io memory pids');
   const fake = fakeAddon();
-  const m = new CgroupV2Manager({ layout, parentName: 'corral.slice', native: () => fake });
+  const m = new CgroupV2Manager({ layout, parentName: 'corral.slice', native: () => fake, lockDir: root });
   const s1 = m.create(A, 's1', { resources: { cpuShares: 1024, memoryBytes: 1 << 24, pidsMax: 7 } });
-  t.is(fake.files.get(path.join(root, 'cgroup.subtree_control')), 'cpu cpuset memory pids');
-  t.is(fake.files.get(path.join(root, 'corral.slice', 'cgroup.subtree_control')), 'cpu cpuset memory pids');
+  for (const d of ['', 'corral.slice', 'corral.slice/share.slice', 'corral.slice/reserve.slice']) {
+    t.is(fake.files.get(path.join(root, d, 'cgroup.subtree_control')), 'cpu cpuset memory pids', `controllers enabled in /${d}`);
+  }
   t.deepEqual(m.controllers(), ['cpu', 'cpuset', 'memory', 'pids']);
-  const d = path.join(root, 'corral.slice', `${A}-s1.scope`);
+  const share = path.join(root, 'corral.slice', 'share.slice');
+  const d = path.join(share, `${A}-s1.scope`);
   t.is(s1.placement.cgroupDir, d);
   t.is(fake.files.get(path.join(d, 'cpu.weight')), '39');
   t.is(fake.files.get(path.join(d, 'memory.max')), String(1 << 24));
   t.is(fake.files.get(path.join(d, 'pids.max')), '7');
-  t.is(fake.files.get(path.join(d, 'cpuset.cpus')), '0-3');
-  const s2 = m.create(B, 's2');
+  t.is(fake.files.get(path.join(d, 'cpuset.cpus')), undefined, 'a shared scope inherits the share pool');
+  t.is(fake.files.get(path.join(share, 'cpuset.cpus')), '0-3');
+  const others = Array.from({ length: 20 }, () => m.create(randomUUID(), 'more'));
   const before = fake.log.length;
   const r = m.create(C, 'r', { resources: { cores: [0] } });
-  const batch = fake.log.slice(before).filter((l) => l.includes('cpuset.cpus'));
-  t.deepEqual(batch.map((l) => path.basename(path.dirname(l.split('=')[0]!))).sort(), [`${A}-s1.scope`, `${B}-s2.scope`, `${C}-r.scope`].sort());
-  t.is(fake.files.get(path.join(s2.placement.cgroupDir!, 'cpuset.cpus')), '1-3');
+  const rdir = path.join(root, 'corral.slice', 'reserve.slice', `${C}-r.scope`);
+  t.deepEqual(fake.log.slice(before).filter((l) => l.includes('cpuset.cpus')), [`${share}/cpuset.cpus=1-3`, `${rdir}/cpuset.cpus=0`]);
+  t.deepEqual(s1.cpus(), [1, 2, 3]);
   t.deepEqual(r.cpus(), [0]);
+  t.deepEqual(m.sharedCores(), [1, 2, 3]);
+  const m2 = new CgroupV2Manager({ layout, parentName: 'corral.slice', native: () => fake, lockDir: root });
+  t.is(t.throws(() => m2.create(B, 'thief', { resources: { cores: [0] } }), { instanceOf: CpusetConflictError })!.heldBy, `${C}-r`,
+    'a second manager sees the reservation in the tree');
+  const mark = fake.log.length;
   await r.destroy();
-  t.is(fake.files.get(path.join(s1.placement.cgroupDir!, 'cpuset.cpus')), '0-3');
-  t.is(fake.files.get(path.join(s2.placement.cgroupDir!, 'cpuset.cpus')), '0-3');
+  t.deepEqual(fake.log.slice(mark).filter((l) => l.includes('cpuset.cpus')), [`${share}/cpuset.cpus=0-3`]);
+  t.deepEqual(s1.cpus(), [0, 1, 2, 3]);
+  for (const g of [s1, ...others]) await g.destroy();
+  m.removeParentIfEmpty();
+  t.false(fs.existsSync(path.join(root, 'corral.slice')));
+});
+
+test('fake v2 tree: a 0.1-layout scope (directly under the parent) is opened, kept off reserved cores, and removed', async (t) => {
+  const { root, layout } = fakeV2Tree(t, 'cpuset cpu memory pids');
+  const fake = fakeAddon();
+  const old = path.join(root, 'corral.slice', `${A}-old.scope`);
+  const oldRes = path.join(root, 'corral.slice', `${B}-oldres.scope`);
+  fs.mkdirSync(old, { recursive: true });
+  fs.mkdirSync(oldRes);
+  fake.files.set(path.join(old, 'cpuset.cpus'), '0-2');
+  fake.files.set(path.join(oldRes, 'cpuset.cpus'), '3');
+  const m = new CgroupV2Manager({ layout, parentName: 'corral.slice', native: () => fake, lockDir: root });
+  const g = m.open(A, 'old');
+  t.is(g.placement.cgroupDir, old);
+  const gr = m.open(B, 'oldres', { resources: { cores: [3] } });
+  t.deepEqual(gr.cpus(), [3]);
+  t.deepEqual(m.sharedCores(), [0, 1, 2]);
+  t.is(t.throws(() => m.create(C, 'x', { resources: { cores: [3] } }), { instanceOf: CpusetConflictError })!.heldBy, `${B}-oldres`);
+  const r = m.create(C, 'r', { resources: { cores: [0] } });
+  t.is(fake.files.get(path.join(old, 'cpuset.cpus')), '1-2', 'the old shared scope leaves the new reservation too');
+  t.deepEqual(g.cpus(), [1, 2]);
+  await gr.destroy();
+  t.is(fake.files.get(path.join(old, 'cpuset.cpus')), '1-3');
+  for (const x of [g, r]) await x.destroy();
+  t.false(fs.existsSync(old));
+  m.removeParentIfEmpty();
+  t.false(fs.existsSync(path.join(root, 'corral.slice')));
+});
+
+test('fake v1 tree: 0.1-layout groups (shared/ and reserved/ with one cpuset group each) are opened, kept in line and removed', async (t) => {
+  const { root, layout } = fakeV1Tree(t);
+  const cs = path.join(root, 'cpuset');
+  const fake = fakeAddon(cs);
+  // What corral 0.1 left: corral (0-3), shared (0-2) with one child, reserved (3) with one child.
+  const mk = (d: string, cpus: string) => { fs.mkdirSync(path.join(cs, d), { recursive: true }); fake.files.set(path.join(cs, d, 'cpuset.cpus'), cpus); fake.files.set(path.join(cs, d, 'cpuset.mems'), '0'); };
+  mk('corral', '0-3');
+  mk('corral/shared', '0-2');
+  mk(`corral/shared/${A}-old`, '0-2');
+  mk('corral/reserved', '3');
+  mk(`corral/reserved/${B}-oldres`, '3');
+  for (const n of [`${A}-old`, `${B}-oldres`]) for (const c of ['freezer', 'memory', 'pids', 'cpu,cpuacct']) fs.mkdirSync(path.join(root, c, 'corral', n), { recursive: true });
+  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
+  const g = m.open(A, 'old');
+  t.is(g.paths.cpuset, path.join(cs, `corral/shared/${A}-old`));
+  const gr = m.open(B, 'oldres');
+  t.deepEqual(gr.cpus(), [3], 'a 0.1 reserved group keeps its cores, read from the tree');
+  t.deepEqual(m.sharedCores(), [0, 1, 2]);
+  t.is(fake.files.get(path.join(cs, 'corral/share/cpuset.cpus')), '0-2');
+  t.throws(() => m.create(C, 'x', { resources: { cores: [3] } }), { instanceOf: CpusetConflictError });
+  const r = m.create(C, 'r', { resources: { cores: [0] } });
+  t.is(fake.files.get(path.join(cs, `corral/shared/${A}-old/cpuset.cpus`)), '1-2', 'the old shared group leaves the new reservation');
+  t.deepEqual(g.cpus(), [1, 2]);
+  await gr.destroy();
+  t.deepEqual(g.cpus(), [1, 2, 3]);
+  t.is(fake.files.get(path.join(cs, 'corral/share/cpuset.cpus')), '1-3');
+  for (const x of [g, r]) await x.destroy();
+  for (const c of ['freezer', 'memory', 'pids', 'cpu,cpuacct']) t.deepEqual(fs.readdirSync(path.join(root, c, 'corral')), []);
+  m.removeParentIfEmpty();
+  t.false(fs.existsSync(path.join(cs, 'corral')));
 });
 
 test('fake v2 tree without controllers (hybrid unified): limits refused before anything is created; stats say why', (t) => {
   const { root, layout: l } = fakeV2Tree(t, '');
   const layout = { ...l, mode: 'hybrid' as const };
   const fake = fakeAddon();
-  const m = new CgroupV2Manager({ layout, parentName: 'corral.slice', native: () => fake });
+  const m = new CgroupV2Manager({ layout, parentName: 'corral.slice', native: () => fake, lockDir: root });
   const cases: Array<[TaskResources, string]> = [[{ cores: [0] }, 'cpuset'], [{ memoryBytes: 1 << 20 }, 'memory'], [{ pidsMax: 3 }, 'pids'], [{ cpuShares: 100 }, 'cpu']];
   for (const [res, ctrl] of cases) {
     const e = t.throws(() => m.create(A, 'x', { resources: res }), { instanceOf: CgroupUnsupportedError });

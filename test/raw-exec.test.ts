@@ -549,7 +549,7 @@ test.after.always(async () => { if (hybrid) await cleanupParent(V2_PARENT); });
   await waitFor(() => pidsWithMarker(marker).length >= 3, { what: 'escapees' });
   pidsWithMarker(marker).forEach((p) => knownPids.add(p));
   const e = await d.execTask(cfg.id, ['cat', '/proc/self/cgroup']);
-  tt.regex(e.stdout, new RegExp(`0::/${V2_PARENT.replace('.', '\\.')}/${cfg.allocId}-${cfg.name}\\.scope`));
+  tt.regex(e.stdout, new RegExp(`0::/${V2_PARENT.replace('.', '\\.')}/share\\.slice/${cfg.allocId}-${cfg.name}\\.scope`));
   const err = await tt.throwsAsync(d.startTask(task({ command: 'true' }, { resources: { memoryBytes: 1 << 26 } })), { instanceOf: InvalidConfigError });
   tt.regex(err?.message ?? '', /memory controller is not available/);
   await d.stopTask(cfg.id, { timeoutMs: 100 });

@@ -54,7 +54,6 @@ function v2test(title: string, fn: (t: ExecutionContext, m: CgroupManager, paren
     if (!layout) { t.log(`skipped: ${skipReason}`); t.pass(); return; }
     const m = createCgroupManager({ parentName: sb.slice });
     sb.defer(async () => {
-      for (const g of [...m.groups.values()]) await g.destroy().catch(() => undefined);
       try { m.removeParentIfEmpty(); } catch { /* the sandbox removes it */ }
     });
     const missing = needs.filter((c) => !m.controllers().includes(c));
@@ -89,7 +88,7 @@ async function destroy(g: TaskCgroup, ...started: Started[]): Promise<ExitInfo[]
   return Promise.all(started.map(exitOf));
 }
 
-v2test('detection on a v2-only host: mode v2 at /sys/fs/cgroup, the default manager is v2, task groups are <parent>/<allocId>-<task>.scope', (t, m, parent) => {
+v2test('detection on a v2-only host: mode v2 at /sys/fs/cgroup, the default manager is v2, task groups are <parent>/share.slice/<allocId>-<task>.scope', (t, m, parent) => {
   const f = m.fingerprint();
   t.log(JSON.stringify(f));
   t.is(m.version, 'v2');
@@ -100,7 +99,7 @@ v2test('detection on a v2-only host: mode v2 at /sys/fs/cgroup, the default mana
   t.false(fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => / - cgroup /.test(l)), 'no cgroup v1 hierarchy mounted');
   const alloc = newAllocId();
   const g = m.create(alloc, 'layout');
-  t.is(g.placement.cgroupDir, path.join('/sys/fs/cgroup', parent, `${alloc}-layout.scope`));
+  t.is(g.placement.cgroupDir, path.join('/sys/fs/cgroup', parent, 'share.slice', `${alloc}-layout.scope`));
   t.regex(read(g, 'cgroup.controllers'), /cpuset/);
 });
 
@@ -114,13 +113,13 @@ v2test('clone3 placement: the child is in its group from its first instruction',
     t.is(r.placement, 'clone3', 'placed by clone3(CLONE_INTO_CGROUP)');
     const info = await new Promise<ExitInfo>((res) => native().watchExit(r.pidfd, r.pid, true, res));
     t.is(info.exitCode, 0);
-    t.is(fs.readFileSync(out, 'utf8').trim(), `0::/${parent}/${g.name}.scope`);
+    t.is(fs.readFileSync(out, 'utf8').trim(), `0::/${parent}/share.slice/${g.name}.scope`);
   } finally {
     fs.closeSync(fd);
     fs.rmSync(out, { force: true });
   }
   const s = start(g, 'sleep', ['60']);
-  t.is(procCgroups(s.pid)[''], `/${parent}/${g.name}.scope`);
+  t.is(procCgroups(s.pid)[''], `/${parent}/share.slice/${g.name}.scope`);
   t.deepEqual(g.pids(), [s.pid]);
   await destroy(g, s);
 });

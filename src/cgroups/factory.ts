@@ -5,7 +5,7 @@ import type { CgroupManager } from './types.js';
 import { CgroupV1Manager } from './v1.js';
 import { CgroupV2Manager } from './v2.js';
 
-export function createCgroupManager(opts: ManagerOptions = {}): CgroupV1Manager | CgroupV2Manager {
+export function createCgroupManager(opts: ManagerOptions = {}): CgroupManager {
   const layout = opts.layout ?? detectCgroupLayout(opts);
   return layout.version === 'v2' ? new CgroupV2Manager({ ...opts, layout }) : new CgroupV1Manager({ ...opts, layout });
 }

@@ -20,6 +20,13 @@ export interface ManagerOptions {
   freezeTimeoutMs?: number;
   /** Default bound of kill and destroy (ms, default 10000). */
   killTimeoutMs?: number;
+  /**
+   * Directory of the lock files that coordinate the cpuset partition between corral processes
+   * (default /run/corral). Every process using the same parent must use the same directory.
+   */
+  lockDir?: string;
+  /** Bound of the wait for that lock (ms, default 10000): a CgroupTimeoutError naming the holder. */
+  lockTimeoutMs?: number;
   /** The native addon (tests inject fakes). */
   native?: AddonProvider;
 }

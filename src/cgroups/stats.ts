@@ -101,7 +101,7 @@ export function statsFromV1(f: V1StatFiles, unavailableIn: Record<string, string
   const total = parseNumber(f.cpuacctUsage);
   if (total === undefined && !unavailable.cpuacct) unavailable.cpuacct = 'cpuacct.usage could not be read';
   const cs = parseKeyValues(f.cpuStat);
-  if (f.cpuStat === undefined && !unavailable.cpu) unavailable['cpu.throttling'] = 'cpu.stat could not be read';
+  if (f.cpuStat === undefined && !unavailable['cpu.throttling']) unavailable['cpu.throttling'] = 'cpu.stat could not be read';
   const stats: CgroupStats = {
     cpu: {
       userNs,

@@ -106,20 +106,28 @@ export interface CreateOptions {
 export interface CgroupManager {
   readonly version: CgroupVersion;
   readonly layout: CgroupLayout;
-  /** The parent corral owns: v2 `corral.slice` (configurable), v1 `corral` under each controller. */
+  /**
+   * The parent corral owns: v2 `corral.slice` (configurable) holding `share.slice` and `reserve.slice`;
+   * v1 `corral` under each controller, holding `share` and `reserve` in the cpuset one.
+   */
   readonly parentName: string;
   /** Controllers usable here for task limits and stats. */
   controllers(): string[];
   /** Cores the tasks may use (the root's effective cpuset). */
   usableCores(): number[];
-  /** Cores of the shared pool now: usable minus every reservation. */
+  /** Cores of the share pool now: usable minus every reservation in the tree (whichever corral process made it). */
   sharedCores(): number[];
   fingerprint(): CgroupFingerprint;
-  /** Creates the task's group with its limits written in one batch. Undoes itself on failure. */
+  /**
+   * Creates the task's group with its limits written in one batch. Undoes itself on failure. Reserved
+   * cores are checked against the tree under a host-wide lock: a core another task holds (in any corral
+   * process) is a CpusetConflictError naming it; one that would empty the share pool, an InvalidConfigError.
+   */
   create(allocId: string, taskName: string, opts?: CreateOptions): TaskCgroup;
   /**
-   * Re-opens an existing group (recovery). v1 takes reserved cores from the group itself (its place
-   * under `reserved/`); v2 keeps no such record, so pass the task's persisted resources.
+   * Re-opens an existing group (recovery), in the current layout or corral 0.1's. A reserved group's
+   * cores come from the tree (its reserve group's cpuset.cpus). corral 0.1 on v2 kept no such record:
+   * for its scopes pass the task's persisted resources, or the group counts as shared.
    */
   open(allocId: string, taskName: string, opts?: { resources?: TaskResources }): TaskCgroup;
   /** Groups of ours under the parent: removes empty ones left by a crash, reports non-empty ones. */

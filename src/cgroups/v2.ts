@@ -1,359 +1,296 @@
 /**
- * The cgroups v2 manager: one directory per task, `<root>/<parent>/<allocId>-<task>.scope`.
- * Controllers are enabled in the parent's cgroup.subtree_control where the root offers them; on the
- * unified hierarchy of a hybrid host there are none, and a limit that needs one is refused with a
- * CgroupUnsupportedError before anything is created. cpusets are computed in-process: on every
- * reservation change every shared task's cpuset.cpus is rewritten in one native batch.
+ * The cgroups v2 manager, laid out as Nomad 1.7: `<root>/<parent>/share.slice/<allocId>-<task>.scope`
+ * for tasks on the share pool, `<parent>/reserve.slice/<allocId>-<task>.scope` for tasks with
+ * reserved cores. Controllers are enabled down the tree where the root offers them; on the unified
+ * hierarchy of a hybrid host there are none, and a limit that needs one is refused with a
+ * CgroupUnsupportedError before anything is created.
+ *
+ * cpusets: shared scopes leave cpuset.cpus unset and inherit share.slice's, which is the usable cores
+ * minus every reservation; a reserved scope's is its cores (v2 does not require a child's cpus to be
+ * a subset of its parent's). A reservation beginning or ending is two writes, whatever the number of
+ * shared tasks. The reservations are read from reserve.slice under the host lock.
+ * corral 0.1 put every scope directly under the parent and kept no record of reserved cores: such
+ * scopes are still opened (with the task's persisted resources), stopped and cleaned up.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CgroupError, CgroupUnsupportedError, InvalidConfigError } from '../errors.js';
-import { formatCpuList } from './cpulist.js';
-import { detectCgroupLayout } from './detect.js';
-import { CgroupIO, childGroups, ensureDirCg, mkdirCg, rmdirRetry, signalNumber, tryRmdir } from './io.js';
-import { groupName, parseGroupName, validateAllocId, validateParentName, validateTaskName } from './names.js';
+import { CgroupError, CgroupUnsupportedError } from '../errors.js';
+import { parseCpuList, sameCores } from './cpulist.js';
 import {
-  DEFAULT_FREEZE_TIMEOUT_MS, DEFAULT_KILL_TIMEOUT_MS, type ManagerOptions, onlineCores, readCpuListFile, restrictCores,
-} from './options.js';
-import { CpusetPartition, type FileWrite, cpusetValue, planV2SharedRewrite } from './partition.js';
-import { sharesToWeight, validateResources } from './resources.js';
+  BaseTaskCgroup, type GroupOnDisk, type GroupPlace, ManagerCore, type TaskContext, eexist, enoent, removeSegments, words,
+} from './core.js';
+import { CgroupIO, childGroups, ensureDirCg, mkdirCg, tryRmdir } from './io.js';
+import { parseGroupName } from './names.js';
+import { type ManagerOptions, onlineCores, readCpuListFile } from './options.js';
+import { type FileWrite, type Reservations, checkReservation, cpusetValue, shareCores } from './partition.js';
+import { sharesToWeight } from './resources.js';
 import { parseKeyValues, statsFromV2 } from './stats.js';
-import type {
-  CgroupFingerprint, CgroupLayout, CgroupManager, CgroupStats, CreateOptions, GroupKillOutcome, SpawnPlacement,
-  TaskCgroup, TaskResources,
-} from './types.js';
+import type { CgroupLayout, CgroupStats, GroupKillOutcome, TaskResources } from './types.js';
 
 /** Controllers corral enables for its tasks on v2 (io is not used for limits). */
 export const V2_WANTED_CONTROLLERS = ['cpu', 'cpuset', 'memory', 'pids'] as const;
-
 export const DEFAULT_V2_PARENT = 'corral.slice';
+export const SHARE_SLICE = 'share.slice';
+export const RESERVE_SLICE = 'reserve.slice';
 
-export class CgroupV2Manager implements CgroupManager {
+function v2Available(layout: CgroupLayout): number[] {
+  const ctl = readWords(path.join(layout.root, 'cgroup.controllers'));
+  return ctl.includes('cpuset') ? readCpuListFile(path.join(layout.root, 'cpuset.cpus.effective')) ?? onlineCores() : onlineCores();
+}
+
+/** What a v2 task group can do here, fixed when the parent is set up. */
+interface V2Caps {
+  memory: boolean;
+  cpu: boolean;
+  killFile: boolean;
+}
+
+export class CgroupV2Manager extends ManagerCore<V2TaskCgroup> {
   readonly version = 'v2' as const;
-  readonly layout: CgroupLayout;
-  readonly parentName: string;
-  /** `<root>/<parentName>`. */
-  readonly parentDir: string;
-  /** @internal */ readonly io: CgroupIO;
-  /** @internal */ readonly partition: CpusetPartition;
-  /** @internal */ readonly groups = new Map<string, V2TaskCgroup>();
-  /** @internal */ readonly freezeTimeoutMs: number;
-  /** @internal */ readonly killTimeoutMs: number;
+  private readonly parentDir: string;
+  private readonly shareDir: string;
+  private readonly reserveDir: string;
   private readonly rootControllers: string[];
+  /** Controllers enabled for the scopes (share.slice's subtree_control), once the parent is set up. */
   private enabled: Set<string> | undefined;
-  /** @internal */ hasKillFile = false;
-  /** @internal */ hasSwapMax = false;
+  private caps: V2Caps = { memory: false, cpu: false, killFile: false };
+  private hasSwapMax = false;
+  /**
+   * 0.1-layout scopes this process opened, with reserved cores or without: v2 0.1 kept no record of
+   * reservations, so only the task's persisted resources (and this process) know which is which. A
+   * 0.1 shared scope sets its own cpus: it is rewritten with the share pool; unknown ones are left alone.
+   */
+  private readonly legacyReserved = new Map<string, number[]>();
+  private readonly legacyShared = new Set<string>();
 
   constructor(opts: ManagerOptions = {}) {
-    const layout = opts.layout ?? detectCgroupLayout({ ...opts, version: opts.version ?? 'v2' });
-    if (layout.version !== 'v2') throw new InvalidConfigError('version', layout.version, 'CgroupV2Manager needs a v2 layout');
-    this.layout = layout;
-    this.parentName = validateParentName(opts.parentName ?? DEFAULT_V2_PARENT);
-    this.parentDir = path.join(layout.root, this.parentName);
-    this.io = new CgroupIO(opts.native);
-    this.freezeTimeoutMs = opts.freezeTimeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS;
-    this.killTimeoutMs = opts.killTimeoutMs ?? DEFAULT_KILL_TIMEOUT_MS;
-    this.rootControllers = readWords(path.join(layout.root, 'cgroup.controllers'));
-    const available = this.rootControllers.includes('cpuset')
-      ? readCpuListFile(path.join(layout.root, 'cpuset.cpus.effective')) ?? onlineCores()
-      : onlineCores();
-    this.partition = new CpusetPartition(restrictCores(available, opts.cores));
+    super(opts, 'v2', DEFAULT_V2_PARENT, v2Available);
+    this.parentDir = path.join(this.layout.root, this.parentName);
+    this.shareDir = path.join(this.parentDir, SHARE_SLICE);
+    this.reserveDir = path.join(this.parentDir, RESERVE_SLICE);
+    this.rootControllers = readWords(path.join(this.layout.root, 'cgroup.controllers'));
   }
 
-  /** Controllers offered for task limits: the wanted ones the root offers (enabled in the parent on first use). */
+  /** Controllers offered for task limits: the wanted ones the root offers (enabled down the tree on first use). */
   controllers(): string[] {
     const src = this.enabled ? [...this.enabled] : this.rootControllers;
     return V2_WANTED_CONTROLLERS.filter((c) => src.includes(c));
   }
 
-  usableCores(): number[] {
-    return this.partition.usable();
-  }
-
-  sharedCores(): number[] {
-    return this.partition.shared();
-  }
-
-  fingerprint(): CgroupFingerprint {
-    return {
-      'unique.cgroups.version': 'v2',
-      'cgroups.mode': this.layout.mode,
-      'cgroups.root': this.layout.root,
-      'cgroups.controllers': this.controllers().join(','),
-      'cgroups.cores': formatCpuList(this.usableCores()),
-    };
-  }
-
-  /** Creates the parent and enables the controllers in the root's and the parent's subtree_control. Idempotent. */
-  ensureParent(): void {
-    if (this.enabled) return;
-    const want = V2_WANTED_CONTROLLERS.filter((c) => this.rootControllers.includes(c));
-    enableControllers(this.io, this.layout.root, want);
-    // Nested parent names: each level must exist and pass the controllers down.
-    const segs = this.parentName.split('/');
-    let dir = this.layout.root;
-    for (let i = 0; i < segs.length; i++) {
-      dir = path.join(dir, segs[i]!);
-      ensureDirCg(dir);
-      const offered = words(this.io.readMaybe(path.join(dir, 'cgroup.controllers')));
-      enableControllers(this.io, dir, want.filter((c) => offered.includes(c)));
-    }
-    this.enabled = new Set(words(this.io.readMaybe(path.join(this.parentDir, 'cgroup.subtree_control'))));
-    this.hasKillFile = fs.existsSync(path.join(this.parentDir, 'cgroup.kill'));
-    this.hasSwapMax = this.enabled.has('memory') && fs.existsSync(path.join(this.parentDir, 'memory.swap.max'));
-  }
-
-  /** @internal Whether a controller is (or can be) enabled for the task groups. */
-  offers(controller: string): boolean {
+  protected has(controller: string): boolean {
     return this.enabled ? this.enabled.has(controller) : this.rootControllers.includes(controller);
   }
 
-  private unsupported(controller: string, what: string): CgroupUnsupportedError {
+  protected unsupported(controller: string, what: string): CgroupUnsupportedError {
     const where = this.layout.mode === 'hybrid'
       ? `the cgroup2 hierarchy at ${this.layout.root} is the unified mount of a hybrid host and has no controllers (the ${controller} controller is bound to cgroup v1)`
       : `the ${controller} controller is not offered by ${this.layout.root} (cgroup.controllers: ${this.rootControllers.join(' ') || 'none'})`;
     return new CgroupUnsupportedError(controller, `${what} needs it, but ${where}`);
   }
 
-  /** @internal Throws CgroupUnsupportedError for a limit whose controller is missing. */
-  checkSupported(res: TaskResources): void {
-    if (res.cores && res.cores.length > 0 && !this.offers('cpuset')) throw this.unsupported('cpuset', 'resources.cores');
-    if (res.memoryBytes !== undefined && !this.offers('memory')) throw this.unsupported('memory', 'resources.memoryBytes');
-    if (res.pidsMax !== undefined && !this.offers('pids')) throw this.unsupported('pids', 'resources.pidsMax');
-    if (res.cpuShares !== undefined && !this.offers('cpu')) throw this.unsupported('cpu', 'resources.cpuShares');
+  /** Creates the parent, share.slice and reserve.slice, enables the controllers down to them, and syncs the share pool. Idempotent. */
+  private ensureParent(): void {
+    if (this.enabled) return;
+    const want = V2_WANTED_CONTROLLERS.filter((c) => this.rootControllers.includes(c));
+    enableControllers(this.io, this.layout.root, want);
+    let dir = this.layout.root;
+    for (const seg of [...this.parentName.split('/'), SHARE_SLICE]) {
+      dir = path.join(dir, seg);
+      ensureDirCg(dir);
+      enableControllers(this.io, dir, want.filter((c) => words(this.io.readMaybe(path.join(dir, 'cgroup.controllers'))).includes(c)));
+    }
+    ensureDirCg(this.reserveDir);
+    enableControllers(this.io, this.reserveDir, want.filter((c) => words(this.io.readMaybe(path.join(this.reserveDir, 'cgroup.controllers'))).includes(c)));
+    const enabled = new Set(words(this.io.readMaybe(path.join(this.shareDir, 'cgroup.subtree_control'))));
+    this.caps = { memory: enabled.has('memory'), cpu: enabled.has('cpu'), killFile: fs.existsSync(path.join(this.shareDir, 'cgroup.kill')) };
+    this.hasSwapMax = enabled.has('memory') && fs.existsSync(path.join(this.shareDir, 'memory.swap.max'));
+    this.enabled = enabled;
+    if (enabled.has('cpuset')) this.lock.hold(() => this.resyncPartition());
   }
 
-  dirOf(name: string): string {
-    return path.join(this.parentDir, `${name}.scope`);
+  protected reservations(): Reservations {
+    const out = new Map<string, number[]>(this.legacyReserved);
+    if (!this.has('cpuset')) return out;
+    const scopes = childGroups(this.reserveDir).filter((d) => d.endsWith('.scope'));
+    const texts = this.io.readAll(scopes.map((d) => path.join(this.reserveDir, d, 'cpuset.cpus')));
+    scopes.forEach((d, i) => {
+      const t = texts[i];
+      // A scope whose cores are not written yet (its creator died in between) holds nothing.
+      if (typeof t === 'string' && t.trim() !== '') out.set(d.slice(0, -'.scope'.length), parseCpuList(t));
+    });
+    return out;
   }
 
-  /** @internal cpuset.cpus files of every shared group (other than `except`). */
-  sharedCpusFiles(except?: string): string[] {
-    if (!this.offers('cpuset')) return [];
-    const out: string[] = [];
-    for (const [n, g] of this.groups) {
-      if (n === except || this.partition.reservationOf(n)) continue;
-      out.push(path.join(g.dir, 'cpuset.cpus'));
+  /** The writes that give the share pool `share`: share.slice, and any 0.1-layout shared scope (they set their own cpus). */
+  private shareWrites(share: number[]): FileWrite[] {
+    const out: FileWrite[] = [];
+    const file = path.join(this.shareDir, 'cpuset.cpus');
+    const now = this.io.readMaybe(file);
+    if (now === undefined || now.trim() === '' || !sameCores(parseCpuList(now), share)) out.push([file, cpusetValue(share)]);
+    for (const name of this.legacyShared) {
+      const d = path.join(this.parentDir, `${name}.scope`);
+      if (fs.existsSync(d)) out.push([path.join(d, 'cpuset.cpus'), cpusetValue(share)]);
     }
     return out;
   }
 
-  private hasSharedGroups(except?: string): boolean {
-    for (const n of this.groups.keys()) if (n !== except && !this.partition.reservationOf(n)) return true;
-    return false;
+  protected resyncPartition(): void {
+    if (!this.has('cpuset')) return;
+    this.writeTolerant(this.shareWrites(shareCores(this.usable, this.reservations())));
   }
 
-  create(allocId: string, taskName: string, opts: CreateOptions = {}): TaskCgroup {
-    const name = groupName(allocId, taskName);
-    const res = validateResources(opts.resources);
-    this.checkSupported(res);
-    if (this.groups.has(name)) throw new CgroupError('EEXIST', 17, 'mkdir', this.dirOf(name), `EEXIST: cgroup ${this.dirOf(name)} already exists`);
-    const cores = res.cores ?? [];
-    const cpusetOn = this.offers('cpuset');
-    if (cpusetOn) {
-      if (cores.length > 0) this.partition.check(name, cores, { sharedTasks: this.hasSharedGroups() });
-      else if (this.partition.shared().length === 0) {
-        throw new InvalidConfigError('resources.cores', [], 'every usable core is reserved; no core is left for a task that shares the pool');
-      }
-    }
+  protected createGroup(allocId: string, taskName: string, name: string, res: TaskResources): V2TaskCgroup {
     this.ensureParent();
-    this.checkSupported(res);
-    const dir = this.dirOf(name);
-    try {
-      mkdirCg(dir);
-    } catch (err) {
-      const e = err as CgroupError;
-      if (e.code === 'EEXIST') throw new CgroupError('EEXIST', 17, 'mkdir', dir, `EEXIST: cgroup ${dir} already exists`);
-      throw e;
+    this.checkSupported(res); // what the tree really enabled may be less than the root offers
+    const cores = res.cores ?? [];
+    const scope = `${name}.scope`;
+    const dir = path.join(cores.length > 0 ? this.reserveDir : this.shareDir, scope);
+    for (const other of [this.shareDir, this.reserveDir, this.parentDir]) {
+      const d = path.join(other, scope);
+      if (d !== dir && fs.existsSync(d)) throw eexist(d);
     }
-    let reserved = false;
-    try {
+    const make = (): void => {
       const writes: FileWrite[] = [];
-      if (res.cpuShares !== undefined) writes.push([path.join(dir, 'cpu.weight'), String(sharesToWeight(res.cpuShares))]);
-      if (cpusetOn) {
-        if (cores.length > 0) {
-          const { before, after } = this.partition.reserve(name, cores, { sharedTasks: this.hasSharedGroups() });
-          reserved = true;
-          writes.push([path.join(dir, 'cpuset.cpus'), cpusetValue(cores)]);
-          writes.push(...planV2SharedRewrite(before, after, this.sharedCpusFiles(name)));
-        } else {
-          writes.push([path.join(dir, 'cpuset.cpus'), cpusetValue(this.partition.shared())]);
-        }
+      if (cores.length > 0) {
+        const r = this.reservations();
+        checkReservation(this.usable, r, name, cores);
+        // The share pool shrinks first: no instant in which a shared task may run on the reserved core.
+        writes.push(...this.shareWrites(shareCores(this.usable, new Map([...r, [name, cores]]))));
       }
+      mkdirOrEexist(dir);
+      if (cores.length > 0) writes.push([path.join(dir, 'cpuset.cpus'), cpusetValue(cores)]);
+      if (res.cpuShares !== undefined) writes.push([path.join(dir, 'cpu.weight'), String(sharesToWeight(res.cpuShares))]);
       if (res.memoryBytes !== undefined) {
         writes.push([path.join(dir, 'memory.max'), String(res.memoryBytes)]);
         if (this.hasSwapMax) writes.push([path.join(dir, 'memory.swap.max'), '0']);
       }
       if (res.pidsMax !== undefined) writes.push([path.join(dir, 'pids.max'), String(res.pidsMax)]);
-      this.io.writeAll(writes);
-    } catch (err) {
-      if (reserved) {
-        const { before, after } = this.partition.release(name);
-        this.io.writeSome(planV2SharedRewrite(before, after, this.sharedCpusFiles(name)));
-      }
-      tryRmdir(dir);
-      throw err;
-    }
-    const g = new V2TaskCgroup(this, allocId, taskName, name, dir, res);
-    this.groups.set(name, g);
-    return g;
-  }
-
-  /**
-   * Re-opens an existing group. v2 keeps no record of which cores were reserved: pass the task's
-   * resources (as persisted) so its reservation is restored; without them the group counts as shared.
-   */
-  open(allocId: string, taskName: string, opts: { resources?: TaskResources } = {}): TaskCgroup {
-    validateAllocId(allocId);
-    validateTaskName(taskName);
-    const name = `${allocId}-${taskName}`;
-    const existing = this.groups.get(name);
-    if (existing) return existing;
-    const res = validateResources(opts.resources);
-    const dir = this.dirOf(name);
-    if (!fs.existsSync(dir)) throw new CgroupError('ENOENT', 2, 'open', dir, `ENOENT: cgroup ${dir} does not exist`);
-    this.ensureParent();
-    if (res.cores && res.cores.length > 0 && this.offers('cpuset')) this.partition.restore(name, res.cores);
-    const g = new V2TaskCgroup(this, allocId, taskName, name, dir, res);
-    this.groups.set(name, g);
-    return g;
-  }
-
-  cleanupStale(opts: { keep?: (name: string) => boolean } = {}): { removed: string[]; nonEmpty: string[] } {
-    const removed: string[] = [];
-    const nonEmpty: string[] = [];
-    for (const d of childGroups(this.parentDir)) {
-      if (!d.endsWith('.scope')) continue;
-      const name = d.slice(0, -'.scope'.length);
-      if (!parseGroupName(name) || this.groups.has(name) || opts.keep?.(name)) continue;
-      const dir = path.join(this.parentDir, d);
-      let pids: number[];
       try {
-        pids = this.io.readProcs(path.join(dir, 'cgroup.procs'));
-      } catch {
-        continue;
+        this.io.writeAll(writes);
+      } catch (err) {
+        tryRmdir(dir);
+        if (cores.length > 0) this.io.writeSome(this.shareWrites(shareCores(this.usable, this.reservations())));
+        throw err;
       }
-      if (pids.length > 0) { nonEmpty.push(name); continue; }
-      if (tryRmdir(dir) === true) removed.push(name);
-      else nonEmpty.push(name);
-    }
-    return { removed, nonEmpty };
+    };
+    if (cores.length > 0) this.lock.hold(make);
+    else make();
+    return this.group(allocId, taskName, name, dir, res, cores.length > 0);
   }
 
-  removeParentIfEmpty(): void {
-    if (this.groups.size > 0 || childGroups(this.parentDir).length > 0) return;
-    const segs = this.parentName.split('/');
-    for (let i = segs.length; i > 0; i--) {
-      const r = tryRmdir(path.join(this.layout.root, ...segs.slice(0, i)));
-      if (r !== true) break;
+  protected openGroup(allocId: string, taskName: string, name: string, res: TaskResources): V2TaskCgroup {
+    const scope = `${name}.scope`;
+    const dir = [this.shareDir, this.reserveDir, this.parentDir].map((p) => path.join(p, scope)).find((d) => fs.existsSync(d));
+    if (!dir) throw enoent(path.join(this.shareDir, scope));
+    this.ensureParent();
+    if (path.dirname(dir) === this.reserveDir) {
+      // The tree is the record: the scope's own cpuset.cpus holds its cores.
+      const cores = this.has('cpuset') ? parseCpuList(this.io.readMaybe(path.join(dir, 'cpuset.cpus')) ?? '') : [];
+      const { cores: _persisted, ...rest } = res;
+      return this.group(allocId, taskName, name, dir, cores.length > 0 ? { ...rest, cores } : rest, true);
     }
+    const legacy = path.dirname(dir) === this.parentDir && this.has('cpuset');
+    const legacyReserved = legacy && (res.cores?.length ?? 0) > 0;
+    if (legacy) this.lock.hold(() => {
+      if (legacyReserved) this.legacyReserved.set(name, [...res.cores!]);
+      else this.legacyShared.add(name);
+      this.resyncPartition();
+    });
+    const { cores: _c, ...shared } = res;
+    return this.group(allocId, taskName, name, dir, legacyReserved ? res : shared, legacyReserved);
+  }
+
+  private group(allocId: string, taskName: string, name: string, dir: string, res: TaskResources, reserved: boolean): V2TaskCgroup {
+    const legacy = path.dirname(dir) === this.parentDir;
+    const place: GroupPlace = {
+      paths: { unified: dir },
+      owned: [dir],
+      procs: path.join(dir, 'cgroup.procs'),
+      placement: { cgroupDir: dir },
+      reserved,
+      ...(this.has('cpuset') ? { cpusFile: path.join(legacy ? dir : this.shareDir, 'cpuset.cpus') } : {}),
+    };
+    const memReason = this.caps.memory ? undefined
+      : this.layout.mode === 'hybrid'
+        ? `no memory controller on the unified hierarchy of a hybrid host (${this.layout.root})`
+        : `the memory controller is not enabled under ${this.parentDir}`;
+    return new V2TaskCgroup(this.ctx, allocId, taskName, name, place, res, this.caps, memReason);
+  }
+
+  protected groupsOnDisk(): Map<string, GroupOnDisk> {
+    const out = new Map<string, GroupOnDisk>();
+    for (const base of [this.shareDir, this.reserveDir, this.parentDir]) {
+      for (const d of childGroups(base)) {
+        const name = d.endsWith('.scope') ? d.slice(0, -'.scope'.length) : '';
+        if (!parseGroupName(name)) continue;
+        out.set(name, { dirs: [path.join(base, d)], reserved: base === this.reserveDir || this.legacyReserved.has(name) });
+      }
+    }
+    return out;
+  }
+
+  protected override cleanupForgotten(name: string): void {
+    this.legacyReserved.delete(name);
+    this.legacyShared.delete(name);
+  }
+
+  protected removeTree(): boolean {
+    for (const d of [this.shareDir, this.reserveDir]) if (childGroups(d).length === 0) tryRmdir(d);
+    if (childGroups(this.parentDir).length === 0) removeSegments(this.layout.root, this.parentName);
     this.enabled = undefined;
-  }
-
-  /** @internal Called by a group's destroy once its directory is gone. */
-  forget(name: string): void {
-    this.groups.delete(name);
-    const { before, after } = this.partition.release(name);
-    const errs = this.io.writeSome(planV2SharedRewrite(before, after, this.sharedCpusFiles(name)));
-    const bad = errs.find((e) => e.code !== 'ENOENT');
-    if (bad) throw bad;
+    return !fs.existsSync(this.parentDir);
   }
 }
 
-export class V2TaskCgroup implements TaskCgroup {
-  readonly paths: Readonly<Record<string, string>>;
-  readonly placement: SpawnPlacement;
-  private destroyed = false;
-  private destroying: Promise<void> | undefined;
-
+export class V2TaskCgroup extends BaseTaskCgroup {
   constructor(
-    private readonly mgr: CgroupV2Manager,
-    readonly allocId: string,
-    readonly taskName: string,
-    readonly name: string,
-    readonly dir: string,
-    readonly resources: Readonly<TaskResources>,
+    ctx: TaskContext, allocId: string, taskName: string, name: string, place: GroupPlace, resources: TaskResources,
+    private readonly caps: V2Caps,
+    private readonly memReason: string | undefined,
   ) {
-    this.paths = Object.freeze({ unified: dir });
-    this.placement = Object.freeze({ cgroupDir: dir });
+    super(ctx, allocId, taskName, name, place, resources);
   }
 
-  private get procsPath(): string {
-    return path.join(this.dir, 'cgroup.procs');
-  }
-
-  cpus(): number[] {
-    return this.mgr.partition.coresOf(this.name);
-  }
-
-  join(pid: number): void {
-    this.mgr.io.writeAll([[this.procsPath, String(pid)]]);
-  }
-
-  pids(): number[] {
-    return this.mgr.io.readProcs(this.procsPath);
+  private get dir(): string {
+    return this.owned[0]!;
   }
 
   async freeze(opts: { timeoutMs?: number } = {}): Promise<void> {
-    this.mgr.io.writeAll([[path.join(this.dir, 'cgroup.freeze'), '1']]);
-    await this.mgr.io.waitFrozen(this.dir, 2, true, opts.timeoutMs ?? this.mgr.freezeTimeoutMs);
+    this.ctx.io.writeAll([[path.join(this.dir, 'cgroup.freeze'), '1']]);
+    await this.ctx.io.waitFrozen(this.dir, 2, true, opts.timeoutMs ?? this.ctx.freezeTimeoutMs);
   }
 
   async thaw(opts: { timeoutMs?: number } = {}): Promise<void> {
-    this.mgr.io.writeAll([[path.join(this.dir, 'cgroup.freeze'), '0']]);
-    await this.mgr.io.waitFrozen(this.dir, 2, false, opts.timeoutMs ?? this.mgr.freezeTimeoutMs);
-  }
-
-  signal(signal: NodeJS.Signals | number): number {
-    return this.mgr.io.signalGroup(this.procsPath, signalNumber(signal));
+    this.ctx.io.writeAll([[path.join(this.dir, 'cgroup.freeze'), '0']]);
+    await this.ctx.io.waitFrozen(this.dir, 2, false, opts.timeoutMs ?? this.ctx.freezeTimeoutMs);
   }
 
   async kill(opts: { timeoutMs?: number } = {}): Promise<GroupKillOutcome> {
-    const method = this.mgr.hasKillFile ? 'cgroup.kill' : 'freeze-v2';
-    const r = await this.mgr.io.groupKill(method, this.procsPath, this.dir, opts.timeoutMs ?? this.mgr.killTimeoutMs);
+    const method = this.caps.killFile ? 'cgroup.kill' : 'freeze-v2';
+    const r = await this.ctx.io.groupKill(method, this.procsPath, this.dir, opts.timeoutMs ?? this.ctx.killTimeoutMs);
     return { method, signalled: r.signalled, elapsedNs: r.elapsedNs };
   }
 
   oomKilled(): boolean {
-    if (!this.mgr.offers('memory')) return false;
-    const ev = parseKeyValues(this.mgr.io.readMaybe(path.join(this.dir, 'memory.events')));
-    return (ev.get('oom_kill') ?? 0) > 0;
+    if (!this.caps.memory) return false;
+    return (parseKeyValues(this.ctx.io.readMaybe(path.join(this.dir, 'memory.events'))).get('oom_kill') ?? 0) > 0;
   }
 
   stats(): CgroupStats {
-    const memOn = this.mgr.offers('memory');
     const files = [path.join(this.dir, 'cpu.stat')];
-    if (memOn) files.push(path.join(this.dir, 'memory.current'), path.join(this.dir, 'memory.stat'), path.join(this.dir, 'memory.peak'));
-    const r = this.mgr.io.readAll(files).map((x) => (typeof x === 'string' ? x : undefined));
-    const memReason = memOn ? undefined
-      : this.mgr.layout.mode === 'hybrid'
-        ? `no memory controller on the unified hierarchy of a hybrid host (${this.mgr.layout.root})`
-        : `the memory controller is not enabled under ${this.mgr.parentDir}`;
-    const thrReason = this.mgr.offers('cpu') ? undefined : 'no cpu controller here: throttling is not accounted';
-    return statsFromV2({ cpuStat: r[0], memoryCurrent: r[1], memoryStat: r[2], memoryPeak: r[3] }, memReason, thrReason);
+    if (this.caps.memory) files.push(...['memory.current', 'memory.stat', 'memory.peak'].map((f) => path.join(this.dir, f)));
+    const r = this.ctx.io.readAll(files).map((x) => (typeof x === 'string' ? x : undefined));
+    const thrReason = this.caps.cpu ? undefined : 'no cpu controller here: throttling is not accounted';
+    return statsFromV2({ cpuStat: r[0], memoryCurrent: r[1], memoryStat: r[2], memoryPeak: r[3] }, this.memReason, thrReason);
   }
+}
 
-  destroy(opts: { timeoutMs?: number } = {}): Promise<void> {
-    if (this.destroyed) return Promise.resolve();
-    this.destroying ??= this.doDestroy(opts.timeoutMs ?? this.mgr.killTimeoutMs).finally(() => { this.destroying = undefined; });
-    return this.destroying;
-  }
-
-  private async doDestroy(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    if (fs.existsSync(this.dir)) {
-      let pids: number[] = [];
-      try {
-        pids = this.pids();
-      } catch (err) {
-        if ((err as CgroupError).code !== 'ENOENT') throw err;
-      }
-      if (pids.length > 0) await this.kill({ timeoutMs: Math.max(1, deadline - Date.now()) });
-      // A frozen, empty group can still be removed; thaw is not needed.
-      await rmdirRetry([this.dir], Math.max(1, deadline - Date.now()));
-    }
-    this.destroyed = true;
-    this.mgr.forget(this.name);
+function mkdirOrEexist(dir: string): void {
+  try {
+    mkdirCg(dir);
+  } catch (err) {
+    if ((err as CgroupError).code === 'EEXIST') throw eexist(dir);
+    throw err;
   }
 }
 
@@ -365,18 +302,12 @@ function readWords(file: string): string[] {
   }
 }
 
-function words(text: string | undefined): string[] {
-  return (text ?? '').split(/\s+/).filter((w) => w !== '');
-}
-
 /** Enables controllers in a cgroup's subtree_control: all at once, else one by one (a refused one is skipped). */
 function enableControllers(io: CgroupIO, dir: string, controllers: readonly string[]): void {
   const file = path.join(dir, 'cgroup.subtree_control');
   const have = words(io.readMaybe(file));
   const missing = controllers.filter((c) => !have.includes(c));
   if (missing.length === 0) return;
-  const errs = io.writeSome([[file, missing.map((c) => `+${c}`).join(' ')]]);
-  if (errs.length === 0) return;
+  if (io.writeSome([[file, missing.map((c) => `+${c}`).join(' ')]]).length === 0) return;
   io.writeSome(missing.map((c) => [file, `+${c}`] as const));
 }
-

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native, type ExitInfo, type ExitWatch } from '../../src/native.js';
 import { detectCgroupLayout } from '../../src/cgroups/detect.js';
+import { DEFAULT_LOCK_DIR } from '../../src/cgroups/lock.js';
 import type { CgroupLayout, SpawnPlacement, TaskCgroup } from '../../src/cgroups/types.js';
 import { bound, isTestName, uniqueName } from './names.js';
 
@@ -208,6 +209,10 @@ export async function cleanupParent(parentName: string, timeoutMs = bound(10_000
       }
     }
   }
+  // Lock files of the parent's cpuset partition (default lock dir; tests with their own remove theirs).
+  try {
+    for (const f of fs.readdirSync(DEFAULT_LOCK_DIR)) if (f.endsWith(`-${parentName}.lock`)) fs.rmSync(path.join(DEFAULT_LOCK_DIR, f), { force: true });
+  } catch { /* none */ }
   // The processes are gone: their watches fire (and close) on the next turns of the loop. Close
   // whatever of this parent is still open after a short grace so no ref'd watch keeps the worker alive.
   const seg = `/${parentName}/`;

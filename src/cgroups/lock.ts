@@ -1,0 +1,128 @@
+/**
+ * The host-wide lock of a cpuset partition: every corral process using one cgroup parent takes it
+ * before it reads the reservations from the tree and changes them, so two agents (or an agent and
+ * `corral run`s) never hand out a core twice. It is flock(2) on a file named after the hierarchy and
+ * the parent: the kernel drops it when the holder's file is closed or the holder dies (SIGKILL
+ * included), so a dead holder never wedges the next one.
+ *
+ * Held only around a few control-file reads and writes (well under a millisecond), so taking it is
+ * synchronous: LOCK_NB tries with short Atomics.wait pauses, bounded by a timeout that names the
+ * holder. Re-entrant within one lock object.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CgroupTimeoutError } from '../errors.js';
+import type { AddonProvider } from './io.js';
+
+/** Where the lock files live unless ManagerOptions.lockDir says otherwise (tmpfs: gone at reboot, like the cgroups). */
+export const DEFAULT_LOCK_DIR = '/run/corral';
+export const DEFAULT_LOCK_TIMEOUT_MS = 10_000;
+
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/** The lock file of the partition of `parentName` in the hierarchy at `root`: the same name in every process. */
+export function lockFileFor(lockDir: string, root: string, parentName: string): string {
+  const enc = (s: string) => s.replace(/%/g, '%25').replace(/\//g, '%2F');
+  return path.join(lockDir, `cpuset-${enc(root)}-${enc(parentName)}.lock`);
+}
+
+export class HostLock {
+  private depth = 0;
+  private heldFd: number | undefined;
+
+  constructor(
+    readonly file: string,
+    private readonly addon: AddonProvider,
+    private readonly timeoutMs = DEFAULT_LOCK_TIMEOUT_MS,
+  ) {}
+
+  /** Runs `fn` holding the lock; releases it however `fn` ends. */
+  hold<T>(fn: () => T): T {
+    if (this.depth > 0) {
+      this.depth++;
+      try {
+        return fn();
+      } finally {
+        this.depth--;
+      }
+    }
+    const fd = this.acquire();
+    this.depth = 1;
+    this.heldFd = fd;
+    try {
+      return fn();
+    } finally {
+      this.depth = 0;
+      this.heldFd = undefined;
+      fs.closeSync(fd); // closing the only description holding the flock releases it
+    }
+  }
+
+  /** While held: removes the lock file (the partition is gone). Waiters notice the unlinked inode and retry. */
+  unlinkHeld(): void {
+    if (this.heldFd === undefined) return;
+    try {
+      fs.unlinkSync(this.file);
+    } catch { /* already gone */ }
+  }
+
+  private acquire(): number {
+    const deadline = Date.now() + this.timeoutMs;
+    for (;;) {
+      const fd = this.lockOnce(deadline);
+      // Taken on a file that was unlinked meanwhile (its partition removed): take the new one instead.
+      if (sameInode(fd, this.file)) return this.mark(fd);
+      fs.closeSync(fd);
+    }
+  }
+
+  private lockOnce(deadline: number): number {
+    fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o755 });
+    // Node opens with O_CLOEXEC: no spawned child can inherit (and so keep) the lock.
+    const fd = fs.openSync(this.file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+    let delay = 0.05;
+    try {
+      while (!this.addon().flockTry(fd, true)) {
+        if (Date.now() >= deadline) {
+          throw new CgroupTimeoutError(`get its cpuset lock (held by ${this.holder(fd)})`, this.file, this.timeoutMs);
+        }
+        Atomics.wait(pause, 0, 0, delay);
+        delay = Math.min(delay * 2, 5);
+      }
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    return fd;
+  }
+
+  private mark(fd: number): number {
+    // Who holds it, for the message of a process that times out waiting (diagnostics only).
+    try {
+      const me = Buffer.from(`pid ${process.pid}\n`);
+      fs.ftruncateSync(fd, 0);
+      fs.writeSync(fd, me, 0, me.length, 0);
+    } catch { /* a read-only lock dir still locks */ }
+    return fd;
+  }
+
+  private holder(fd: number): string {
+    try {
+      const b = Buffer.alloc(64);
+      const n = fs.readSync(fd, b, 0, b.length, 0);
+      return b.subarray(0, n).toString().trim() || 'an unknown process';
+    } catch {
+      return 'an unknown process';
+    }
+  }
+}
+
+function sameInode(fd: number, file: string): boolean {
+  try {
+    const a = fs.fstatSync(fd);
+    const b = fs.statSync(file);
+    return a.ino === b.ino && a.dev === b.dev;
+  } catch {
+    return false;
+  }
+}
