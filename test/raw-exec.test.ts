@@ -398,10 +398,12 @@ ts('recovery from a second Node process (recoverAll): stale empty groups removed
 });
 
 ts('recovery refuses a reused pid (start time differs): the task is reported gone, not adopted', async (tt) => {
-  const d = mkDriver({ stateDir: fs.mkdtempSync(path.join(STATE, 'reuse-')) });
+  // A handle without a cgroup is only taken by a noCgroups driver (a driver with cgroups refuses it as a bad handle).
+  const d = mkDriver({ stateDir: fs.mkdtempSync(path.join(STATE, 'reuse-')), noCgroups: true });
+  const allocId = newAllocId();
   const handle: TaskHandle = {
-    version: 1, driver: 'raw_exec', taskId: 'reused', allocId: newAllocId(), taskName: 'reused', startedAt: new Date().toISOString(),
-    config: task({ command: 'true' }),
+    version: 1, driver: 'raw_exec', taskId: 'reused', allocId, taskName: 'reused', startedAt: new Date().toISOString(),
+    config: { ...task({ command: 'true' }), id: 'reused', allocId, name: 'reused' },
     driverState: { pid: process.pid, startTime: 1, pgid: process.pid, cgroup: null, uid: 0, gid: 0, groups: [], file: '/bin/true', cwd: '/', env: {} },
   };
   await d.recoverTask(handle);

@@ -110,7 +110,8 @@ export interface TaskDriver {
   capabilities(): Capabilities;
   fingerprint(opts?: { signal?: AbortSignal; intervalMs?: number }): AsyncIterable<Fingerprint>;
   startTask(cfg: TaskConfig): Promise<TaskHandle>;
-  recoverTask(handle: TaskHandle): Promise<void>;
+  /** Re-attaches a task; refused (ERR_TASK_OWNED) while another live agent owns its record, unless `force`. */
+  recoverTask(handle: TaskHandle, opts?: { force?: boolean }): Promise<void>;
   waitTask(taskId: string, opts?: { signal?: AbortSignal }): Promise<ExitResult>;
   stopTask(taskId: string, opts?: { timeoutMs?: number; signal?: string }): Promise<void>;
   destroyTask(taskId: string, opts?: { force?: boolean }): Promise<void>;

@@ -9,10 +9,10 @@
  */
 import { setMaxListeners } from 'node:events';
 import {
-  AbortError, DriverUnavailableError, InvalidConfigError, TaskExistsError, TaskNotFoundError, TaskNotRunningError, TaskRunningError,
+  AbortError, DriverUnavailableError, InvalidConfigError, TaskExistsError, TaskNotFoundError, TaskNotRunningError, TaskOwnedError, TaskRunningError,
 } from '../../errors.js';
 import { parseSignal } from '../../signals.js';
-import type { StoreProblem, TaskStore } from '../../store/task-store.js';
+import type { StoreProblem, TaskRecord, TaskStore } from '../../store/task-store.js';
 import { anySignal, sleep } from '../../util/abort.js';
 import { EventHub } from '../../util/event-hub.js';
 import { optMs } from '../../util/validate.js';
@@ -73,11 +73,23 @@ export function resolveCoreOptions(o: CoreOptions & { defaultKillTimeoutMs?: num
 }
 
 export interface RecoverAllResult {
+  /** Adopted and re-attached: now held by this driver. */
   recovered: string[];
+  /** Bad handles (ERR_INVALID_CONFIG naming the field) and other failures: left as they are, never acted upon. */
   failed: { taskId: string; error: Error }[];
+  /** Records whose owner (another agent) is alive: skipped, left to it. */
+  owned: { taskId: string; ownerPid: number; ownerStartTime: number }[];
   /** State files that could not be read (corrupt or foreign), skipped. */
   problems: StoreProblem[];
 }
+
+/**
+ * Starts in flight in this process, by state dir and task id. Records are owned per process, so a
+ * second driver on the same state dir in this process would otherwise take another one's record,
+ * still `starting`, for an interrupted start.
+ */
+const startsInFlight = new Set<string>();
+const inFlightKey = (store: TaskStore, id: string) => `${store.dir}\0${id}`;
 
 export abstract class DriverCore<T extends CoreTask> implements TaskDriver {
   readonly name: string;
@@ -116,8 +128,12 @@ export abstract class DriverCore<T extends CoreTask> implements TaskDriver {
   protected abstract fingerprintOnce(signal: AbortSignal): Fingerprint | Promise<Fingerprint>;
   /** Validates the rest of `cfg`, starts the task, adds it (adopt) and returns its handle. Undoes itself on failure. */
   protected abstract start(cfg: TaskConfig, id: string): Promise<TaskHandle>;
-  /** Re-attaches to a task of a checked handle of this driver, and adopts it. */
-  protected abstract recover(handle: TaskHandle): Promise<void>;
+  /**
+   * Re-attaches to a task of a checked handle of this driver, and adopts it. The record's owner is
+   * dead, or this agent, or `force` is set; the hook calls claimRecord() after its own checks and
+   * before it attaches.
+   */
+  protected abstract recover(handle: TaskHandle, opts: { force: boolean }): Promise<void>;
   /** The stop signal, up to `timeoutMs` for the exit, then a kill; resolves when nothing of the task runs. */
   protected abstract stop(task: T, timeoutMs: number, sig: { name: NodeJS.Signals; number: number }): Promise<void>;
   protected abstract signal(task: T, sig: { name: NodeJS.Signals; number: number }): Promise<void>;
@@ -203,15 +219,21 @@ export abstract class DriverCore<T extends CoreTask> implements TaskDriver {
     const id = validateTaskId(cfg.id);
     if (this.tasks.has(id) || this.starting.has(id) || this.store.get(id)) throw new TaskExistsError(id);
     this.starting.add(id);
+    startsInFlight.add(inFlightKey(this.store, id));
     try {
       return await this.start(cfg, id);
     } finally {
       this.starting.delete(id);
+      startsInFlight.delete(inFlightKey(this.store, id));
     }
   }
 
-  /** Checks that `handle` is one of this driver's, then reattaches (a task already held is left as it is). */
-  async recoverTask(handle: TaskHandle): Promise<void> {
+  /**
+   * Checks that `handle` is one of this driver's, then reattaches (a task already held is left as it
+   * is). Refused with TaskOwnedError (ERR_TASK_OWNED, naming the owner's pid) while the agent that
+   * owns the task's record is alive, unless `force`.
+   */
+  async recoverTask(handle: TaskHandle, opts: { force?: boolean } = {}): Promise<void> {
     this.assertOpen();
     if (typeof handle !== 'object' || handle === null) throw new InvalidConfigError('handle', handle, 'must be a task handle');
     if (handle.driver !== this.name) throw new InvalidConfigError('handle.driver', handle.driver, `is not ${this.name}`);
@@ -220,7 +242,19 @@ export abstract class DriverCore<T extends CoreTask> implements TaskDriver {
       throw new InvalidConfigError('handle.driverState', handle.driverState, `must be the ${this.name} driver state`);
     }
     if (this.tasks.has(handle.taskId)) return;
-    await this.recover(handle);
+    const force = opts.force === true;
+    const rec = this.store.getRecord(handle.taskId);
+    if (rec?.ownerStatus === 'alive' && !force) throw new TaskOwnedError(handle.taskId, rec.owner!);
+    await this.recover(handle, { force });
+  }
+
+  /**
+   * Makes this agent the owner of a task's record: adopts it (of two agents adopting at once exactly
+   * one wins, the other gets TaskOwnedError) or, for a handle that came from elsewhere, creates it.
+   */
+  protected claimRecord(handle: TaskHandle, force: boolean): void {
+    if (this.store.getRecord(handle.taskId)) this.store.adopt(handle.taskId, { force });
+    else this.store.create(handle, 'running');
   }
 
   /** Agent start-up: recovers every task of this driver in the state dir; failures are returned, not thrown. */
@@ -228,19 +262,32 @@ export abstract class DriverCore<T extends CoreTask> implements TaskDriver {
     return (await this.recoverStored()).result;
   }
 
-  protected async recoverStored(): Promise<{ result: RecoverAllResult; handles: TaskHandle[] }> {
+  /**
+   * The recovery loop: every record of this driver, once. Records held already are left as they
+   * are; those of another live agent go to `owned`; each other one goes through `each` (default:
+   * recoverTask of its handle; it returns false for a record it resolved without recovering a task).
+   * One record's failure never fails the pass.
+   */
+  protected async recoverStored(each?: (rec: TaskRecord) => Promise<boolean>): Promise<{ result: RecoverAllResult; records: TaskRecord[] }> {
     this.assertOpen();
-    const { handles, problems } = this.store.list(this.name);
-    const result: RecoverAllResult = { recovered: [], failed: [], problems };
-    for (const h of handles) {
+    const { records, problems } = this.store.records(this.name);
+    const result: RecoverAllResult = { recovered: [], failed: [], owned: [], problems };
+    for (const rec of records) {
+      if (this.tasks.has(rec.taskId)) continue;
+      // A record of this process that is `starting` because a driver here is starting it right now.
+      if (startsInFlight.has(inFlightKey(this.store, rec.taskId))) continue;
+      if (rec.ownerStatus === 'alive') {
+        result.owned.push({ taskId: rec.taskId, ownerPid: rec.owner!.pid, ownerStartTime: rec.owner!.startTime });
+        continue;
+      }
       try {
-        await this.recoverTask(h);
-        result.recovered.push(h.taskId);
+        if (each ? await each(rec) : (await this.recoverTask(rec.handle), true)) result.recovered.push(rec.taskId);
       } catch (err) {
-        result.failed.push({ taskId: h.taskId, error: err as Error });
+        if (err instanceof TaskOwnedError) result.owned.push({ taskId: rec.taskId, ownerPid: err.ownerPid, ownerStartTime: err.ownerStartTime });
+        else result.failed.push({ taskId: rec.taskId, error: err as Error });
       }
     }
-    return { result, handles };
+    return { result, records };
   }
 
   waitTask(taskId: string, opts: { signal?: AbortSignal } = {}): Promise<ExitResult> {

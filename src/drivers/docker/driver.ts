@@ -272,7 +272,7 @@ export class DockerDriver extends DriverCore<DockerTask> {
 
   // ---- recovery ----------------------------------------------------------------------------
 
-  protected async recover(handle: TaskHandle): Promise<void> {
+  protected async recover(handle: TaskHandle, opts: { force: boolean }): Promise<void> {
     const ds = handle.driverState as Partial<DockerDriverState>;
     if (typeof ds.containerId !== 'string' || !/^[0-9a-f]{12,64}$/.test(ds.containerId)) {
       throw new InvalidConfigError('handle.driverState.containerId', ds.containerId, 'must be a container ID');
@@ -306,6 +306,7 @@ export class DockerDriver extends DriverCore<DockerTask> {
     };
     const h: DockerTaskHandle = { ...(handle as DockerTaskHandle), driverState: { ...handle.driverState, ...full } };
     const task = new DockerTask(h, handle.startedAt);
+    this.claimRecord(handle, opts.force);
     this.images.addRef(full.image, handle.taskId);
     this.adopt(task);
     try {

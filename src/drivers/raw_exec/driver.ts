@@ -5,8 +5,7 @@
  * failure undone. What every driver shares (task table, events, waits, recovery loop, shutdown) is
  * DriverCore's; this file holds raw_exec's hooks.
  */
-import { DriverUnavailableError, InvalidConfigError, SpawnError, TaskExistsError } from '../../errors.js';
-import { groupName } from '../../cgroups/names.js';
+import { DriverUnavailableError, SpawnError, TaskExistsError, TaskNotFoundError } from '../../errors.js';
 import { native } from '../../native.js';
 import { TaskStore } from '../../store/task-store.js';
 import { sleepUnless } from '../../util/abort.js';
@@ -15,11 +14,15 @@ import type {
   Capabilities, ExecTaskResult, Fingerprint, TaskConfig, TaskHandle, TaskResourceUsage,
 } from '../contract.js';
 import { type CoreOptions, DriverCore, type RecoverAllResult as CoreRecoverAllResult } from '../core/driver.js';
-import { isLive, killUntilGone, readProcStat, sessionMembers } from '../core/proc.js';
+import { killUntilGone, readProcStat, sessionMembers } from '../core/proc.js';
 import { openCgroupManager } from './cgroups.js';
 import { type RawExecPluginConfig, type ResolvedPluginConfig, resolvePluginConfig, validateTask } from './config.js';
 import { execInTask } from './exec.js';
 import { type RawExecDriverState, RawExecTask } from './task.js';
+import { startingHandle } from './record.js';
+import { checkRecoveredHandle } from './recovered-handle.js';
+import { type InterruptedStart, checkExecUser, groupOf, identifyTaskProcess, resolveInterruptedStart } from './recover.js';
+import { processStartTime } from '../../store/owner.js';
 import { FdSet, openOutput } from './stdio.js';
 
 export const RAW_EXEC = 'raw_exec';
@@ -27,6 +30,10 @@ export const RAW_EXEC = 'raw_exec';
 export interface RawExecDriverOptions extends RawExecPluginConfig, CoreOptions {}
 
 export interface RecoverAllResult extends CoreRecoverAllResult {
+  /** Recovered tasks that had ended while no agent watched them: acted upon through their cgroup only. */
+  gone: string[];
+  /** Records a crash left `starting`: their group's processes killed, group and record removed. */
+  interruptedStarts: InterruptedStart[];
   /** Empty groups of ours that no task owned, removed. */
   staleRemoved: string[];
   /** Groups of ours that no task owns but that still hold processes: reported, left alone. */
@@ -106,11 +113,16 @@ export class RawExecDriver extends DriverCore<RawExecTask> {
     const mgr = this.cgroupManager();
     const v = await validateTask(cfg, { plugin: this.config, ...(mgr ? { usableCores: mgr.usableCores(), controllers: mgr.controllers() } : {}) });
     if (this.tasks.has(v.id)) throw new TaskExistsError(v.id);
+    // Write-ahead: the record (starting, ours) is on disk before the group exists and before
+    // anything runs, so a crash at any later instant leaves a record that recovery resolves.
+    // Exclusive: another agent's record of this id refuses the start (TaskExistsError).
+    const handle = startingHandle(v, cfg, mgr);
+    this.store.create(handle as unknown as TaskHandle, 'starting');
     const fds = new FdSet();
     let cg: TaskCgroup | undefined;
     let spawned: { pid: number; pidfd: number } | undefined;
     let sigPidfd = -1;
-    let persisted = false;
+    const persisted = true;
     try {
       const out = v.stdoutFd ?? (v.stdoutPath ? fds.add(openOutput(v.stdoutPath)) : -1);
       const errFd = v.stderrFd ?? (v.stderrPath ? fds.add(openOutput(v.stderrPath)) : -1);
@@ -133,30 +145,13 @@ export class RawExecDriver extends DriverCore<RawExecTask> {
       // Not reaped yet (only our watch reaps), so the stat is there even if it already exited.
       const st = readProcStat(spawned.pid);
       if (!st) throw new SpawnError(v.id, `/proc/${spawned.pid}/stat unreadable right after spawn`);
-      const state: RawExecDriverState = {
-        pid: spawned.pid,
-        startTime: st.starttime,
-        pgid: spawned.pid,
-        cgroup: cg && mgr ? { version: mgr.version, parentName: mgr.parentName, name: cg.name, paths: { ...cg.paths } } : null,
-        uid: v.uid,
-        gid: v.gid,
-        groups: v.user?.groups ?? [],
-        file: v.file,
-        cwd: v.cwd,
-        env: v.env,
-      };
-      const handle: TaskHandle<RawExecDriverState> = {
-        version: 1,
-        driver: RAW_EXEC,
-        taskId: v.id,
-        allocId: v.allocId,
-        taskName: v.name,
-        startedAt: new Date().toISOString(),
-        config: cfg,
-        driverState: state,
-      };
-      this.store.put(handle as unknown as TaskHandle);
-      persisted = true;
+      const state = handle.driverState;
+      state.pid = spawned.pid;
+      state.startTime = st.starttime;
+      state.pgid = spawned.pid;
+      if (cg && state.cgroup) state.cgroup.paths = { ...cg.paths };
+      handle.startedAt = new Date().toISOString();
+      this.store.put(handle as unknown as TaskHandle, { state: 'running' });
       const task = this.newTask(handle, cg, false);
       task.attach(spawned.pidfd, sigPidfd, true);
       this.adopt(task);
@@ -170,14 +165,14 @@ export class RawExecDriver extends DriverCore<RawExecTask> {
     }
   }
 
-  private newTask(handle: TaskHandle<RawExecDriverState>, cgroup: TaskCgroup | undefined, recovered: boolean): RawExecTask {
+  private newTask(handle: TaskHandle<RawExecDriverState>, cgroup: TaskCgroup | undefined, recovered: boolean, gone = false): RawExecTask {
     return new RawExecTask({
-      handle, cgroup, recovered, groupKillTimeoutMs: this.config.groupKillTimeoutMs,
+      handle, cgroup, recovered, gone, groupKillTimeoutMs: this.config.groupKillTimeoutMs,
       emit: this.emitterFor({ id: handle.taskId, allocId: handle.allocId, taskName: handle.taskName }),
     });
   }
 
-  /** Undoes a failed start: no process, no group, no state file. Every step runs even if one before it failed. */
+  /** Undoes a failed start: no process, no group, no record. Every step runs even if one before it failed. */
   private async undoStart(id: string, spawned: { pid: number; pidfd: number } | undefined, sigPidfd: number, cg: TaskCgroup | undefined, persisted: boolean): Promise<void> {
     const n = native();
     const errors: unknown[] = [];
@@ -210,80 +205,123 @@ export class RawExecDriver extends DriverCore<RawExecTask> {
     else if (spawned && this.config.noCgroups) {
       await step(() => killUntilGone(() => sessionMembers(spawned.pid).map((p) => p.pid), this.config.groupKillTimeoutMs, `task ${id}`));
     }
-    if (persisted) await step(() => this.store.delete(id));
+    // The record goes last, and only once nothing of the task is left: otherwise it stays (starting)
+    // and the next recovery resolves it.
+    if (persisted && errors.length === 0) await step(() => this.store.delete(id));
     if (errors.length > 0) throw errors[0];
   }
 
   // ---- recovery ----------------------------------------------------------------------------
 
   /**
-   * Agent start-up: re-attaches every raw_exec task in the state dir, then removes the empty groups of
-   * ours that no task owns (left by a crash) and reports the non-empty ones. Recovery comes first so
-   * that reserved cores are known before a new task computes the shared pool. Assumes one agent per
-   * cgroup parent (two would also disagree on the cpuset partition).
+   * Agent start-up: goes through every raw_exec record in the state dir (DriverCore's loop). Records
+   * of another live agent are skipped (`owned`); records a crash left `starting` are resolved (their
+   * group killed and removed, the record deleted: `interruptedStarts`); the others are checked as
+   * strictly as a new config (a bad one goes to `failed`, is left as it is and never acted upon),
+   * adopted and re-attached (`recovered`; `gone` when the task ended meanwhile). Then the empty
+   * groups of ours that no record names are removed and non-empty ones reported. Recovery comes
+   * first so that reserved cores are known before a new task computes the shared pool.
    */
   override async recoverAll(): Promise<RecoverAllResult> {
-    const { result: base, handles } = await this.recoverStored();
-    const result: RecoverAllResult = { ...base, staleRemoved: [], staleNonEmpty: [] };
+    const interruptedStarts: InterruptedStart[] = [];
     const mgr = this.cgroupManager();
+    // Groups named by a record, whoever owns it: never stale, never killed for another record.
+    const named = new Map<string, number>();
+    for (const r of this.store.records(RAW_EXEC).records) {
+      const g = groupOf(r.handle);
+      if (g) named.set(g, (named.get(g) ?? 0) + 1);
+    }
+    const { result: base } = await this.recoverStored(async (rec) => {
+      if (rec.state === 'running') {
+        await this.recoverTask(rec.handle);
+        return true;
+      }
+      const g = groupOf(rec.handle);
+      interruptedStarts.push(await this.resolveStarting(rec.handle, g !== undefined && (named.get(g) ?? 0) > 1, false));
+      if (g) named.set(g, (named.get(g) ?? 1) - 1);
+      return false;
+    });
+    const gone = base.recovered.filter((id) => this.tasks.get(id)?.gone);
+    const result: RecoverAllResult = { ...base, gone, interruptedStarts, staleRemoved: [], staleNonEmpty: [] };
     if (mgr) {
-      const owned = new Set(handles.map((h) => groupName(h.allocId, h.taskName)));
-      const stale = mgr.cleanupStale({ keep: (name) => owned.has(name) });
+      // A group created since the listing above belongs to a record created before it (write-ahead):
+      // on a miss, list once more before calling a group stale.
+      let again: Set<string> | undefined;
+      const keep = (name: string) => {
+        if ((named.get(name) ?? 0) > 0) return true;
+        again ??= new Set(this.store.records(RAW_EXEC).records.map((r) => groupOf(r.handle)).filter((g): g is string => g !== undefined));
+        return again.has(name);
+      };
+      const stale = mgr.cleanupStale({ keep });
       result.staleRemoved = stale.removed;
       result.staleNonEmpty = stale.nonEmpty;
     }
     return result;
   }
 
-  protected async recover(handle: TaskHandle): Promise<void> {
-    const s = handle.driverState as unknown as RawExecDriverState;
-    if (!Number.isInteger(s.pid) || s.pid <= 1 || !Number.isInteger(s.startTime)) {
-      throw new InvalidConfigError('handle.driverState', s, 'is not a raw_exec driver state (pid, startTime)');
+  /** Kills and removes the group of a record left `starting`, deletes the record, reports it. */
+  private async resolveStarting(handle: TaskHandle, groupHeldByAnother: boolean, force: boolean): Promise<InterruptedStart> {
+    const mgr = this.cgroupManager();
+    const h = await checkRecoveredHandle(handle, { plugin: this.config, mgr, state: 'starting' });
+    this.store.adopt(h.taskId, { force }); // exactly one agent resolves it
+    const done = await resolveInterruptedStart(h, mgr, groupHeldByAnother, this.config.groupKillTimeoutMs);
+    this.store.delete(h.taskId);
+    this.emit({ id: h.taskId, allocId: h.allocId, taskName: h.taskName }, 'start-interrupted',
+      `the agent starting this task died before it ran: ${done.group ? `killed ${done.killed} process(es) in group ${done.group} and removed it` : 'no group existed'}; record removed`,
+      { group: done.group ?? '', killed: String(done.killed) });
+    return done;
+  }
+
+  /**
+   * The recover hook: a record still `starting` is resolved instead (TaskNotFoundError: the task
+   * never ran). Otherwise the handle is checked (ERR_INVALID_CONFIG naming the field; nothing done),
+   * the process identified (the same process by start time, where the task must be), the record
+   * adopted, and the task re-attached through a pidfd, or marked gone: then only its cgroup is ever
+   * acted upon.
+   */
+  protected async recover(handle: TaskHandle, opts: { force: boolean }): Promise<void> {
+    const mgr = this.cgroupManager();
+    if (this.store.getRecord(handle.taskId)?.state === 'starting') {
+      await this.resolveStarting(handle, false, opts.force);
+      throw new TaskNotFoundError(handle.taskId);
     }
+    const h = await checkRecoveredHandle(handle, { plugin: this.config, mgr, state: 'running' });
+    const s = h.driverState;
     let cg: TaskCgroup | undefined;
-    if (s.cgroup) {
-      const mgr = this.cgroupManager();
-      if (mgr) {
-        try {
-          // The persisted resources tell a v2 manager which cores this group holds (v2 keeps no partition on disk).
-          const resources = handle.config?.resources;
-          cg = mgr.open(handle.allocId, handle.taskName, resources ? { resources } : undefined);
-        } catch {
-          cg = undefined; // the group is gone: so is the task
-        }
+    if (s.cgroup && mgr) {
+      try {
+        // The persisted resources tell a v2 manager which cores this group holds (v2 keeps no partition on disk).
+        const resources = h.config?.resources;
+        cg = mgr.open(h.allocId, h.taskName, resources ? { resources } : undefined);
+      } catch {
+        cg = undefined; // the group is gone: so is the task
       }
     }
-    const task = this.newTask(handle as unknown as TaskHandle<RawExecDriverState>, cg, true);
-    const same = () => {
-      const st = readProcStat(s.pid);
-      return isLive(st) && st.starttime === s.startTime;
-    };
-    let attached = false;
-    if (same()) {
-      const n = native();
-      let a = -1;
-      let b = -1;
+    // Throws (nothing done yet) when a live process has the recorded identity but is not the task.
+    let found = identifyTaskProcess(h, cg);
+    this.claimRecord(h as unknown as TaskHandle, opts.force);
+    const n = native();
+    let a = -1;
+    let b = -1;
+    if (found.kind === 'task') {
       try {
         a = n.pidfdOpen(s.pid);
         b = n.pidfdOpen(s.pid);
         // Checked again after opening: the pidfds now pin this very process.
-        if (same()) {
-          task.attach(a, b, false);
-          attached = true;
-        }
+        if (processStartTime(s.pid) !== s.startTime) found = { kind: 'gone', why: `the task (pid ${s.pid}) ended during recovery` };
       } catch {
-        /* it exited meanwhile */
+        found = { kind: 'gone', why: `the task (pid ${s.pid}) ended during recovery` };
       }
-      if (!attached) {
+      if (found.kind === 'gone') {
         if (a >= 0) n.closeFd(a);
         if (b >= 0) n.closeFd(b);
       }
     }
+    const task = this.newTask(h, cg, true, found.kind === 'gone');
+    if (found.kind === 'task') task.attach(a, b, false);
     this.adopt(task);
-    task.emitRecovered(attached);
-    if (!attached) {
-      task.markGone(`exit status unknown: the task (pid ${s.pid}) ended while the agent was not attached to it${readProcStat(s.pid) ? ' (its pid now belongs to another process)' : ''}`);
-    }
+    task.emitRecovered(found.kind === 'task');
+    if (found.kind === 'gone') task.markGone(`exit status unknown: ${found.why}`);
   }
 
   // ---- the task's life ---------------------------------------------------------------------
@@ -305,6 +343,7 @@ export class RawExecDriver extends DriverCore<RawExecTask> {
   }
 
   protected exec(task: RawExecTask, cmd: string[], timeoutMs: number, signal: AbortSignal): Promise<ExecTaskResult> {
+    checkExecUser(task, this.config);
     return execInTask(task, cmd, timeoutMs, this.config.groupKillTimeoutMs, signal);
   }
 

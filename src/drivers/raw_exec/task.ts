@@ -11,7 +11,7 @@ import { sleep } from '../../util/abort.js';
 import type { ExitResult, TaskHandle, TaskResourceUsage, TaskStatus } from '../contract.js';
 import type { CoreTask } from '../core/driver.js';
 import { describeExit, reapedExit, unknownExit } from '../core/exit.js';
-import { CLK_TCK, PAGE_SIZE, killUntilGone, sessionMembers } from '../core/proc.js';
+import { CLK_TCK, PAGE_SIZE, type ProcStat, killUntilGone, sessionMembers } from '../core/proc.js';
 import { signalName } from '../../signals.js';
 
 /** What raw_exec persists in TaskHandle.driverState: exactly what recovery needs. */
@@ -39,6 +39,11 @@ export interface RunnerInit {
   handle: TaskHandle<RawExecDriverState>;
   cgroup: TaskCgroup | undefined;
   recovered: boolean;
+  /**
+   * Recovery found the task gone (pid missing or reused): from then on it is acted upon through its
+   * cgroup only, never through a pid, session or process group number that may name someone else.
+   */
+  gone?: boolean;
   emit: Emit;
   groupKillTimeoutMs: number;
 }
@@ -48,6 +53,7 @@ export class RawExecTask implements CoreTask {
   readonly state: RawExecDriverState;
   readonly cgroup: TaskCgroup | undefined;
   readonly recovered: boolean;
+  readonly gone: boolean;
   private readonly emit: Emit;
   private readonly groupKillTimeoutMs: number;
   private watch: ExitWatch | undefined;
@@ -67,6 +73,7 @@ export class RawExecTask implements CoreTask {
     this.state = init.handle.driverState;
     this.cgroup = init.cgroup;
     this.recovered = init.recovered;
+    this.gone = init.gone === true;
     this.emit = init.emit;
     this.groupKillTimeoutMs = init.groupKillTimeoutMs;
     this.exited = new Promise((resolve) => { this.resolveExit = resolve; });
@@ -173,7 +180,24 @@ export class RawExecTask implements CoreTask {
         return [];
       }
     }
-    return sessionMembers(this.state.pgid).map((s) => s.pid);
+    return this.sessionPids();
+  }
+
+  private sessionPids(): number[] {
+    return this.sessionStats().map((m) => m.pid);
+  }
+
+  /**
+   * Without cgroups: the processes of the task's session. None for a task known gone; none either
+   * when the session's number now leads someone else's session (a process with pid = sid that is
+   * not the task's main process: the kernel reuses a sid only once no process of the old one is left).
+   */
+  private sessionStats(): ProcStat[] {
+    if (this.gone) return [];
+    const members = sessionMembers(this.state.pgid);
+    const leader = members.find((m) => m.pid === this.state.pgid);
+    if (leader && leader.starttime !== this.state.startTime) return [];
+    return members;
   }
 
   /** Kills every process of the task and waits until none is left. */
@@ -182,7 +206,7 @@ export class RawExecTask implements CoreTask {
       const out = await this.cgroup.kill({ timeoutMs: this.groupKillTimeoutMs });
       return out.signalled;
     }
-    return killUntilGone(() => sessionMembers(this.state.pgid).map((s) => s.pid), this.groupKillTimeoutMs, `task ${this.id}`);
+    return killUntilGone(() => this.sessionPids(), this.groupKillTimeoutMs, `task ${this.id}`);
   }
 
   /**
@@ -293,7 +317,7 @@ export class RawExecTask implements CoreTask {
       let ticksU = 0;
       let ticksS = 0;
       let rss = 0;
-      for (const p of sessionMembers(this.state.pgid)) {
+      for (const p of this.sessionStats()) {
         ticksU += p.utime;
         ticksS += p.stime;
         rss += p.rss * PAGE_SIZE;
