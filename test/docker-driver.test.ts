@@ -40,7 +40,7 @@ function newDriver(o: ConstructorParameters<typeof DockerDriver>[0] = {}): Docke
   return d;
 }
 
-function task(name: string, drv: Record<string, unknown>, extra: Partial<TaskConfig> = {}): TaskConfig {
+function task(name: string, drv: Record<string, unknown>, extra: Partial<TaskConfig> = {}): TaskConfig<any> {
   return {
     id: `${name}-${randomUUID().slice(0, 8)}`,
     allocId: randomUUID(),
@@ -227,7 +227,7 @@ test('resources map to Memory, CpuShares, CpusetCpus, PidsLimit', async (t) => {
   await driver.destroyTask(cfg.id, { force: true });
 });
 
-const BAD: Array<[string, (c: TaskConfig) => void]> = [
+const BAD: Array<[string, (c: TaskConfig<any>) => void]> = [
   ['driver.image', (c) => { delete (c.driver as Record<string, unknown>).image; }],
   ['driver.image', (c) => { c.driver.image = ''; }],
   ['driver.image', (c) => { c.driver.image = 'Not/An Image'; }],

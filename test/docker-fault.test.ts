@@ -55,7 +55,7 @@ test.after.always(async () => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-function task(name: string, cmd: string[]): TaskConfig {
+function task(name: string, cmd: string[]): TaskConfig<any> {
   return {
     id: `${name}-${randomUUID().slice(0, 8)}`, allocId: randomUUID(), name,
     driver: { image: TEST_IMAGE, command: cmd[0], args: cmd.slice(1), networkMode: 'none', labels: { [FILE_LABEL]: FID } },

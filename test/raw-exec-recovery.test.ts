@@ -31,7 +31,7 @@ function marker(): string {
   return `${100000 + randomInt(800000)}.${randomInt(100000, 999999)}`;
 }
 
-function sleeper(allocId: string, name: string, mark: string, extra: Partial<TaskConfig> = {}): TaskConfig {
+function sleeper(allocId: string, name: string, mark: string, extra: Partial<TaskConfig> = {}): TaskConfig<any> {
   return { id: `${name}-${randomUUID().slice(0, 8)}`, allocId, name, env: ENV, driver: { command: 'sleep', args: [mark] }, ...extra };
 }
 
@@ -60,7 +60,7 @@ interface AgentRun {
 }
 
 /** Runs the fixture agent; it is SIGKILLed at teardown if still alive. */
-function runAgent(sb: Sandbox, spec: { noCgroups?: boolean; tasks: TaskConfig[]; stay?: boolean }): AgentRun {
+function runAgent(sb: Sandbox, spec: { noCgroups?: boolean; tasks: TaskConfig<any>[]; stay?: boolean }): AgentRun {
   const full = { stateDir: sb.stateDir, ...(spec.noCgroups ? {} : { cgroupParent: sb.parent }), ...spec };
   const child = spawn(process.execPath, ['--import=tsx', AGENT, JSON.stringify(full)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));

@@ -32,7 +32,7 @@ const t = isRoot ? test : test.skip;
 const ts = isRoot ? test.serial : test.skip;
 
 let seq = 0;
-function task(driverCfg: Record<string, unknown>, extra: Partial<TaskConfig> = {}): TaskConfig {
+function task(driverCfg: Record<string, unknown>, extra: Partial<TaskConfig> = {}): TaskConfig<any> {
   seq++;
   return { id: `t${seq}-${randomBytes(3).toString('hex')}`, allocId: newAllocId(), name: `task${seq}`, env: ENV, driver: driverCfg, ...extra };
 }
@@ -443,8 +443,8 @@ t('bad input in every field: a clear error naming field and value, and nothing l
   const marker = `corral-bad-${randomBytes(4).toString('hex')}`;
   const noAccess = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-noaccess-'));
   fs.chmodSync(noAccess, 0o700);
-  const good = (): TaskConfig => task({ command: 'bash', args: ['-c', `exec -a ${marker} sleep 100`] });
-  const cases: [string, (c: TaskConfig) => void, RegExp?][] = [
+  const good = (): TaskConfig<any> => task({ command: 'bash', args: ['-c', `exec -a ${marker} sleep 100`] });
+  const cases: [string, (c: TaskConfig<any>) => void, RegExp?][] = [
     ['id', (c) => { c.id = ''; }],
     ['allocId', (c) => { c.allocId = 'not-a-uuid'; }, /"not-a-uuid"/],
     ['name', (c) => { c.name = '../escape'; }, /"\.\.\/escape"/],

@@ -21,7 +21,8 @@ export interface Fingerprint {
   attributes: Record<string, string | number | boolean>;
 }
 
-export interface TaskConfig<D = Record<string, unknown>> {
+/** `D` is the driver's own block: `TaskConfig<RawExecTaskConfig>`, `TaskConfig<DockerTaskDriverConfig>`. */
+export interface TaskConfig<D extends object = Record<string, unknown>> {
   id: string;
   /** UUID of the allocation. */
   allocId: string;
@@ -44,7 +45,7 @@ export interface TaskHandle<S = Record<string, unknown>> {
   allocId: string;
   taskName: string;
   startedAt: string;
-  config: TaskConfig;
+  config: TaskConfig<object>;
   driverState: S;
 }
 
@@ -105,11 +106,12 @@ export interface ExecTaskResult {
   exitResult: ExitResult;
 }
 
-export interface TaskDriver {
+/** `D` is the driver block its startTask takes (typed per driver, so a misspelt option is a compile error). */
+export interface TaskDriver<D extends object = object> {
   readonly name: string;
   capabilities(): Capabilities;
   fingerprint(opts?: { signal?: AbortSignal; intervalMs?: number }): AsyncIterable<Fingerprint>;
-  startTask(cfg: TaskConfig): Promise<TaskHandle>;
+  startTask(cfg: TaskConfig<D>): Promise<TaskHandle>;
   /** Re-attaches a task; refused (ERR_TASK_OWNED) while another live agent owns its record, unless `force`. */
   recoverTask(handle: TaskHandle, opts?: { force?: boolean }): Promise<void>;
   waitTask(taskId: string, opts?: { signal?: AbortSignal }): Promise<ExitResult>;

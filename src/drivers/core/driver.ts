@@ -91,7 +91,7 @@ export interface RecoverAllResult {
 const startsInFlight = new Set<string>();
 const inFlightKey = (store: TaskStore, id: string) => `${store.dir}\0${id}`;
 
-export abstract class DriverCore<T extends CoreTask> implements TaskDriver {
+export abstract class DriverCore<T extends CoreTask, D extends object = object> implements TaskDriver<D> {
   readonly name: string;
   readonly store: TaskStore;
   protected readonly defaults: ResolvedCoreOptions;
@@ -127,7 +127,7 @@ export abstract class DriverCore<T extends CoreTask> implements TaskDriver {
   /** One fingerprint now; may throw AbortError when `signal` aborts. */
   protected abstract fingerprintOnce(signal: AbortSignal): Fingerprint | Promise<Fingerprint>;
   /** Validates the rest of `cfg`, starts the task, adds it (adopt) and returns its handle. Undoes itself on failure. */
-  protected abstract start(cfg: TaskConfig, id: string): Promise<TaskHandle>;
+  protected abstract start(cfg: TaskConfig<D>, id: string): Promise<TaskHandle>;
   /**
    * Re-attaches to a task of a checked handle of this driver, and adopts it. The record's owner is
    * dead, or this agent, or `force` is set; the hook calls claimRecord() after its own checks and
@@ -213,7 +213,7 @@ export abstract class DriverCore<T extends CoreTask> implements TaskDriver {
     })();
   }
 
-  async startTask(cfg: TaskConfig): Promise<TaskHandle> {
+  async startTask(cfg: TaskConfig<D>): Promise<TaskHandle> {
     this.assertOpen();
     if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) throw new InvalidConfigError('config', cfg, 'must be an object');
     const id = validateTaskId(cfg.id);

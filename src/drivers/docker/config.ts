@@ -188,7 +188,7 @@ export interface ValidateOptions {
 }
 
 /** Validates a task config for the docker driver. Throws InvalidConfigError on the first bad field. */
-export function validateTaskConfig(cfg: TaskConfig, opts: ValidateOptions): DockerTaskSpec {
+export function validateTaskConfig(cfg: TaskConfig<object>, opts: ValidateOptions): DockerTaskSpec {
   if (!isObject(cfg)) throw new InvalidConfigError('task', cfg, 'must be an object');
   const id = str('id', cfg.id, { nonEmpty: true });
   const allocId = str('allocId', cfg.allocId, { nonEmpty: true });

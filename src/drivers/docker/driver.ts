@@ -19,7 +19,7 @@ import type { Capabilities, ExecTaskResult, Fingerprint, TaskConfig, TaskHandle,
 import { type CoreOptions, DriverCore } from '../core/driver.js';
 import { type DockerApi, DRIVER_NAME, bounded, createDockerClient, statusOf } from './client.js';
 import {
-  DEFAULT_CALL_TIMEOUT_MS, DEFAULT_CGROUP_PARENT, DEFAULT_PULL_TIMEOUT_MS, type DockerGcConfig, type DockerTaskSpec,
+  DEFAULT_CALL_TIMEOUT_MS, DEFAULT_CGROUP_PARENT, DEFAULT_PULL_TIMEOUT_MS, type DockerGcConfig, type DockerTaskDriverConfig, type DockerTaskSpec,
   type ResolvedGcConfig, resolveGcConfig, validateTaskConfig,
 } from './config.js';
 import type { DockerContext } from './context.js';
@@ -56,7 +56,7 @@ export interface DockerDriverOptions extends CoreOptions {
 
 type Sig = { name: NodeJS.Signals; number: number };
 
-export class DockerDriver extends DriverCore<DockerTask> {
+export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig> {
   readonly agentId: string;
   readonly docker: DockerApi;
   readonly gc: ResolvedGcConfig;
@@ -207,7 +207,7 @@ export class DockerDriver extends DriverCore<DockerTask> {
 
   // ---- start -------------------------------------------------------------------------------
 
-  protected async start(cfg: TaskConfig): Promise<TaskHandle> {
+  protected async start(cfg: TaskConfig<DockerTaskDriverConfig>): Promise<TaskHandle> {
     const spec = validateTaskConfig(cfg, { allowPrivileged: this.allowPrivileged, agentId: this.agentId });
     const subject = { id: cfg.id, allocId: cfg.allocId, taskName: cfg.name };
     const pull = (forcePull: boolean) => this.images.ensure(spec.image, {
@@ -260,7 +260,7 @@ export class DockerDriver extends DriverCore<DockerTask> {
     }
   }
 
-  private async createOptions(cfg: TaskConfig, spec: DockerTaskSpec): Promise<DockerTaskSpec['createOptions']> {
+  private async createOptions(cfg: TaskConfig<object>, spec: DockerTaskSpec): Promise<DockerTaskSpec['createOptions']> {
     const eng = await this.engine();
     const create = structuredClone(spec.createOptions);
     if (cfg.taskDir) addTaskDirMounts(cfg.taskDir, create);

@@ -51,7 +51,7 @@ export class DockerTask implements CoreTask {
   get allocId(): string { return this.handle.allocId; }
   get taskName(): string { return this.handle.taskName; }
   get containerId(): string { return this.handle.driverState.containerId; }
-  get cfg(): TaskConfig { return this.handle.config; }
+  get cfg(): TaskConfig<object> { return this.handle.config; }
 
   /** Records the exit once; false when it was known already. */
   markExited(r: ExitResult, finishedAt?: string): boolean {

@@ -216,7 +216,7 @@ export interface ValidationContext {
 }
 
 /** Checks every field of a raw_exec task config; touches nothing (the user is looked up through NSS, off the main thread). */
-export async function validateTask(cfg: TaskConfig, ctx: ValidationContext): Promise<ValidatedTask> {
+export async function validateTask(cfg: TaskConfig<object>, ctx: ValidationContext): Promise<ValidatedTask> {
   if (typeof cfg !== 'object' || cfg === null) throw new InvalidConfigError('config', cfg, 'must be an object');
   const id = validateTaskId(cfg.id);
   const allocId = validateAllocId(cfg.allocId, 'allocId');

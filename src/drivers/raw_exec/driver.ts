@@ -16,7 +16,7 @@ import type {
 import { type CoreOptions, DriverCore, type RecoverAllResult as CoreRecoverAllResult } from '../core/driver.js';
 import { killUntilGone, readProcStat, sessionMembers } from '../core/proc.js';
 import { openCgroupManager } from './cgroups.js';
-import { type RawExecPluginConfig, type ResolvedPluginConfig, resolvePluginConfig, validateTask } from './config.js';
+import { type RawExecPluginConfig, type RawExecTaskConfig, type ResolvedPluginConfig, resolvePluginConfig, validateTask } from './config.js';
 import { execInTask } from './exec.js';
 import { type RawExecDriverState, RawExecTask } from './task.js';
 import { startingHandle } from './record.js';
@@ -42,7 +42,7 @@ export interface RecoverAllResult extends CoreRecoverAllResult {
 
 type Sig = { name: NodeJS.Signals; number: number };
 
-export class RawExecDriver extends DriverCore<RawExecTask> {
+export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
   readonly config: ResolvedPluginConfig;
   private readonly opts: RawExecDriverOptions;
   private manager: CgroupManager | undefined;
@@ -108,7 +108,7 @@ export class RawExecDriver extends DriverCore<RawExecTask> {
 
   // ---- start -------------------------------------------------------------------------------
 
-  protected async start(cfg: TaskConfig): Promise<TaskHandle> {
+  protected async start(cfg: TaskConfig<RawExecTaskConfig>): Promise<TaskHandle> {
     if (!this.config.enabled) throw new DriverUnavailableError(RAW_EXEC, 'it is disabled in the plugin config (enabled: false)');
     const mgr = this.cgroupManager();
     const v = await validateTask(cfg, { plugin: this.config, ...(mgr ? { usableCores: mgr.usableCores(), controllers: mgr.controllers() } : {}) });

@@ -12,7 +12,7 @@ import type { RawExecDriverState } from './task.js';
 export const RAW_EXEC_DRIVER = 'raw_exec';
 
 /** The handle of a task about to start: no process yet (pid 0), its group named but not created. */
-export function startingHandle(v: ValidatedTask, cfg: TaskConfig, mgr: CgroupManager | undefined): TaskHandle<RawExecDriverState> {
+export function startingHandle(v: ValidatedTask, cfg: TaskConfig<object>, mgr: CgroupManager | undefined): TaskHandle<RawExecDriverState> {
   return {
     version: 1,
     driver: RAW_EXEC_DRIVER,
