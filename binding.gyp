@@ -12,7 +12,8 @@
         "native/pidfd.cc",
         "native/users.cc",
         "native/pipe.cc",
-        "native/flock.cc"
+        "native/flock.cc",
+        "native/pty.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],

@@ -10,6 +10,7 @@ void InitPidfd(Napi::Env env, Napi::Object exports);
 void InitUsers(Napi::Env env, Napi::Object exports);
 void InitPipe(Napi::Env env, Napi::Object exports);
 void InitFlock(Napi::Env env, Napi::Object exports);
+void InitPty(Napi::Env env, Napi::Object exports);
 }  // namespace corral
 
 // Pins this shared object in memory: a worker thread's env may be torn down (and the addon
@@ -32,6 +33,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   corral::InitUsers(env, exports);
   corral::InitPipe(env, exports);
   corral::InitFlock(env, exports);
+  corral::InitPty(env, exports);
   return exports;
 }
 

@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -50,6 +51,7 @@ enum Step : int {
   kChdir,
   kDevNull,
   kDup,
+  kCtty,
   kExecve,
 };
 
@@ -66,6 +68,7 @@ const char* StepSyscall(int step) {
     case kChdir: return "chdir";
     case kDevNull: return "open";
     case kDup: return "dup2";
+    case kCtty: return "ioctl";
     case kExecve: return "execve";
     default: return "spawn";
   }
@@ -85,6 +88,7 @@ struct ChildCtx {
   const char* oom;  // nullptr: leave alone
   size_t oom_len;
   bool setsid;
+  bool ctty;  // make stdin (a pty slave) the controlling terminal of the new session
   bool set_groups;
   const gid_t* groups;
   size_t ngroups;
@@ -182,6 +186,8 @@ int ChildMain(void* arg) {
       ChildFail(c, kDup, nullptr);
     }
   }
+
+  if (c->ctty && Sys(SYS_ioctl, 0, TIOCSCTTY, 0) < 0) ChildFail(c, kCtty, nullptr);
 
   // 4. Every other fd closed.
   if (syscall(SYS_close_range, 3, ~0U, 0) < 0) {
@@ -325,6 +331,8 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
     if (stdio[i] < -1) stdio[i] = -1;
   }
   bool setsid_flag = o.Get("setsid").ToBoolean().Value();
+  bool ctty_flag = o.Get("controllingTty").ToBoolean().Value();
+  if (ctty_flag && !setsid_flag) return ThrowType(env, "spawn: opts.controllingTty needs opts.setsid");
 
   // Everything the child reads is prepared here.
   std::vector<char*> argv_p = CPointers(argv_s);
@@ -352,6 +360,7 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   c.oom = has_oom ? oom_s.c_str() : nullptr;
   c.oom_len = oom_s.size();
   c.setsid = setsid_flag;
+  c.ctty = ctty_flag;
   c.set_groups = has_groups || has_uid || has_gid;
   c.groups = groups.data();
   c.ngroups = groups.size();

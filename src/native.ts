@@ -65,6 +65,8 @@ export interface SpawnOptions {
   groups?: number[];
   /** New session (setsid) so the task leads its own process group. */
   setsid?: boolean;
+  /** With setsid: stdin (a pty slave) becomes the session's controlling terminal (TIOCSCTTY). */
+  controllingTty?: boolean;
   /** fds that become the child's 0, 1, 2; -1 means /dev/null. Every other fd is closed in the child. */
   stdio: [number, number, number];
   /** v2: the cgroup directory; the child is created in it with clone3(CLONE_INTO_CGROUP). */
@@ -215,4 +217,16 @@ function explainLoadFailure(p: string, err: unknown): NativeAddonError {
     );
   }
   return new NativeAddonError(`corral's native addon at ${p} failed to load: ${msg}. Rebuild it with \`npm rebuild corral --build-from-source\`.`, { cause: err });
+}
+
+/** native/pty.cc, kept apart from NativeAddon so that fakes of the cgroup calls need not implement it. */
+export interface PtyAddon {
+  /** A pseudo-terminal pair (both O_CLOEXEC, caller owns both fds) with this window size. */
+  openPty(rows: number, cols: number): { master: number; slave: number; path: string };
+  /** TIOCSWINSZ on the master: the kernel then sends SIGWINCH to the terminal's foreground group. */
+  resizePty(masterFd: number, rows: number, cols: number): void;
+}
+
+export function ptyNative(): PtyAddon {
+  return native() as unknown as PtyAddon;
 }

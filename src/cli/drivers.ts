@@ -12,12 +12,16 @@ export interface CliDriverOptions {
   stateDir?: string;
   noCgroups?: boolean;
   cgroupParent?: string;
+  /** raw_exec: the cgroup version a stored task was started with. */
+  cgroupVersion?: 'v1' | 'v2';
+  /** docker: the agent id to use instead of reading (or creating) <stateDir>/agent-id. */
+  agentId?: string;
   signal?: AbortSignal;
 }
 
 export function parseDriverKind(v: string | undefined): DriverKind {
   const k = (v ?? 'raw_exec').replace('-', '_');
-  if (k !== 'raw_exec' && k !== 'docker') throw new UsageError(`--driver must be raw_exec or docker, not ${JSON.stringify(v)}`);
+  if (k !== 'raw_exec' && k !== 'docker') throw new UsageError(`--driver ${JSON.stringify(v)}: must be raw_exec or docker`);
   return k;
 }
 
@@ -27,6 +31,7 @@ export function createCliDriver(kind: DriverKind, o: CliDriverOptions): TaskDriv
       ...(o.stateDir !== undefined ? { stateDir: o.stateDir } : {}),
       ...(o.noCgroups ? { noCgroups: true } : {}),
       ...(o.cgroupParent !== undefined ? { cgroupParent: o.cgroupParent } : {}),
+      ...(o.cgroupVersion !== undefined ? { cgroupVersion: o.cgroupVersion } : {}),
       ...(o.signal ? { signal: o.signal } : {}),
     });
   }
@@ -36,6 +41,7 @@ export function createCliDriver(kind: DriverKind, o: CliDriverOptions): TaskDriv
     ...(o.stateDir !== undefined ? { stateDir: o.stateDir } : {}),
     ...(o.cgroupParent !== undefined ? { cgroupParent: o.cgroupParent } : {}),
     ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.agentId !== undefined ? { agentId: o.agentId } : {}),
     // A one-shot CLI run must not remove other agents' containers.
     gc: { danglingContainers: { enabled: false } },
   });
@@ -54,10 +60,11 @@ export interface RunSpec {
   inheritEnv: boolean;
   json: boolean;
   resources: TaskConfig['resources'];
+  tty?: boolean;
 }
 
-/** The TaskConfig `corral run` starts: the task's stdio is the terminal (our fds 1 and 2). */
-export function taskConfigFor(kind: DriverKind, s: RunSpec): TaskConfig {
+/** The TaskConfig `corral run` starts: the task's stdio is ours (fds 0, 1, 2), or the pty's slave with --tty. */
+export function taskConfigFor(kind: DriverKind, s: RunSpec, io: { stdinFd?: number; tty?: boolean } = {}): TaskConfig {
   const base = {
     id: s.id, allocId: s.allocId, name: s.name, env: s.env, ...(s.user !== undefined ? { user: s.user } : {}),
     ...(s.resources && Object.keys(s.resources).length > 0 ? { resources: s.resources } : {}),
@@ -66,7 +73,10 @@ export function taskConfigFor(kind: DriverKind, s: RunSpec): TaskConfig {
     return {
       ...base,
       driver: {
-        command: s.command, args: s.args, workDir: s.cwd, stdoutFd: s.json ? 2 : 1, stderrFd: 2,
+        command: s.command, args: s.args, workDir: s.cwd,
+        ...(io.tty && io.stdinFd !== undefined
+          ? { stdinFd: io.stdinFd, tty: true, stdoutFd: io.stdinFd, stderrFd: io.stdinFd }
+          : { ...(io.stdinFd !== undefined ? { stdinFd: io.stdinFd } : {}), stdoutFd: s.json ? 2 : 1, stderrFd: 2 }),
         ...(s.inheritEnv ? { inheritEnv: true } : {}),
       },
     };

@@ -1,20 +1,26 @@
-/** `corral ps [--json]`: the tasks whose handles are in the state dir, and whether they still run. */
+/**
+ * `corral ps [--json]`: the tasks recorded in the state dir, with their state, main pid, CPU (over a
+ * short window), memory, age and command. raw_exec tasks are looked at through their cgroup (the
+ * driver's recovery, which checks the pid's start time); docker tasks through `docker inspect`.
+ */
 import { parseArgs } from 'node:util';
 import * as fs from 'node:fs';
-import type { TaskHandle } from '../drivers/contract.js';
-import { readProcStat } from '../drivers/core/proc.js';
+import type { TaskDriver, TaskHandle, TaskResourceUsage } from '../drivers/contract.js';
 import { DEFAULT_STATE_DIR, TaskStore } from '../store/task-store.js';
 import { reportError, usageFromParseArgs } from './errors.js';
 import type { RunIo } from './run.js';
+import { formatBytes, formatDuration } from './summary.js';
+import { driverFor } from './task-ref.js';
 
 export const PS_HELP = `Usage: corral ps [--json] [--state-dir DIR]
 
-Lists the tasks whose handles are in the state directory (default ${DEFAULT_STATE_DIR}) and their
-states: raw_exec tasks are "running" when their pid still belongs to the same process (same start
-time), else "exited"; docker tasks are "unknown" here (ask the docker driver).
+Lists the tasks recorded in the state directory (default ${DEFAULT_STATE_DIR}):
+ID (a unique prefix, usable with stop/kill/stats), NAME, DRIVER, STATE, PID, CPU (percent over
+0.2 s), MEMORY (current), AGE and COMMAND. A raw_exec task is "running" while its main process is
+the same process (same start time) as the one started; docker tasks show the container's state.
 
 Options:
-  --json            one JSON array on stdout
+  --json            one JSON array on stdout (full ids, bytes, nanoseconds)
   --state-dir DIR   the state directory
   -h, --help        this help
 `;
@@ -24,19 +30,96 @@ export interface PsRow {
   driver: string;
   name: string;
   allocId: string;
-  state: 'running' | 'exited' | 'unknown';
+  state: string;
   pid: number | null;
+  cpuPercent: number | null;
+  memoryBytes: number | null;
   startedAt: string;
+  ageMs: number;
+  command: string;
   cgroup: string | null;
 }
 
-export function stateOf(h: TaskHandle): { state: PsRow['state']; pid: number | null; cgroup: string | null } {
-  if (h.driver !== 'raw_exec') return { state: 'unknown', pid: null, cgroup: null };
-  const s = h.driverState as { pid?: unknown; startTime?: unknown; cgroup?: { name?: string } | null };
-  if (typeof s.pid !== 'number' || typeof s.startTime !== 'number') return { state: 'unknown', pid: null, cgroup: null };
-  const st = readProcStat(s.pid);
-  const alive = st !== undefined && st.state !== 'Z' && st.state !== 'X' && st.starttime === s.startTime;
-  return { state: alive ? 'running' : 'exited', pid: s.pid, cgroup: s.cgroup?.name ?? null };
+const CPU_WINDOW_MS = 200;
+
+function commandOf(h: TaskHandle): string {
+  const d = (h.config?.driver ?? {}) as { command?: unknown; args?: unknown; image?: unknown };
+  const words = [d.image, d.command, ...(Array.isArray(d.args) ? d.args : [])].filter((w): w is string => typeof w === 'string');
+  return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : JSON.stringify(w))).join(' ');
+}
+
+/** Attaches to the raw_exec tasks (one driver per cgroup parent/version) and reads their state and usage. */
+async function rawExecRows(handles: TaskHandle[], stateDir: string, warn: (m: string) => void): Promise<Map<string, Partial<PsRow>>> {
+  const out = new Map<string, Partial<PsRow>>();
+  const drivers = new Map<string, TaskDriver>();
+  const attached: { h: TaskHandle; d: TaskDriver & { sampleStats?: (id: string) => TaskResourceUsage } }[] = [];
+  try {
+    for (const h of handles) {
+      const cg = (h.driverState as { cgroup?: { parentName?: string; version?: string } | null }).cgroup;
+      const key = cg ? `${cg.version}:${cg.parentName}` : 'none';
+      let d = drivers.get(key);
+      if (!d) drivers.set(key, (d = driverFor(h, stateDir)));
+      try {
+        await d.recoverTask(h);
+        attached.push({ h, d });
+      } catch (err) {
+        warn(`cannot look at task ${h.taskId}: ${(err as Error).message}`);
+      }
+    }
+    const sample = (x: (typeof attached)[number]) => {
+      try {
+        return x.d.sampleStats?.(x.h.taskId);
+      } catch {
+        return undefined;
+      }
+    };
+    const first = attached.map(sample);
+    if (attached.some((x) => x.d.inspectTask(x.h.taskId).state === 'running')) await new Promise((r) => setTimeout(r, CPU_WINDOW_MS));
+    attached.forEach((x, i) => {
+      const st = x.d.inspectTask(x.h.taskId);
+      const running = st.state === 'running';
+      const a = first[i];
+      const b = running ? sample(x) : undefined;
+      const cpu = a && b && b.timestamp > a.timestamp ? Math.max(0, ((b.cpu.totalNs - a.cpu.totalNs) / ((b.timestamp - a.timestamp) * 1e6)) * 100) : null;
+      out.set(x.h.taskId, { state: st.state, cpuPercent: running ? cpu : null, memoryBytes: running && b ? b.memory.usageBytes : null });
+    });
+  } finally {
+    for (const d of drivers.values()) await d.shutdown();
+  }
+  return out;
+}
+
+/** The container state as Docker reports it ("running", "exited", "missing", ...). */
+async function dockerStates(handles: TaskHandle[], warn: (m: string) => void): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  if (handles.length === 0) return out;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { createDockerClient } = require('../drivers/docker/client.js') as typeof import('../drivers/docker/client.js');
+  const docker = createDockerClient();
+  await Promise.all(handles.map(async (h) => {
+    const id = (h.driverState as { containerId?: unknown }).containerId;
+    if (typeof id !== 'string') return;
+    try {
+      const info = await docker.getContainer(id).inspect({ abortSignal: AbortSignal.timeout(5000) } as object);
+      out.set(h.taskId, info.State?.Status ?? 'unknown');
+    } catch (err) {
+      const status = (err as { statusCode?: number }).statusCode;
+      if (status === 404) out.set(h.taskId, 'missing');
+      else warn(`cannot inspect container ${id.slice(0, 12)} of task ${h.taskId}: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }));
+  return out;
+}
+
+/** The shortest prefix of each id (at least 12 characters, as docker shows) that no other id shares. */
+function shortIds(ids: string[]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const id of ids) {
+    let n = Math.min(12, id.length);
+    while (n < id.length && ids.some((o) => o !== id && o.startsWith(id.slice(0, n)))) n++;
+    m.set(id, id.slice(0, n));
+  }
+  return m;
 }
 
 export async function psCommand(argv: string[], io: RunIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
@@ -51,17 +134,34 @@ export async function psCommand(argv: string[], io: RunIo = { stdout: process.st
       io.stdout.write(PS_HELP);
       return 0;
     }
-    const store = new TaskStore(parsed.values['state-dir'] ?? DEFAULT_STATE_DIR);
+    const stateDir = parsed.values['state-dir'] ?? DEFAULT_STATE_DIR;
+    const store = new TaskStore(stateDir);
     const { handles, problems } = store.list();
-    for (const p of problems) io.stderr.write(`corral: warning: skipped ${p.file}: ${p.reason}\n`);
-    const rows: PsRow[] = handles.map((h) => ({
-      taskId: h.taskId, driver: h.driver, name: h.taskName, allocId: h.allocId, startedAt: h.startedAt, ...stateOf(h),
-    }));
+    const warn = (m: string) => { io.stderr.write(`corral: warning: ${m}\n`); };
+    for (const p of problems) warn(`skipped ${p.file}: ${p.reason}`);
+    const raw = await rawExecRows(handles.filter((h) => h.driver === 'raw_exec'), stateDir, warn);
+    const docker = await dockerStates(handles.filter((h) => h.driver === 'docker'), warn);
+    const now = Date.now();
+    const rows: PsRow[] = handles.map((h) => {
+      const s = h.driverState as { pid?: unknown; cgroup?: { name?: string } | null };
+      const r = raw.get(h.taskId) ?? {};
+      return {
+        taskId: h.taskId, driver: h.driver, name: h.taskName, allocId: h.allocId,
+        state: h.driver === 'docker' ? (docker.get(h.taskId) ?? 'unknown') : (r.state ?? 'unknown'),
+        pid: typeof s.pid === 'number' ? s.pid : null, cpuPercent: r.cpuPercent ?? null, memoryBytes: r.memoryBytes ?? null,
+        startedAt: h.startedAt, ageMs: Math.max(0, now - Date.parse(h.startedAt)), command: commandOf(h), cgroup: s.cgroup?.name ?? null,
+      };
+    });
     if (parsed.values.json) {
       io.stdout.write(JSON.stringify(rows) + '\n');
       return 0;
     }
-    const table = [['TASK ID', 'DRIVER', 'NAME', 'STATE', 'PID', 'STARTED'], ...rows.map((r) => [r.taskId, r.driver, r.name, r.state, r.pid === null ? '-' : String(r.pid), r.startedAt])];
+    const ids = shortIds(rows.map((r) => r.taskId));
+    const table = [['ID', 'NAME', 'DRIVER', 'STATE', 'PID', 'CPU', 'MEMORY', 'AGE', 'COMMAND'], ...rows.map((r) => [
+      ids.get(r.taskId)!, r.name, r.driver, r.state, r.pid === null ? '-' : String(r.pid),
+      r.cpuPercent === null ? '-' : `${r.cpuPercent.toFixed(1)}%`, r.memoryBytes === null ? '-' : formatBytes(r.memoryBytes),
+      formatDuration(r.ageMs), r.command.length > 60 ? `${r.command.slice(0, 59)}…` : r.command,
+    ])];
     const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
     for (const row of table) io.stdout.write(row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  ') + '\n');
     if (rows.length === 0 && !fs.existsSync(store.dir)) io.stderr.write(`corral: note: state directory ${store.dir} does not exist\n`);

@@ -1,25 +1,36 @@
-/** `corral run [options] -- CMD [ARGS...]`: one task, its output on the terminal, its exit code as ours. */
-import { parseArgs } from 'node:util';
+/** `corral run [options] CMD [ARGS...]`: the options, checked and turned into a task; execution is in run-exec.ts. */
 import { randomUUID } from 'node:crypto';
 import { parseCpuList } from '../cgroups/cpulist.js';
 import { validateAllocId, validateTaskName } from '../cgroups/names.js';
 import type { TaskResources } from '../cgroups/types.js';
-import type { ExitResult, TaskDriver, TaskResourceUsage } from '../drivers/contract.js';
 import { DEFAULT_PATH } from '../drivers/raw_exec/config.js';
 import { parseSignal } from '../signals.js';
 import { DEFAULT_STATE_DIR } from '../store/task-store.js';
 import { parseDurationMs, parseSizeBytes } from '../util/units.js';
-import { createCliDriver, parseDriverKind, taskConfigFor } from './drivers.js';
-import { UsageError, reportError, usageFromParseArgs } from './errors.js';
+import { type OptionTable, parseOptions, splitCommand } from './argv.js';
+import { parseDriverKind } from './drivers.js';
+import { type FlagNames, UsageError, inUserTerms, reportError } from './errors.js';
+import { execute } from './run-exec.js';
 
-export const RUN_HELP = `Usage: corral run [options] -- CMD [ARGS...]
+export const RUN_HELP = `Usage: corral run [options] CMD [ARGS...]
+       corral run [options] -- CMD [ARGS...]
 
-Runs one task (raw_exec: CMD on this host, in its own cgroup) with its output on this terminal,
-and exits with its exit code (128+n when signal n ended it). Ctrl-C or SIGTERM stops it gracefully:
-the kill signal, then after the kill timeout a kill of its whole group. When corral returns, no
-process and no cgroup of the task remain.
+Runs one task (raw_exec: CMD on this host, in its own cgroup) with this terminal's stdin, stdout and
+stderr, and exits with its exit code. The first word that is not an option starts the command (so
+\`corral run ls -la\` runs \`ls -la\`); \`--\` also ends corral's options.
+
+Exit status: the task's own code; 128+n when signal n ended it; 125 when corral itself failed (usage,
+config, set-up); 126 when the command exists but cannot be run; 127 when it does not exist.
+
+Signals: the first SIGINT (Ctrl-C) or SIGTERM stops the task gracefully (the kill signal, then after
+the kill timeout a kill of its whole group); a second one kills it at once. SIGHUP, SIGQUIT,
+SIGUSR1, SIGUSR2 and SIGCONT are passed to the task unchanged. When corral returns, no process and
+no cgroup of the task remain.
 
 Options:
+  -t, --tty             give the task a pseudo-terminal as its controlling terminal (raw_exec)
+  --summary             at the end, one line on stderr: exit status, duration, peak memory, CPU
+                        (printed anyway when the task was OOM-killed or killed by corral)
   --cores LIST          reserve these cores for the task ("0", "2-3", "0,2")
   --cpu-shares N        relative CPU weight (2..262144)
   --memory SIZE         hard memory limit, e.g. 256M, 1G
@@ -28,22 +39,26 @@ Options:
                         unless --inherit-env
   --inherit-env         pass corral's own environment to the task (under the --env values)
   --cwd DIR             working directory (default: the current one)
-  --user USER           run as USER (name, uid, or user:group)
+  --user USER           run as USER (name, uid, or user:group); the task's PATH is corral's, so
+                        give one that USER can search if yours points into a private home:
+                        --env PATH=/usr/local/bin:/usr/bin:/bin
   --kill-signal SIG     signal for a graceful stop (default SIGTERM; TERM, sigint, 2 also accepted)
   --kill-timeout DUR    grace before the group kill, e.g. 5s, 500ms (default 5s)
   --name NAME           task name (default: "run")
   --alloc-id UUID       allocation id (default: a new UUID)
   --no-cgroups          track the task by session/process group instead of a cgroup (no limits)
   --cgroup-parent NAME  cgroup parent (default corral, or corral.slice on cgroups v2)
-  --state-dir DIR       where the task handle is kept while it runs (default ${DEFAULT_STATE_DIR})
+  --state-dir DIR       where the task's record is kept while it runs (default ${DEFAULT_STATE_DIR})
   --driver KIND         raw_exec (default) or docker
   --image IMAGE         docker: the image (CMD then overrides its command)
-  --json                at the end, print {"exitResult", "peak"} as JSON on stdout (the task's stdout
-                        then goes to stderr, so stdout holds only the JSON)
+  --json                at the end, print {"exitResult", "peak", "durationMs"} as JSON on stdout
+                        (the task's stdout then goes to stderr, so stdout holds only the JSON)
   -h, --help            this help
 `;
 
 const OPTIONS = {
+  tty: { type: 'boolean', short: 't' },
+  summary: { type: 'boolean' },
   cores: { type: 'string' },
   'cpu-shares': { type: 'string' },
   memory: { type: 'string' },
@@ -63,180 +78,99 @@ const OPTIONS = {
   image: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
-} as const;
+} as const satisfies OptionTable;
+
+/** Flags refused with --driver docker: they would be silently meaningless there. */
+const NOT_FOR_DOCKER: [keyof typeof OPTIONS, string][] = [
+  ['cwd', 'the container runs in the image\'s working directory'],
+  ['inherit-env', 'a container gets only the --env values'],
+  ['no-cgroups', 'docker always runs a container in a cgroup'],
+  ['tty', 'not supported by the docker driver'],
+];
 
 function intFlag(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
-  if (!/^\d+$/.test(v.trim())) throw new UsageError(`--${name} must be a whole number, not ${JSON.stringify(v)}`);
+  if (!/^\d+$/.test(v.trim())) throw new UsageError(`--${name} ${JSON.stringify(v)}: must be a whole number`);
   return Number(v);
 }
 
 export interface RunIo {
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
+  /** Set by tests that call main() in-process: the task's stdin is then /dev/null, and no signal handlers are installed. */
+  inProcess?: boolean;
 }
 
 export async function runCommand(argv: string[], io: RunIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
-  let parsed;
+  let v;
+  let words: string[];
   try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+    const split = splitCommand(argv, OPTIONS, 'run');
+    v = parseOptions(split.options, OPTIONS);
+    words = split.command;
   } catch (err) {
-    return reportError(toUsage(err), io.stderr);
+    return reportError(err, io.stderr);
   }
-  const v = parsed.values;
   if (v.help) {
     io.stdout.write(RUN_HELP);
     return 0;
   }
-  let spec;
-  let kind;
-  let killSignal: string;
-  let killTimeoutMs: number;
+  // Each config field the user set, with the flag and the exact text typed for it.
+  const flags: FlagNames = {
+    'resources.memoryBytes': { flag: '--memory', typed: v.memory },
+    'resources.cores': { flag: '--cores', typed: v.cores },
+    'resources.cpuShares': { flag: '--cpu-shares', typed: v['cpu-shares'] },
+    'resources.pidsMax': { flag: '--pids-max', typed: v['pids-max'] },
+    'driver.workDir': { flag: '--cwd', typed: v.cwd },
+    user: { flag: '--user', typed: v.user },
+    env: { flag: '--env' },
+    stateDir: { flag: '--state-dir', typed: v['state-dir'] },
+    cgroupParent: { flag: '--cgroup-parent', typed: v['cgroup-parent'] },
+    allocId: { flag: '--alloc-id', typed: v['alloc-id'] },
+    name: { flag: '--name', typed: v.name },
+    'driver.image': { flag: '--image', typed: v.image },
+    killSignal: { flag: '--kill-signal', typed: v['kill-signal'] },
+  };
   try {
-    kind = parseDriverKind(v.driver);
-    const [command, ...args] = parsed.positionals;
-    if (command === undefined && kind === 'raw_exec') throw new UsageError('missing the command to run: corral run [options] -- CMD [ARGS...]');
+    const kind = parseDriverKind(v.driver);
+    const [command, ...args] = words;
+    if (command === undefined && kind === 'raw_exec') throw new UsageError('missing the command to run: corral run [options] CMD [ARGS...]');
     if (v.image !== undefined && kind !== 'docker') throw new UsageError('--image needs --driver docker');
-    const env: Record<string, string> = { PATH: process.env.PATH || DEFAULT_PATH };
+    if (kind === 'docker') {
+      for (const [flag, why] of NOT_FOR_DOCKER) if (v[flag] !== undefined) throw new UsageError(`--${flag} does not apply to --driver docker: ${why}`);
+    }
+    const env: Record<string, string> = kind === 'docker' ? {} : { PATH: process.env.PATH || DEFAULT_PATH };
     for (const kv of v.env ?? []) {
       const i = kv.indexOf('=');
-      if (i <= 0) throw new UsageError(`--env wants K=V, not ${JSON.stringify(kv)}`);
+      if (i <= 0) throw new UsageError(`--env ${JSON.stringify(kv)}: must be KEY=VALUE`);
       env[kv.slice(0, i)] = kv.slice(i + 1);
     }
-    if (kind === 'docker') delete env.PATH;
     const resources: TaskResources = {};
-    if (v.cores !== undefined) resources.cores = parseCpuList(v.cores, '--cores');
+    if (v.cores !== undefined) resources.cores = parseCpuList(v.cores, 'resources.cores');
     const shares = intFlag('cpu-shares', v['cpu-shares']);
     if (shares !== undefined) resources.cpuShares = shares;
     if (v.memory !== undefined) {
       const m = parseSizeBytes(v.memory);
-      if (m === undefined) throw new UsageError(`--memory wants a size like 256M or 1G, not ${JSON.stringify(v.memory)}`);
+      if (m === undefined) throw new UsageError(`--memory ${JSON.stringify(v.memory)}: must be a size like 256M or 1G`);
       resources.memoryBytes = m;
     }
     const pids = intFlag('pids-max', v['pids-max']);
     if (pids !== undefined) resources.pidsMax = pids;
-    killSignal = parseSignal(v['kill-signal'] ?? 'SIGTERM', '--kill-signal').name;
+    const killSignal = parseSignal(v['kill-signal'] ?? 'SIGTERM', 'killSignal').name;
     const kt = v['kill-timeout'] === undefined ? 5000 : parseDurationMs(v['kill-timeout']);
-    if (kt === undefined) throw new UsageError(`--kill-timeout wants a duration like 5s or 500ms, not ${JSON.stringify(v['kill-timeout'])}`);
-    killTimeoutMs = kt;
-    const allocId = validateAllocId(v['alloc-id'] ?? randomUUID(), '--alloc-id');
-    const name = validateTaskName(v.name ?? 'run', '--name');
-    spec = {
+    if (kt === undefined) throw new UsageError(`--kill-timeout ${JSON.stringify(v['kill-timeout'])}: must be a duration like 5s or 500ms`);
+    const allocId = validateAllocId(v['alloc-id'] ?? randomUUID(), 'allocId');
+    const name = validateTaskName(v.name ?? 'run', 'name');
+    const spec = {
       id: `${allocId}-${name}`, allocId, name, env, ...(v.user !== undefined ? { user: v.user } : {}), cwd: v.cwd ?? process.cwd(),
       command: command ?? '', args, ...(v.image !== undefined ? { image: v.image } : {}), inheritEnv: !!v['inherit-env'], json: !!v.json, resources,
+      tty: !!v.tty,
     };
+    return await execute(kind, spec, {
+      killSignal, killTimeoutMs: kt, stateDir: v['state-dir'], noCgroups: !!v['no-cgroups'], cgroupParent: v['cgroup-parent'], json: !!v.json,
+      summary: !!v.summary, flags,
+    }, io);
   } catch (err) {
-    return reportError(err, io.stderr);
+    return reportError(inUserTerms(err, flags), io.stderr);
   }
-  return execute(kind, spec, { killSignal, killTimeoutMs, stateDir: v['state-dir'], noCgroups: !!v['no-cgroups'], cgroupParent: v['cgroup-parent'], json: !!v.json }, io);
-}
-
-function toUsage(err: unknown): unknown {
-  try {
-    usageFromParseArgs(err);
-  } catch (e) {
-    return e;
-  }
-  return err;
-}
-
-interface ExecOpts {
-  killSignal: string;
-  killTimeoutMs: number;
-  stateDir: string | undefined;
-  noCgroups: boolean;
-  cgroupParent: string | undefined;
-  json: boolean;
-}
-
-async function execute(kind: ReturnType<typeof parseDriverKind>, spec: Parameters<typeof taskConfigFor>[1], o: ExecOpts, io: RunIo): Promise<number> {
-  let driver: TaskDriver | undefined;
-  let started = false;
-  let stopRequested = 0;
-  let stopping: Promise<void> | undefined;
-  const statsAc = new AbortController();
-  const peak = { memoryBytes: 0, cpuUserNs: 0, cpuSystemNs: 0, cpuTotalNs: 0 };
-  const track = (s: TaskResourceUsage) => {
-    peak.memoryBytes = Math.max(peak.memoryBytes, s.memory.maxUsageBytes, s.memory.usageBytes);
-    peak.cpuUserNs = Math.max(peak.cpuUserNs, s.cpu.userNs);
-    peak.cpuSystemNs = Math.max(peak.cpuSystemNs, s.cpu.systemNs);
-    peak.cpuTotalNs = Math.max(peak.cpuTotalNs, s.cpu.totalNs);
-  };
-  const stopNow = () => {
-    if (!started || !driver) return;
-    const timeoutMs = stopRequested > 1 ? 0 : o.killTimeoutMs;
-    const p = driver.stopTask(spec.id, { timeoutMs, signal: o.killSignal }).catch((err) => {
-      if ((err as { code?: string }).code !== 'ABORT_ERR') reportError(err, io.stderr);
-    });
-    stopping = stopping ? Promise.all([stopping, p]).then(() => {}) : p;
-  };
-  // Ctrl-C / SIGTERM / SIGHUP: the kill signal, then the group kill after the timeout; a second one kills at once.
-  const requestStop = (sig: NodeJS.Signals) => {
-    stopRequested++;
-    if (stopRequested === 1) io.stderr.write(`corral: ${sig}: stopping the task (${o.killSignal}, group kill after ${o.killTimeoutMs} ms)\n`);
-    else io.stderr.write('corral: killing the task now\n');
-    stopNow();
-  };
-  const onSigint = () => requestStop('SIGINT');
-  const onSigterm = () => requestStop('SIGTERM');
-  const onSighup = () => requestStop('SIGHUP');
-  process.on('SIGINT', onSigint);
-  process.on('SIGTERM', onSigterm);
-  process.on('SIGHUP', onSighup);
-  let code = 1;
-  try {
-    driver = createCliDriver(kind, {
-      ...(o.stateDir !== undefined ? { stateDir: o.stateDir } : {}), noCgroups: o.noCgroups,
-      ...(o.cgroupParent !== undefined ? { cgroupParent: o.cgroupParent } : {}),
-    });
-    const cfg = taskConfigFor(kind, spec);
-    await driver.startTask(cfg);
-    started = true;
-    if (stopRequested > 0) stopNow();
-    const sampler = (async () => {
-      try {
-        for await (const s of driver.taskStats(spec.id, { intervalMs: 500, signal: statsAc.signal })) track(s);
-      } catch {
-        /* stats are best effort */
-      }
-    })();
-    const result: ExitResult = await driver.waitTask(spec.id);
-    statsAc.abort();
-    await sampler;
-    const sampleStats = (driver as { sampleStats?: (id: string) => TaskResourceUsage }).sampleStats;
-    if (typeof sampleStats === 'function') {
-      try {
-        track(sampleStats.call(driver, spec.id));
-      } catch {
-        /* best effort */
-      }
-    }
-    if (stopping) await stopping;
-    code = exitCodeOf(result);
-    if (o.json) io.stdout.write(JSON.stringify({ taskId: spec.id, allocId: spec.allocId, exitResult: result, peak }) + '\n');
-  } catch (err) {
-    code = reportError(err, io.stderr);
-  } finally {
-    statsAc.abort();
-    if (driver) {
-      if (started) {
-        await driver.destroyTask(spec.id, { force: true }).catch((err) => {
-          code = code === 0 ? 1 : code;
-          reportError(err, io.stderr);
-        });
-      }
-      await driver.shutdown();
-    }
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigterm);
-    process.off('SIGHUP', onSighup);
-  }
-  return code;
-}
-
-/** The exit code corral run returns for a task's result: its code, 128+n for signal n, 1 when unknown. */
-export function exitCodeOf(r: ExitResult): number {
-  if (r.signal !== null && r.signal !== undefined && r.signal > 0) return 128 + r.signal;
-  if (r.exitCode !== null && r.exitCode !== undefined) return r.exitCode;
-  return 1;
 }

@@ -65,6 +65,8 @@ export interface RawExecTaskConfig {
   stderrFd?: number;
   /** An fd of the agent given to the task as its stdin (default /dev/null; run() passes a pipe for `input`). */
   stdinFd?: number;
+  /** stdinFd is a pty slave: it becomes the controlling terminal of the task's session (`corral run --tty`). */
+  tty?: boolean;
 }
 
 export interface ResolvedPluginConfig {
@@ -121,6 +123,7 @@ export interface ValidatedTask {
   stdoutFd?: number;
   stderrFd?: number;
   stdinFd?: number;
+  tty?: boolean;
   oomScoreAdj?: number;
 }
 
@@ -223,7 +226,7 @@ export async function validateTask(cfg: TaskConfig<object>, ctx: ValidationConte
   const name = validateTaskName(cfg.name, 'name');
   const d = cfg.driver as unknown as RawExecTaskConfig;
   if (typeof d !== 'object' || d === null || Array.isArray(d)) throw new InvalidConfigError('driver', d, 'must be an object with at least `command`');
-  const known = new Set(['command', 'args', 'workDir', 'oomScoreAdj', 'deniedEnvvars', 'inheritEnv', 'stdoutFd', 'stderrFd', 'stdinFd']);
+  const known = new Set(['command', 'args', 'workDir', 'oomScoreAdj', 'deniedEnvvars', 'inheritEnv', 'stdoutFd', 'stderrFd', 'stdinFd', 'tty']);
   for (const k of Object.keys(d)) if (!known.has(k)) throw new InvalidConfigError(`driver.${k}`, (d as unknown as Record<string, unknown>)[k], `unknown raw_exec option (known: ${[...known].join(', ')})`);
   if (d.command === undefined) throw new InvalidConfigError('driver.command', d.command, 'is required');
   const command = plainString(d.command, 'driver.command', 'a non-empty string');
@@ -286,6 +289,8 @@ export async function validateTask(cfg: TaskConfig<object>, ctx: ValidationConte
   const stdoutFd = agentFd(d.stdoutFd, 'driver.stdoutFd');
   const stderrFd = agentFd(d.stderrFd, 'driver.stderrFd');
   const stdinFd = agentFd(d.stdinFd, 'driver.stdinFd');
+  const tty = bool(d.tty, 'driver.tty', false);
+  if (tty && stdinFd === undefined) throw new InvalidConfigError('driver.tty', d.tty, 'needs driver.stdinFd (the terminal)');
   const stdoutPath = outputPath(cfg.stdoutPath, 'stdoutPath');
   const stderrPath = outputPath(cfg.stderrPath, 'stderrPath');
   return {
@@ -293,7 +298,7 @@ export async function validateTask(cfg: TaskConfig<object>, ctx: ValidationConte
     ...(user ? { user } : {}), uid, gid, resources,
     ...(stdoutPath !== undefined ? { stdoutPath } : {}), ...(stderrPath !== undefined ? { stderrPath } : {}),
     ...(stdoutFd !== undefined ? { stdoutFd } : {}), ...(stderrFd !== undefined ? { stderrFd } : {}),
-    ...(stdinFd !== undefined ? { stdinFd } : {}),
+    ...(stdinFd !== undefined ? { stdinFd } : {}), ...(tty ? { tty } : {}),
     ...(oomScoreAdj !== undefined ? { oomScoreAdj } : {}),
   };
 }

@@ -135,6 +135,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
         cwd: v.cwd,
         ...(v.user ? { uid: v.uid, gid: v.gid, groups: v.user.groups } : {}),
         setsid: true,
+        ...(v.tty ? { controllingTty: true } : {}),
         stdio: [v.stdinFd ?? -1, out, errFd],
         ...(placement.cgroupDir ? { cgroupDir: placement.cgroupDir } : {}),
         ...(placement.joinProcs ? { joinProcs: [...placement.joinProcs] } : {}),
