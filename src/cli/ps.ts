@@ -18,6 +18,7 @@ Lists the tasks recorded in the state directory (default ${DEFAULT_STATE_DIR}):
 ID (a unique prefix, usable with stop/kill/stats), NAME, DRIVER, STATE, PID, CPU (percent over
 0.2 s), MEMORY (current), AGE and COMMAND. A raw_exec task is "running" while its main process is
 the same process (same start time) as the one started; docker tasks show the container's state.
+"(orphaned)" marks a task whose owning corral process died: \`corral gc\` destroys those.
 
 Options:
   --json            one JSON array on stdout (full ids, bytes, nanoseconds)
@@ -136,7 +137,9 @@ export async function psCommand(argv: string[], io: RunIo = { stdout: process.st
     }
     const stateDir = parsed.values['state-dir'] ?? DEFAULT_STATE_DIR;
     const store = new TaskStore(stateDir);
-    const { handles, problems } = store.list();
+    const { records, problems } = store.records();
+    const handles = records.map((r) => r.handle);
+    const orphaned = new Set(records.filter((r) => r.ownerStatus === 'dead').map((r) => r.taskId));
     const warn = (m: string) => { io.stderr.write(`corral: warning: ${m}\n`); };
     for (const p of problems) warn(`skipped ${p.file}: ${p.reason}`);
     const raw = await rawExecRows(handles.filter((h) => h.driver === 'raw_exec'), stateDir, warn);
@@ -147,7 +150,7 @@ export async function psCommand(argv: string[], io: RunIo = { stdout: process.st
       const r = raw.get(h.taskId) ?? {};
       return {
         taskId: h.taskId, driver: h.driver, name: h.taskName, allocId: h.allocId,
-        state: h.driver === 'docker' ? (docker.get(h.taskId) ?? 'unknown') : (r.state ?? 'unknown'),
+        state: `${h.driver === 'docker' ? (docker.get(h.taskId) ?? 'unknown') : (r.state ?? 'unknown')}${orphaned.has(h.taskId) ? ' (orphaned: see corral gc)' : ''}`,
         pid: typeof s.pid === 'number' ? s.pid : null, cpuPercent: r.cpuPercent ?? null, memoryBytes: r.memoryBytes ?? null,
         startedAt: h.startedAt, ageMs: Math.max(0, now - Date.parse(h.startedAt)), command: commandOf(h), cgroup: s.cgroup?.name ?? null,
       };
