@@ -1,0 +1,126 @@
+/**
+ * `corral run` as a Unix tool, end to end with real processes (as root on the real kernel): stdin
+ * and pipelines, exit-code classes, signals relayed to the task, no inspector on SIGUSR1, Ctrl-C and
+ * --tty on a pseudo-terminal, errors naming the flag, --summary.
+ */
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { groupDirsUnder, isRoot } from './helpers/cgroups.js';
+import { type Sandbox, sandbox } from './helpers/sandbox.js';
+import { type Run, corral, onPty, pidsWithMarker, runCorral, shell, taskFiles } from './helpers/cli.js';
+
+// Serial: each test starts Node processes that compile TypeScript; on a shared 2-core host that is load enough.
+const t = isRoot ? test.serial : test.skip;
+
+function nothingLeft(tt: { deepEqual: (a: unknown, b: unknown, m?: string) => void }, sb: Sandbox, marker?: string): void {
+  tt.deepEqual(groupDirsUnder(sb.parent), [], 'no task cgroup left');
+  tt.deepEqual(taskFiles(sb), [], 'no task record left');
+  if (marker) tt.deepEqual(pidsWithMarker(marker), [], 'no process left');
+}
+
+t('a pipeline through corral run: stdin reaches the task, EOF arrives, stdout flows on', async (tt) => {
+  const sb = sandbox(tt, 'cli-pipe');
+  const r = await shell(`printf 'b\\na\\nc\\n' | $CORRAL run ${sb.cliArgs.join(' ')} sort | tr a-z A-Z`);
+  tt.is(r.code, 0, r.stderr);
+  tt.is(r.stdout, 'A\nB\nC\n');
+  const read = await runCorral(sb, ['run', ...sb.cliArgs, 'sh', '-c', 'read x; echo "got [$x]"'], 'piped\n');
+  tt.is(read.stdout, 'got [piped]\n', read.stderr);
+  nothingLeft(tt, sb);
+});
+
+t('exit codes: the task\'s own, 128+n for a signal, 125 for corral\'s failures, 126 cannot run, 127 not found', async (tt) => {
+  const sb = sandbox(tt, 'cli-codes');
+  const cases: [string[], number, RegExp?][] = [
+    [['sh', '-c', 'exit 3'], 3],
+    [['sh', '-c', 'exit 2'], 2],
+    [['sh', '-c', 'kill -USR1 $$'], 128 + 10],
+    [['--bogus', 'true'], 125, /unknown option --bogus/],
+    [['--cwd', '/nonexistent', 'true'], 125, /--cwd "\/nonexistent": does not exist/],
+    [['--memory', '1K', 'true'], 125, /--memory "1K": /],
+    [['--kill-timeout', '-1', 'true'], 125, /--kill-timeout "-1": must be a duration/],
+    [['--kill-signal', 'SIGNOPE', 'true'], 125, /--kill-signal "SIGNOPE"/],
+    [['--cores', '9999', 'true'], 125, /--cores "9999"/],
+    [['--user', 'no-such-user-xyz', 'true'], 125, /--user "no-such-user-xyz"/],
+    [['/etc/passwd'], 126, /command "\/etc\/passwd".*not executable/],
+    [['/'], 126],
+    [['no-such-command-xyz'], 127, /command "no-such-command-xyz": not found in PATH/],
+    [['/nonexistent/cmd'], 127],
+  ];
+  // Four at a time: each is a Node process compiling TypeScript.
+  const results: Run[] = [];
+  for (let i = 0; i < cases.length; i += 4) {
+    results.push(...await Promise.all(cases.slice(i, i + 4).map(([args]) => runCorral(sb, ['run', ...sb.cliArgs, ...args]))));
+  }
+  for (const [i, [args, code, msg]] of cases.entries()) {
+    const r = results[i]!;
+    tt.is(r.code, code, `${args.join(' ')}: ${r.stderr}`);
+    if (msg) tt.regex(r.stderr, msg, args.join(' '));
+    if (code >= 125) tt.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+  }
+  // The first word that is not an option starts the command: -la belongs to ls.
+  const ls = await runCorral(sb, ['run', ...sb.cliArgs, 'ls', '-ld', '/']);
+  tt.is(ls.code, 0, ls.stderr);
+  tt.regex(ls.stdout, /^d\S+ .* \/\n$/);
+  nothingLeft(tt, sb);
+});
+
+t('signals: SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGCONT reach the task unchanged; SIGUSR1 opens no debugger', async (tt) => {
+  const sb = sandbox(tt, 'cli-sig');
+  const sigs = ['HUP', 'QUIT', 'USR1', 'USR2', 'CONT'];
+  const traps = sigs.map((s) => `trap 'echo got-${s}' ${s}`).join('; ');
+  const c = corral(sb, ['run', ...sb.cliArgs, 'bash', '-c', `${traps}; echo ready; while :; do sleep 0.05; done`]);
+  await c.seen('ready');
+  for (const s of sigs) {
+    c.child.kill(`SIG${s}` as NodeJS.Signals);
+    await c.seen(`got-${s}`);
+  }
+  c.child.kill('SIGTERM');
+  const r = await c.done;
+  tt.is(r.code, 128 + 15, r.stderr);
+  for (const s of sigs) tt.true(r.stdout.includes(`got-${s}`), s);
+  tt.notRegex(r.stderr, /Debugger listening|inspector/i);
+  nothingLeft(tt, sb);
+});
+
+t('Ctrl-C at a terminal stops the task gracefully (its kill signal, then its exit code)', async (tt) => {
+  const sb = sandbox(tt, 'cli-ctrlc');
+  const marker = `corral-cli-ctrlc-${randomBytes(4).toString('hex')}`;
+  const r = await onPty(['run', ...sb.cliArgs, '--kill-signal', 'USR2', 'bash', '-c',
+    `trap 'echo got-usr2; exit 42' USR2; (exec -a ${marker} sleep 1000) & echo ready; while :; do sleep 0.05; done`], [{ wait: 'ready', send: '\u0003' }]);
+  tt.is(r.steps, 1, r.output);
+  tt.is(r.code, 42, r.output);
+  tt.regex(r.output, /got-usr2/);
+  tt.regex(r.output, /SIGINT: stopping the task/);
+  nothingLeft(tt, sb, marker);
+});
+
+t('--tty: a pty as controlling terminal, window size followed (SIGWINCH), Ctrl-C to the task, terminal restored', async (tt) => {
+  const sb = sandbox(tt, 'cli-tty');
+  const script = `tty; stty size; trap 'echo winch; stty size' WINCH; trap 'echo got-int; exit 5' INT; echo ready; while :; do sleep 0.05; done`;
+  const r = await onPty(['run', ...sb.cliArgs, '-t', 'bash', '-c', script], [
+    { wait: 'ready', resize: [40, 120] },
+    { wait: '40 120', send: '\u0003' },
+  ], { size: [30, 100] });
+  tt.is(r.code, 5, r.output);
+  tt.regex(r.output, /\/dev\/pts\/\d+/);
+  tt.regex(r.output, /30 100/);
+  tt.regex(r.output, /winch\s+40 120/);
+  tt.regex(r.output, /got-int/);
+  tt.true(r.cooked, 'the terminal is back in canonical mode with echo');
+  // Not a terminal on our side: the task still gets one, and our stdin still reaches it.
+  const piped = await runCorral(sb, ['run', ...sb.cliArgs, '--tty', 'sh', '-c', 'test -t 0 && read x && echo "tty [$x]"'], 'hello\n');
+  tt.is(piped.code, 0, piped.stderr);
+  tt.regex(piped.stdout, /tty \[hello\]/);
+  nothingLeft(tt, sb);
+});
+
+t('--summary: one line with status, duration, peak memory, CPU; printed unasked for an OOM kill', async (tt) => {
+  const sb = sandbox(tt, 'cli-summary');
+  const r = await runCorral(sb, ['run', ...sb.cliArgs, '--summary', 'sh', '-c', 'exit 4']);
+  tt.is(r.code, 4, r.stderr);
+  tt.regex(r.stderr, /^corral: exit code 4, duration \d.*, peak memory .*, cpu \d+\.\d\ds user \d+\.\d\ds system, oom kills 0\n$/);
+  const oom = await runCorral(sb, ['run', ...sb.cliArgs, '--memory', '16M', 'sh', '-c', 'head -c 200M /dev/zero | tail > /dev/null']);
+  tt.not(oom.code, 0, oom.stderr);
+  tt.regex(oom.stderr, /OOM-killed/);
+  nothingLeft(tt, sb);
+});
