@@ -97,7 +97,7 @@ class Sink extends Writable {
   override _write(chunk: Buffer, _enc: string, cb: () => void): void { this.text += chunk; cb(); }
 }
 
-t('usage errors: one line on stderr and exit 2; --help everywhere exits 0', async (tt) => {
+t('usage errors: one line on stderr and exit 125 (127 for a missing command); --help everywhere exits 0', async (tt) => {
   const cases: string[][] = [
     runArgs('--memory', '12X', '--', 'true'),
     runArgs('--kill-timeout', 'soon', '--', 'true'),
@@ -118,16 +118,16 @@ t('usage errors: one line on stderr and exit 2; --help everywhere exits 0', asyn
     ['fingerprint', '--driver', 'nope'],
   ];
   for (const c of cases) {
-    const io = { stdout: new Sink(), stderr: new Sink() };
+    const io = { stdout: new Sink(), stderr: new Sink(), inProcess: true };
     const code = await main(c, io);
-    tt.is(code, 2, `${c.join(' ')}: ${io.stderr.text}`);
+    tt.is(code, c.includes('/nonexistent/cmd') ? 127 : 125, `${c.join(' ')}: ${io.stderr.text}`);
     tt.is(io.stderr.text.trim().split('\n').length, 1, io.stderr.text);
     tt.regex(io.stderr.text, /^corral: /);
     if (c.includes('12X')) tt.regex(io.stderr.text, /--memory.*"12X"/);
     if (c.includes('/nonexistent/cmd')) tt.regex(io.stderr.text, /"\/nonexistent\/cmd"/);
   }
   for (const args of [['--help'], ['run', '--help'], ['ps', '--help'], ['fingerprint', '--help'], ['help', 'run']]) {
-    const io = { stdout: new Sink(), stderr: new Sink() };
+    const io = { stdout: new Sink(), stderr: new Sink(), inProcess: true };
     tt.is(await main(args, io), 0);
     tt.regex(io.stdout.text, /Usage: corral/);
   }
@@ -135,9 +135,9 @@ t('usage errors: one line on stderr and exit 2; --help everywhere exits 0', asyn
   const rec = await run(['reconcile', '--help']);
   tt.is(rec.code, 0, rec.stderr);
   tt.regex(rec.stdout, /Usage: corral reconcile/);
-  // And through a real process: the exit status is 2 and stderr one line.
+  // And through a real process: the exit status is 125 and stderr one line.
   const r = await run(runArgs('--memory', 'lots', '--', 'true'));
-  tt.is(r.code, 2);
+  tt.is(r.code, 125);
   tt.is(r.stderr.trim().split('\n').length, 1);
   nothingLeft(tt);
 });
@@ -196,7 +196,7 @@ t('ps lists a running task and its state; after corral run returns it is gone', 
   const rows = JSON.parse(ps.stdout) as { name: string; state: string; driver: string }[];
   tt.true(rows.some((r) => r.name === 'pstask' && r.state === 'running' && r.driver === 'raw_exec'), ps.stdout);
   const table = await run(['ps', '--state-dir', STATE]);
-  tt.regex(table.stdout, /TASK ID\s+DRIVER\s+NAME\s+STATE[\s\S]*pstask\s+running/);
+  tt.regex(table.stdout, /ID\s+NAME\s+DRIVER\s+STATE[\s\S]*pstask\s+raw_exec\s+running/);
   child.kill('SIGTERM');
   const r = await done;
   tt.is(r.code, 128 + 15);
@@ -218,8 +218,8 @@ t('fingerprint --json and --no-cgroups; run --no-cgroups', async (tt) => {
   tt.is(r.code, 4, r.stderr);
   tt.is(r.stdout, 'nocg\n');
   const bad = await run(runArgs('--no-cgroups', '--memory', '64M', '--', 'true'));
-  tt.is(bad.code, 2);
-  tt.regex(bad.stderr, /resources.memoryBytes.*noCgroups/);
+  tt.is(bad.code, 125);
+  tt.regex(bad.stderr, /--memory "64M".*noCgroups/);
   nothingLeft(tt);
 });
 

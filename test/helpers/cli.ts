@@ -18,6 +18,8 @@ export interface Run { code: number | null; signal: NodeJS.Signals | null; stdou
 export interface Corral {
   child: ChildProcess;
   done: Promise<Run>;
+  /** corral itself has exited (its task, holding our pipes, may still run). */
+  exited: Promise<void>;
   /** Resolves once `text` has appeared on stdout or stderr. */
   seen(text: string | RegExp, timeoutMs?: number): Promise<void>;
   output(): { stdout: string; stderr: string };
@@ -46,7 +48,8 @@ export function corral(sb: Sandbox | undefined, args: string[], opts: { stdin?: 
     };
     check();
   });
-  return { child, done, seen, output: () => ({ stdout, stderr }) };
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  return { child, done, exited, seen, output: () => ({ stdout, stderr }) };
 }
 
 export const runCorral = (sb: Sandbox | undefined, args: string[], stdin?: string): Promise<Run> => corral(sb, args, stdin !== undefined ? { stdin } : {}).done;
