@@ -45,6 +45,10 @@ t('stop, kill and stats act on a task of another corral run; ps shows its column
   const k = await runCorral(sb, ['kill', '--signal', 'USR2', ...stateArgs(sb), shortId]);
   tt.is(k.code, 0, k.stderr);
   await owner.seen('got-usr2');
+  // Attaching to act on it did not take the task from its owner: gc still sees a live owner.
+  const gc = JSON.parse((await runCorral(sb, ['gc', '--dry-run', '--json', ...stateArgs(sb)])).stdout) as { wouldDestroy: string[]; skipped: string[] };
+  tt.deepEqual(gc.wouldDestroy, []);
+  tt.is(gc.skipped.length, 1);
   // stats: one sample as JSON, and the line form.
   const s = await runCorral(sb, ['stats', '--once', '--json', '--interval', '200ms', ...stateArgs(sb), 'worker']);
   tt.is(s.code, 0, s.stderr);

@@ -1,16 +1,18 @@
 /**
  * `corral ps [--json]`: the tasks recorded in the state dir, with their state, main pid, CPU (over a
- * short window), memory, age and command. raw_exec tasks are looked at through their cgroup (the
- * driver's recovery, which checks the pid's start time); docker tasks through `docker inspect`.
+ * short window), memory, age and command. Read-only: raw_exec tasks are looked at through /proc (the
+ * pid's start time) and their recorded cgroup files; docker tasks through `docker inspect`.
  */
 import { parseArgs } from 'node:util';
 import * as fs from 'node:fs';
-import type { TaskDriver, TaskHandle, TaskResourceUsage } from '../drivers/contract.js';
+import * as path from 'node:path';
+import type { TaskHandle } from '../drivers/contract.js';
+import { sessionMembers } from '../drivers/core/proc.js';
+import { processStartTime } from '../store/owner.js';
 import { DEFAULT_STATE_DIR, TaskStore } from '../store/task-store.js';
 import { reportError, usageFromParseArgs } from './errors.js';
 import type { RunIo } from './run.js';
 import { formatBytes, formatDuration } from './summary.js';
-import { driverFor } from './task-ref.js';
 
 export const PS_HELP = `Usage: corral ps [--json] [--state-dir DIR]
 
@@ -49,44 +51,62 @@ function commandOf(h: TaskHandle): string {
   return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : JSON.stringify(w))).join(' ');
 }
 
-/** Attaches to the raw_exec tasks (one driver per cgroup parent/version) and reads their state and usage. */
-async function rawExecRows(handles: TaskHandle[], stateDir: string, warn: (m: string) => void): Promise<Map<string, Partial<PsRow>>> {
-  const out = new Map<string, Partial<PsRow>>();
-  const drivers = new Map<string, TaskDriver>();
-  const attached: { h: TaskHandle; d: TaskDriver & { sampleStats?: (id: string) => TaskResourceUsage } }[] = [];
-  try {
-    for (const h of handles) {
-      const cg = (h.driverState as { cgroup?: { parentName?: string; version?: string } | null }).cgroup;
-      const key = cg ? `${cg.version}:${cg.parentName}` : 'none';
-      let d = drivers.get(key);
-      if (!d) drivers.set(key, (d = driverFor(h, stateDir)));
-      try {
-        await d.recoverTask(h);
-        attached.push({ h, d });
-      } catch (err) {
-        warn(`cannot look at task ${h.taskId}: ${(err as Error).message}`);
-      }
+/**
+ * CPU time (ns) and memory now of a raw_exec task, read from its recorded cgroup directories
+ * (read-only: ps attaches to nothing and claims no record); from /proc for a task without cgroups.
+ */
+function usageOf(h: TaskHandle): { cpuNs: number; memoryBytes: number } | undefined {
+  const s = h.driverState as { pid?: number; cgroup?: { version?: string; paths?: Record<string, string> } | null };
+  const read = (f: string | undefined) => {
+    if (f === undefined) return undefined;
+    try {
+      return fs.readFileSync(f, 'utf8');
+    } catch {
+      return undefined;
     }
-    const sample = (x: (typeof attached)[number]) => {
-      try {
-        return x.d.sampleStats?.(x.h.taskId);
-      } catch {
-        return undefined;
-      }
-    };
-    const first = attached.map(sample);
-    if (attached.some((x) => x.d.inspectTask(x.h.taskId).state === 'running')) await new Promise((r) => setTimeout(r, CPU_WINDOW_MS));
-    attached.forEach((x, i) => {
-      const st = x.d.inspectTask(x.h.taskId);
-      const running = st.state === 'running';
-      const a = first[i];
-      const b = running ? sample(x) : undefined;
-      const cpu = a && b && b.timestamp > a.timestamp ? Math.max(0, ((b.cpu.totalNs - a.cpu.totalNs) / ((b.timestamp - a.timestamp) * 1e6)) * 100) : null;
-      out.set(x.h.taskId, { state: st.state, cpuPercent: running ? cpu : null, memoryBytes: running && b ? b.memory.usageBytes : null });
-    });
-  } finally {
-    for (const d of drivers.values()) await d.shutdown();
+  };
+  const p = s.cgroup?.paths;
+  if (p && s.cgroup?.version === 'v2') {
+    const dir = p.unified ?? Object.values(p)[0];
+    const usec = /usage_usec (\d+)/.exec(read(dir && path.join(dir, 'cpu.stat')) ?? '');
+    const mem = Number(read(dir && path.join(dir, 'memory.current')) ?? NaN);
+    if (!usec) return undefined;
+    return { cpuNs: Number(usec[1]) * 1000, memoryBytes: Number.isFinite(mem) ? mem : NaN };
   }
+  if (p) {
+    const cpu = Number(read(p.cpuacct && path.join(p.cpuacct, 'cpuacct.usage')) ?? NaN);
+    const mem = Number(read(p.memory && path.join(p.memory, 'memory.usage_in_bytes')) ?? NaN);
+    if (!Number.isFinite(cpu)) return undefined;
+    return { cpuNs: cpu, memoryBytes: mem };
+  }
+  if (typeof s.pid !== 'number') return undefined;
+  let cpuTicks = 0;
+  let rss = 0;
+  for (const m of sessionMembers(s.pid)) {
+    cpuTicks += m.utime + m.stime;
+    rss += m.rss * 4096;
+  }
+  return { cpuNs: cpuTicks * 1e7, memoryBytes: rss };
+}
+
+/** State, CPU (percent over CPU_WINDOW_MS) and memory of each raw_exec task. */
+async function rawExecRows(handles: TaskHandle[]): Promise<Map<string, Partial<PsRow>>> {
+  const out = new Map<string, Partial<PsRow>>();
+  const running = handles.filter((h) => {
+    const s = h.driverState as { pid?: unknown; startTime?: unknown };
+    return typeof s.pid === 'number' && processStartTime(s.pid) === s.startTime;
+  });
+  const t0 = Date.now();
+  const first = running.map(usageOf);
+  if (running.length > 0) await new Promise((r) => setTimeout(r, CPU_WINDOW_MS));
+  const dt = Date.now() - t0;
+  for (const h of handles) out.set(h.taskId, { state: 'exited' });
+  running.forEach((h, i) => {
+    const a = first[i];
+    const b = usageOf(h);
+    const cpu = a && b ? Math.max(0, ((b.cpuNs - a.cpuNs) / (dt * 1e6)) * 100) : null;
+    out.set(h.taskId, { state: 'running', cpuPercent: cpu, memoryBytes: b && Number.isFinite(b.memoryBytes) ? b.memoryBytes : null });
+  });
   return out;
 }
 
@@ -142,7 +162,7 @@ export async function psCommand(argv: string[], io: RunIo = { stdout: process.st
     const orphaned = new Set(records.filter((r) => r.ownerStatus === 'dead').map((r) => r.taskId));
     const warn = (m: string) => { io.stderr.write(`corral: warning: ${m}\n`); };
     for (const p of problems) warn(`skipped ${p.file}: ${p.reason}`);
-    const raw = await rawExecRows(handles.filter((h) => h.driver === 'raw_exec'), stateDir, warn);
+    const raw = await rawExecRows(handles.filter((h) => h.driver === 'raw_exec'));
     const docker = await dockerStates(handles.filter((h) => h.driver === 'docker'), warn);
     const now = Date.now();
     const rows: PsRow[] = handles.map((h) => {

@@ -6,7 +6,8 @@
  * keeps the task: detaching (shutdown) leaves it as it was, and the owner still cleans it up.
  */
 import type { TaskDriver, TaskHandle } from '../drivers/contract.js';
-import { DEFAULT_STATE_DIR, TaskStore } from '../store/task-store.js';
+import { TaskNotFoundError } from '../errors.js';
+import { DEFAULT_STATE_DIR, type TaskOwner, TaskStore } from '../store/task-store.js';
 import { createCliDriver } from './drivers.js';
 import { UsageError } from './errors.js';
 
@@ -39,15 +40,34 @@ export function driverFor(h: TaskHandle, stateDir: string): TaskDriver {
   });
 }
 
-/** Runs `f` with the driver attached to the stored task `ref`; always detaches. */
+/**
+ * Runs `f` with the driver attached to the stored task `ref`; always detaches. The drivers' recovery
+ * claims the task's record (it is built for an agent taking over a dead one's tasks), so for a task
+ * whose owner is alive we attach with `force` and hand the record straight back to that owner:
+ * the owner keeps the task, and `corral gc` never takes a live owner's task for an orphan.
+ */
 export async function withStoredTask<T>(stateDir: string | undefined, ref: string, f: (driver: TaskDriver, h: TaskHandle) => Promise<T>): Promise<T> {
   const dir = stateDir ?? DEFAULT_STATE_DIR;
-  const h = findTask(new TaskStore(dir), ref);
+  const store = new TaskStore(dir);
+  const h = findTask(store, ref);
+  const owner = store.getRecord(h.taskId)?.owner;
   const driver = driverFor(h, dir);
   try {
-    await driver.recoverTask(h);
+    await driver.recoverTask(h, { force: true });
+    // At once, before acting: once the task ends, its owner deletes the record, and a hand-back
+    // racing with that delete would bring the record back. Nothing below needs the record.
+    if (owner) giveBack(dir, h.taskId, owner);
     return await f(driver, h);
   } finally {
     await driver.shutdown();
+  }
+}
+
+function giveBack(dir: string, taskId: string, owner: TaskOwner): void {
+  try {
+    new TaskStore(dir, { owner }).adopt(taskId, { force: true });
+  } catch (err) {
+    // The owner removed the record meanwhile (the task ended): nothing to hand back.
+    if (!(err instanceof TaskNotFoundError)) throw err;
   }
 }
