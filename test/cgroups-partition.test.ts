@@ -77,14 +77,14 @@ ptest('a reservation begins and ends while many shared tasks run: each one\'s Cp
   const rp = startInGroup(r, 'sleep', ['60']);
   t.is(allowedOf(rp), String(core));
   // On v1 the kernel moves the share group's tasks before the write returns; v2 propagates too: waited, bounded.
-  await waitFor(() => procs.every((p) => allowedOf(p) === rest), { what: `every shared task on ${rest}`, timeoutMs: bound(5000) });
+  await waitFor(() => procs.every((p) => allowedOf(p) === rest), { what: `every shared task on ${rest}`, timeoutMs: 5000 });
   for (const p of procs) t.false(parseCpuList(allowedOf(p)).includes(core));
   t.deepEqual(m.sharedCores(), usable.filter((c) => c !== core));
   const t1 = process.hrtime.bigint();
   await r.destroy();
   const endMs = Number(process.hrtime.bigint() - t1) / 1e6;
   t.is((await rp.exited).signal, 9);
-  await waitFor(() => procs.every((p) => allowedOf(p) === all), { what: `every shared task back on ${all}`, timeoutMs: bound(5000) });
+  await waitFor(() => procs.every((p) => allowedOf(p) === all), { what: `every shared task back on ${all}`, timeoutMs: 5000 });
   t.log(`${N} shared tasks: reservation began in ${beginMs.toFixed(2)} ms (create included), ended in ${endMs.toFixed(2)} ms (kill + rmdir included)`);
   for (const g of shared) await g.destroy();
   t.deepEqual(groupDirsUnder(m.parentName), []);
