@@ -239,11 +239,11 @@ ts('a bad handle among good ones is reported in failed and skipped; the good one
   t.deepEqual(pidsWith(mark), []);
 });
 
-ts('edited handles are refused and never acted upon: uid removed, uid denied, an unrelated pid, cgroup paths outside the parent', async (t) => {
+ts('edited handles are refused and never acted upon: uid removed, uid denied, an unrelated pid, cgroup paths outside the parent or at another task\'s group', async (t) => {
   const sb = sandbox(t, 'edited');
   const mark = marker();
   const allocId = randomUUID();
-  const names = ['nouid', 'root', 'otherpid', 'otherpidcg', 'outside', 'ok'];
+  const names = ['nouid', 'root', 'otherpid', 'otherpidcg', 'outside', 'swapped', 'ok'];
   const run = runAgent(sb, { tasks: names.map((n) => sleeper(allocId, n, mark, { user: 'nobody' })) });
   t.is(await run.exited, 0);
   const by = Object.fromEntries(run.started.map((h) => [h.taskName, h]));
@@ -264,8 +264,13 @@ ts('edited handles are refused and never acted upon: uid removed, uid denied, an
   edit('outside', (s) => {
     const cg = s.cgroup as { paths: Record<string, string> };
     const k = Object.keys(cg.paths)[0]!;
-    cg.paths[k] = path.join(path.dirname(path.dirname(cg.paths[k]!)), 'someone-else', path.basename(cg.paths[k]!));
+    // The same group under a sibling of corral's parent (v1 /sys/fs/cgroup/<ctl>/someone-else/..., v2 /sys/fs/cgroup/someone-else/...).
+    const p = cg.paths[k]!;
+    const seg = p.includes(`/${sb.slice}/`) ? `/${sb.slice}/` : `/${sb.parent}/`;
+    cg.paths[k] = `${p.slice(0, p.indexOf(seg))}/someone-else/${path.basename(p)}`;
   });
+  // Inside the parent, but another task's group.
+  edit('swapped', (s) => { (s.cgroup as { paths: Record<string, string> }).paths = { ...stateOf(by.ok!).cgroup!.paths }; });
   const d = driverFor(t, sb, { deniedHostUids: '0' });
   const r = await d.recoverAll();
   const failed = Object.fromEntries(r.failed.map((f) => [by[Object.keys(by).find((n) => by[n]!.taskId === f.taskId)!]!.taskName, (f.error as { field?: string }).field]));
@@ -275,12 +280,13 @@ ts('edited handles are refused and never acted upon: uid removed, uid denied, an
   t.is(failed.otherpid, 'handle.driverState.cgroup');
   t.is(failed.otherpidcg, 'handle.driverState.pid');
   t.regex(failed.outside ?? '', /^handle\.driverState\.cgroup\.paths\./);
+  t.regex(failed.swapped ?? '', /^handle\.driverState\.cgroup\.paths\./);
   for (const n of names.filter((x) => x !== 'ok')) {
     await t.throwsAsync(d.stopTask(by[n]!.taskId), { code: 'ERR_TASK_NOT_FOUND' }, `${n} is not held`);
   }
   t.true(pidAlive(bystander.pid!), 'the unrelated process is untouched');
-  // The refused tasks were not acted upon: all six still run.
-  t.is(pidsWith(mark).length, 6);
+  // The refused tasks were not acted upon: all seven still run.
+  t.is(pidsWith(mark).length, 7);
   // execTask on the recovered task runs as its recorded user.
   const ex = await d.execTask(by.ok!.taskId, ['id', '-u']);
   t.is(ex.stdout.trim(), '65534');

@@ -21,7 +21,7 @@ import { execInTask } from './exec.js';
 import { type RawExecDriverState, RawExecTask } from './task.js';
 import { startingHandle } from './record.js';
 import { checkRecoveredHandle } from './recovered-handle.js';
-import { type InterruptedStart, checkExecUser, groupOf, identifyTaskProcess, resolveInterruptedStart } from './recover.js';
+import { type InterruptedStart, checkExecUser, checkGroupPaths, groupOf, identifyTaskProcess, resolveInterruptedStart } from './recover.js';
 import { processStartTime } from '../../store/owner.js';
 import { FdSet, openOutput } from './stdio.js';
 
@@ -298,6 +298,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
         cg = undefined; // the group is gone: so is the task
       }
     }
+    if (cg) checkGroupPaths(h, cg);
     // Throws (nothing done yet) when a live process has the recorded identity but is not the task.
     let found = identifyTaskProcess(h, cg);
     this.claimRecord(h as unknown as TaskHandle, opts.force);

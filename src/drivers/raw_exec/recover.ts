@@ -100,6 +100,18 @@ export function identifyTaskProcess(handle: TaskHandle<RawExecDriverState>, cg: 
   return { kind: 'task' };
 }
 
+/**
+ * The recorded group paths must be where the manager has the task's group (when it exists): a
+ * record pointing elsewhere inside corral's parent (another task's group) is refused too.
+ */
+export function checkGroupPaths(handle: TaskHandle<RawExecDriverState>, cg: TaskCgroup): void {
+  for (const [k, v] of Object.entries(handle.driverState.cgroup?.paths ?? {})) {
+    if (cg.paths[k] !== v) {
+      throw new InvalidConfigError(`handle.driverState.cgroup.paths.${k}`, v, `is not where the task's group ${cg.name} is (${cg.paths[k] ?? 'no such controller'})`);
+    }
+  }
+}
+
 export interface InterruptedStart {
   taskId: string;
   /** The task's group, or null when none existed (or noCgroups). */
