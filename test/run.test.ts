@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { AbortError, InvalidConfigError } from '../src/errors.js';
 import { run, type RunOptions } from '../src/run.js';
 import { groupDirsUnder, pidAlive, waitFor } from './helpers/cgroups.js';
-import { type Sandbox, sandbox } from './helpers/sandbox.js';
+import { type Sandbox, bound, sandbox } from './helpers/sandbox.js';
 
 interface Ctx { sb: Sandbox; tmp: string; opts: RunOptions }
 
@@ -86,8 +86,11 @@ function sleeperScript(pidFile: string): string[] {
 test.serial('timeoutMs stops the task and kills its whole group', async (t) => {
   const c = setup(t, 'run-timeout');
   const pidFile = path.join(c.sb.stateDir, 'bg.pid');
-  const r = await run('sh', sleeperScript(pidFile), { ...c.opts, timeoutMs: 300, forceKillAfterMs: 200 });
+  // The timeout must fire after the task has started its sleeper (on a loaded machine a shell may
+  // take a few hundred ms to get there): generous, stretched by CORRAL_TEST_SLOWDOWN, and checked below.
+  const r = await run('sh', sleeperScript(pidFile), { ...c.opts, timeoutMs: bound(1500), forceKillAfterMs: 200 });
   t.like(r, { timedOut: true, aborted: false, signal: 'SIGTERM' });
+  t.true(fs.existsSync(pidFile), 'the task started its sleeper before the timeout fired');
   const bg = Number(fs.readFileSync(pidFile, 'utf8'));
   t.true(bg > 0);
   t.false(pidAlive(bg), 'the background process of the task was killed too');
