@@ -4,6 +4,7 @@
  * --tty on a pseudo-terminal, errors naming the flag, --summary.
  */
 import test from 'ava';
+import * as fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { groupDirsUnder, isRoot } from './helpers/cgroups.js';
 import { type Sandbox, sandbox } from './helpers/sandbox.js';
@@ -11,6 +12,25 @@ import { type Run, corral, onPty, pidsWithMarker, runCorral, shell, taskFiles } 
 
 // Serial: each test starts Node processes that compile TypeScript; on a shared 2-core host that is load enough.
 const t = isRoot ? test.serial : test.skip;
+
+/** TCP ports on which process `pid` has a listening socket (what Node's inspector would open). */
+function listeningTcpPorts(pid: number): number[] {
+  const inodes = new Set<string>();
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]!);
+    } catch { /* closed meanwhile */ }
+  }
+  const ports: number[] = [];
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of fs.readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length > 9 && f[3] === '0A' && inodes.has(f[9]!)) ports.push(parseInt(f[1]!.split(':')[1]!, 16));
+    }
+  }
+  return ports;
+}
 
 function nothingLeft(tt: { deepEqual: (a: unknown, b: unknown, m?: string) => void }, sb: Sandbox, marker?: string): void {
   tt.deepEqual(groupDirsUnder(sb.parent), [], 'no task cgroup left');
@@ -74,6 +94,7 @@ t('signals: SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGCONT reach the task unchang
     c.child.kill(`SIG${s}` as NodeJS.Signals);
     await c.seen(`got-${s}`);
   }
+  tt.deepEqual(listeningTcpPorts(c.child.pid!), [], 'corral listens on no TCP port (no inspector)');
   c.child.kill('SIGTERM');
   const r = await c.done;
   tt.is(r.code, 128 + 15, r.stderr);
