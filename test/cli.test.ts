@@ -12,6 +12,7 @@ import { Writable } from 'node:stream';
 import { main } from '../src/cli/main.js';
 import { groupDirsUnder, hostLayout, isRoot, waitFor } from './helpers/cgroups.js';
 import { type Sandbox, sandbox } from './helpers/sandbox.js';
+import { pidsWithMarker } from './helpers/cli.js';
 
 const ENTRY = path.join(__dirname, '..', 'src', 'cli', 'main-entry.ts');
 const version = isRoot ? hostLayout().version : 'v1';
@@ -59,19 +60,6 @@ function cli(tt: ExecutionContext): Cli {
     },
     marker: (what) => `${sb.name}-${what}-${randomBytes(3).toString('hex')}`,
   };
-}
-
-function pidsWithMarker(marker: string): number[] {
-  const out: number[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-    try {
-      if (!fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').includes(marker)) continue;
-      const st = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-      if (st.slice(st.lastIndexOf(')') + 2)[0] !== 'Z') out.push(Number(name));
-    } catch { /* gone */ }
-  }
-  return out;
 }
 
 function nothingLeft(tt: { deepEqual: (a: unknown, b: unknown, m?: string) => void }, c: Cli, marker?: string): void {
