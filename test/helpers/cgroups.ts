@@ -226,8 +226,17 @@ export async function cleanupParent(parentName: string, timeoutMs = bound(10_000
   return left;
 }
 
-/** Task group directories (named `<uuid>-...`) under `parentName` in any hierarchy: "nothing left behind" checks. */
+/**
+ * Task group directories (named `<uuid>-...`) under `parentName` in any hierarchy: "nothing left
+ * behind" checks. A name without `.slice` is looked up with it too: drivers and `corral run` given
+ * `--cgroup-parent x` use `x.slice` on cgroups v2, so the check is not vacuous in the v2 lane.
+ */
 export function groupDirsUnder(parentName: string): string[] {
+  if (!parentName.endsWith('.slice')) return [...groupDirsUnderExactly(parentName), ...groupDirsUnderExactly(`${parentName}.slice`)];
+  return groupDirsUnderExactly(parentName);
+}
+
+function groupDirsUnderExactly(parentName: string): string[] {
   const roots = new Set<string>();
   try {
     const l = hostLayout();

@@ -6,7 +6,9 @@
  * with its exit code, and the reconciler works again.
  *
  * dockerd is shared with other tests: the pause is kept to a few seconds, a detached watchdog
- * resumes it after 20 s whatever happens to this process, and after.always resumes it too.
+ * resumes it after 20 s whatever happens to this process, and after.always resumes it too. An
+ * exclusive file (`*.exclusive.test.ts`): scripts/test.sh runs it alone after the parallel host run,
+ * since a docker test running meanwhile would see its calls time out.
  */
 import test from 'ava';
 import * as fs from 'node:fs';
