@@ -56,6 +56,22 @@ export class TaskOwnedError extends CorralError {
   }
 }
 
+/**
+ * execTask on a task that has no recorded user, or whose recorded uid/gid the plugin's
+ * deniedHostUids/Gids refuse: the command would otherwise run as the agent (often root).
+ */
+export class ExecUserRefusedError extends CorralError {
+  readonly taskId: string;
+  readonly uid: number | undefined;
+  readonly gid: number | undefined;
+  constructor(taskId: string, uid: number | undefined, gid: number | undefined, reason: string) {
+    super('ERR_TASK_NO_USER', `exec in task ${JSON.stringify(taskId)} refused: ${reason}`);
+    this.taskId = taskId;
+    this.uid = uid;
+    this.gid = gid;
+  }
+}
+
 /** destroyTask on a running task without `force`. */
 export class TaskRunningError extends CorralError {
   readonly taskId: string;

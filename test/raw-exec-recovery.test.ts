@@ -11,6 +11,8 @@ import { randomInt, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RawExecDriver } from '../src/drivers/raw_exec/index.js';
+import { resolvePluginConfig } from '../src/drivers/raw_exec/config.js';
+import { checkExecUser } from '../src/drivers/raw_exec/recover.js';
 import { createCgroupManager } from '../src/cgroups/index.js';
 import { TaskStore } from '../src/store/task-store.js';
 import { processStartTime } from '../src/store/owner.js';
@@ -349,4 +351,13 @@ ts('a full state dir (ENOSPC on a tiny tmpfs): startTask fails before anything e
   t.deepEqual(fs.readdirSync(path.join(dir, 'tasks')), []);
   t.deepEqual(groupDirsUnder(sb.parent), []);
   t.deepEqual(pidsWith(mark), []);
+});
+
+test('exec user check: no recorded user, or a denied one, is ExecUserRefusedError (ERR_TASK_NO_USER)', (t) => {
+  const plugin = resolvePluginConfig({ deniedHostUids: '0', deniedHostGids: '10-15' });
+  const task = (s: Partial<RawState> & { groups?: unknown }) => ({ id: 'x', state: s }) as unknown as Parameters<typeof checkExecUser>[0];
+  t.throws(() => checkExecUser(task({ gid: 1, groups: [] }), plugin), { code: 'ERR_TASK_NO_USER', message: /no recorded user/ });
+  t.throws(() => checkExecUser(task({ uid: 0, gid: 1, groups: [] }), plugin), { code: 'ERR_TASK_NO_USER', message: /uid 0/ });
+  t.throws(() => checkExecUser(task({ uid: 65534, gid: 65534, groups: [12] }), plugin), { code: 'ERR_TASK_NO_USER' });
+  t.notThrows(() => checkExecUser(task({ uid: 65534, gid: 65534, groups: [] }), plugin));
 });

@@ -7,7 +7,7 @@
  * process; the task's cgroup is corral's own and holds only what corral put there.
  */
 import * as fs from 'node:fs';
-import { CorralError, InvalidConfigError } from '../../errors.js';
+import { ExecUserRefusedError, InvalidConfigError } from '../../errors.js';
 import { groupName } from '../../cgroups/names.js';
 import type { CgroupManager, TaskCgroup } from '../../cgroups/types.js';
 import { processStartTime } from '../../store/owner.js';
@@ -163,11 +163,10 @@ export function groupOf(h: TaskHandle): string | undefined {
  */
 export function checkExecUser(task: RawExecTask, plugin: ResolvedPluginConfig): void {
   const s = task.state;
-  const id = JSON.stringify(task.id);
   if (!Number.isSafeInteger(s.uid) || !Number.isSafeInteger(s.gid) || !Array.isArray(s.groups)) {
-    throw new CorralError('ERR_TASK_NO_USER', `task ${id} has no recorded user: exec refused`);
+    throw new ExecUserRefusedError(task.id, undefined, undefined, 'the task has no recorded user');
   }
   if (inRanges(s.uid, plugin.deniedUids) || [s.gid, ...s.groups].some((g) => inRanges(g, plugin.deniedGids))) {
-    throw new CorralError('ERR_TASK_NO_USER', `task ${id} runs as uid ${s.uid} / gid ${s.gid}, which deniedHostUids/Gids refuse: exec refused`);
+    throw new ExecUserRefusedError(task.id, s.uid, s.gid, `it runs as uid ${s.uid} / gid ${s.gid}, which deniedHostUids/Gids refuse`);
   }
 }
