@@ -14,7 +14,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CgroupError, CgroupUnsupportedError } from '../errors.js';
-import { pageSize } from '../util/pagesize.js';
+import { PAGE_SIZE } from '../util/auxv.js';
 import { coresMinus, parseCpuList, sameCores } from './cpulist.js';
 import {
   BaseTaskCgroup, type GroupOnDisk, type GroupPlace, ManagerCore, eexist, enoent, removeSegments,
@@ -359,7 +359,7 @@ export class V1TaskCgroup extends BaseTaskCgroup {
     const f = parseNumber(failcnt) ?? 0;
     const m = parseNumber(max) ?? 0;
     const l = parseNumber(limit) ?? Infinity;
-    return f > 0 && l < 2 ** 62 && m >= l - pageSize();
+    return f > 0 && l < 2 ** 62 && m >= l - PAGE_SIZE;
   }
 
   stats(): CgroupStats {
