@@ -1,181 +1,159 @@
 /**
- * 4. Control-file writes: when a reservation begins, every shared task's cpuset.cpus is rewritten to the
- * shrunken shared pool. 10, 100 and 1000 task groups (v1 cpuset, under /sys/fs/cgroup/cpuset/corral-bench-*),
- * rewritten with the native batch (one call) against a fs.writeFileSync loop, fs.promises in parallel
- * and fs.promises one after another. Each timed rewrite changes the value (the kernel skips a write
- * of the same mask), alternating "reservation begins" (shared pool minus core 0) and "ends".
+ * 4. A reservation change with N = 10, 100 and 1000 shared tasks running. corral's manager on this
+ * host (v1 here): N shared tasks, each a `sleep` in its own groups and in the share group; then a task
+ * reserving one core is created (the reservation begins: the share pool shrinks, the reserve parent
+ * grows, the reserved group gets its core) and destroyed (it ends). Figures: µs for each, per N. Goal:
+ * flat in N (N = 1000 within 1.5x of N = 10), since the kernel moves the share group's tasks itself.
+ * For scale, what corral 0.1's layout did in the same run: one cpuset group per shared task, each
+ * rewritten (native batch) when the pool changes.
  */
 import * as fs from 'node:fs';
-import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
 import * as path from 'node:path';
-import { BENCH_PARENT, checkFaster, errMsg, measure, missing, nowNs, onCleanup, removeCgroupTree, rootCpus, rootMems, timeLeftMs, usSince, v1Mounts, type Measure, type Row, type Section } from './lib.js';
-import { loadNative } from './corral.js';
+import { randomUUID } from 'node:crypto';
+import { createCgroupManager } from '../../src/cgroups/factory.js';
+import { formatCpuList, parseCpuList } from '../../src/cgroups/cpulist.js';
+import type { CgroupManager, TaskCgroup } from '../../src/cgroups/types.js';
+import { native, type ExitWatch } from '../../src/native.js';
+import {
+  BENCH_PARENT, checkWithin, errMsg, measure, missing, nowNs, onCleanup, removeCgroupTree, rootMems, timeLeftMs, usSince, v1Mounts,
+  type Measure, type Row, type Section,
+} from './lib.js';
 import type { BenchOptions } from './run-one.js';
+
+const TITLE = '4. Reservation change with N shared tasks running';
+const ENVP = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
+const BEGIN = 'corral: reservation begins';
+const END = 'corral: reservation ends';
+const OLD = '0.1 layout: N cpusets rewritten';
 
 export async function run(o: BenchOptions): Promise<Section> {
   const notes: string[] = [];
-  const mounts = v1Mounts();
-  if (!mounts.cpuset) return { id: 'cpuset', title: '4. Control-file writes', unit: '', columns: [], rows: [], notes, skipped: 'no v1 cpuset controller mounted' };
-  const all = rootCpus();
-  const mems = rootMems();
-  const cores = all.split(',').flatMap((r) => {
-    const [a, b] = r.split('-').map(Number);
-    return Array.from({ length: (b ?? a!) - a! + 1 }, (_, i) => a! + i);
-  });
-  if (cores.length < 2) return { id: 'cpuset', title: '4. Control-file writes', unit: '', columns: [], rows: [], notes, skipped: 'needs at least 2 cores to reserve one' };
-  const shared = cores.slice(1).join(',');
-  const values = [shared, all]; // reservation of core 0 begins / ends
-
-  const base = path.join(mounts.cpuset, BENCH_PARENT, 'cpuset-write');
-  onCleanup(() => removeCgroupTree(path.join(mounts.cpuset!, BENCH_PARENT)));
-  for (const d of [path.dirname(base), base]) {
-    if (!fs.existsSync(d)) fs.mkdirSync(d);
-    fs.writeFileSync(path.join(d, 'cpuset.cpus'), all);
-    fs.writeFileSync(path.join(d, 'cpuset.mems'), mems);
-  }
-  const MAX = 1000;
-  const files: string[] = [];
-  for (let i = 0; i < MAX; i++) {
-    const d = path.join(base, `t${i}`);
-    fs.mkdirSync(d);
-    fs.writeFileSync(path.join(d, 'cpuset.cpus'), all);
-    fs.writeFileSync(path.join(d, 'cpuset.mems'), mems);
-    files.push(path.join(d, 'cpuset.cpus'));
+  const skipped = (why: string): Section => ({ id: 'cpuset', title: TITLE, unit: '', columns: [], rows: [], notes, skipped: why });
+  const parentName = `${BENCH_PARENT}-cpuset`;
+  const lockDir = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-bench-locks-'));
+  onCleanup(() => fs.rmSync(lockDir, { recursive: true, force: true }));
+  let mgr: CgroupManager;
+  try {
+    mgr = createCgroupManager({ parentName, lockDir });
+  } catch (err) {
+    return skipped(`no cgroup manager: ${errMsg(err)}`);
   }
   onCleanup(async () => {
-    for (let i = 0; i < MAX; i++) {
-      try {
-        fs.rmdirSync(path.join(base, `t${i}`));
-      } catch {}
+    for (const mnt of new Set(Object.values(mgr.layout.v1Mounts))) await removeCgroupTree(path.join(mnt, parentName));
+    if (mgr.version === 'v2') await removeCgroupTree(path.join(mgr.layout.root, parentName));
+  });
+  if (!mgr.controllers().includes('cpuset')) return skipped(`no cpuset controller for corral's ${mgr.version} manager here`);
+  const usable = mgr.usableCores();
+  if (usable.length < 2) return skipped(`needs 2 usable cores to reserve one (usable: ${formatCpuList(usable)})`);
+  const core = usable[usable.length - 1]!;
+  const n = native();
+
+  // The shared tasks: groups and a sleeping process each, kept running across the Ns.
+  const shared: Array<{ g: TaskCgroup; pid: number; watch: ExitWatch }> = [];
+  onCleanup(async () => {
+    for (const s of shared) {
+      try { process.kill(s.pid, 'SIGKILL'); } catch { /* gone */ }
+      await s.g.destroy().catch(() => undefined);
     }
   });
-
-  const nat = await loadNative();
-  const natReason = nat.ok ? undefined : nat.reason;
-  type Variant = { key: string; write: (paths: string[], v: string) => Promise<void> | void };
-  const variants: Variant[] = [];
-  if (nat.ok) {
-    const n = nat.value;
-    variants.push({
-      key: 'corral writeFiles (native batch)',
-      write: (paths, v) => {
-        const res = n.writeFiles(paths, paths.map(() => v));
-        const bad = res.find((r) => r !== null);
-        if (bad) throw new Error(`writeFiles: ${bad.code} ${bad.path ?? ''}`);
-      },
-    });
-  }
-  variants.push({ key: 'fs.writeFileSync loop', write: (paths, v) => { for (const p of paths) fs.writeFileSync(p, v); } });
-  variants.push({ key: 'fs.promises parallel', write: async (paths, v) => void (await Promise.all(paths.map((p) => fsp.writeFile(p, v)))) });
-  variants.push({
-    key: 'fs.promises sequential',
-    write: async (paths, v) => {
-      for (const p of paths) await fsp.writeFile(p, v);
-    },
-  });
-  // Not one of the issue's baselines: what keeping each control file open would save (open+close are
-  // most of a kernfs write's cost when the kernel's own update is cheap).
-  const OPEN_FDS = 'writeSync, fds kept open (what-if)';
-  const fdCache = new Map<string, number>();
-  onCleanup(() => {
-    for (const fd of fdCache.values()) fs.closeSync(fd);
-  });
-  const fdOf = (p: string) => {
-    let fd = fdCache.get(p);
-    if (fd === undefined) fdCache.set(p, (fd = fs.openSync(p, 'w')));
-    return fd;
+  const grow = (to: number) => {
+    while (shared.length < to) {
+      const g = mgr.create(randomUUID(), `s${shared.length}`);
+      // v1: the process joins the share group only (what a reservation change touches); its per-task
+      // groups stay empty, which saves five RCU-bound joins per start and changes nothing measured here.
+      const placement = mgr.version === 'v1' && g.paths.cpuset ? { joinProcs: [path.join(g.paths.cpuset, 'cgroup.procs')] } : g.placement;
+      const r = n.spawn({ file: '/bin/sleep', argv: ['sleep', '3600'], envp: ENVP, stdio: [-1, -1, -1], ...placement });
+      shared.push({ g, pid: r.pid, watch: n.watchExit(r.pidfd, r.pid, true, () => undefined) });
+    }
   };
-  variants.push({ key: OPEN_FDS, write: (paths, v) => { for (const p of paths) fs.writeSync(fdOf(p), v, 0); } });
-  const pure = ['fs.writeFileSync loop', 'fs.promises parallel', 'fs.promises sequential'];
-  const columns = ['corral writeFiles (native batch)', ...pure, OPEN_FDS];
-  const rows: Row[] = [];
-  const failures: Record<string, string> = {};
+  const allowed = (pid: number) => parseCpuList(/^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '');
+
+  // corral 0.1's layout for scale: N per-task cpuset groups under a shared parent, rewritten in one native batch.
+  const cs = v1Mounts().cpuset;
+  const oldBase = cs ? path.join(cs, BENCH_PARENT, 'old-shared') : undefined;
+  const oldFiles: string[] = [];
+  if (oldBase) {
+    onCleanup(() => removeCgroupTree(path.join(cs!, BENCH_PARENT)));
+    const all = formatCpuList(usable);
+    for (const d of [path.dirname(oldBase), oldBase]) {
+      if (!fs.existsSync(d)) fs.mkdirSync(d);
+      fs.writeFileSync(path.join(d, 'cpuset.cpus'), all);
+      fs.writeFileSync(path.join(d, 'cpuset.mems'), rootMems());
+    }
+  }
+  const growOld = (to: number) => {
+    while (oldBase && oldFiles.length < to) {
+      const d = path.join(oldBase, `t${oldFiles.length}`);
+      fs.mkdirSync(d);
+      fs.writeFileSync(path.join(d, 'cpuset.cpus'), formatCpuList(usable));
+      fs.writeFileSync(path.join(d, 'cpuset.mems'), rootMems());
+      oldFiles.push(path.join(d, 'cpuset.cpus'));
+    }
+  };
+  const oldValues = [formatCpuList(usable.filter((c) => c !== core)), formatCpuList(usable)];
   let flip = 0;
-  for (const n of [10, 100, 1000]) {
-    const reps = o.quick ? 5 : n === 1000 ? 9 : 21;
-    const paths = files.slice(0, n);
-    const runs: Record<string, number[]> = {};
-    for (const v of variants) await v.write(paths, values[flip++ % 2]!); // warm-up
+
+  const rows: Row[] = [];
+  const reps = o.quick ? 5 : 15;
+  for (const N of [10, 100, 1000]) {
+    if (timeLeftMs() < 15_000) {
+      notes.push(`N = ${N}: not measured, time budget reached`);
+      break;
+    }
+    const tg = nowNs();
+    try {
+      grow(N);
+      growOld(N);
+    } catch (err) {
+      notes.push(`N = ${N}: could not start the shared tasks: ${errMsg(err)}`);
+      break;
+    }
+    notes.push(`N = ${N}: ${N} shared tasks started in ${(usSince(tg) / 1e3).toFixed(0)} ms (untimed)`);
+    const begin: number[] = [];
+    const end: number[] = [];
+    const old: number[] = [];
+    let check = '';
     for (let r = 0; r < reps; r++) {
-      if (r >= 3 && timeLeftMs() < 8_000) {
-        notes.push(`${n} tasks: time budget reached after ${r} of ${reps} repetitions`);
+      if (r >= 3 && timeLeftMs() < 10_000) {
+        notes.push(`N = ${N}: time budget reached after ${r} of ${reps} repetitions`);
         break;
       }
-      for (const v of variants) {
-        if (failures[v.key]) continue;
-        const val = values[flip++ % 2]!;
-        try {
-          // `flip` advances on every write, so each timed write changes every group's mask.
-          const t0 = nowNs();
-          await v.write(paths, val);
-          (runs[v.key] ??= []).push(usSince(t0));
-        } catch (err) {
-          failures[v.key] = errMsg(err);
-        }
+      const t0 = nowNs();
+      const g = mgr.create(randomUUID(), 'reserved', { resources: { cores: [core] } });
+      begin.push(usSince(t0));
+      if (r === 0) {
+        // Untimed: every shared task is off the reserved core now.
+        const on = shared.filter((s) => allowed(s.pid).includes(core)).length;
+        check = on === 0 ? `all ${N} off core ${core}` : `${on} of ${N} still on core ${core}!`;
+      }
+      const t1 = nowNs();
+      await g.destroy();
+      end.push(usSince(t1));
+      if (oldFiles.length >= N) {
+        const files = oldFiles.slice(0, N);
+        const v = oldValues[flip++ % 2]!;
+        const t2 = nowNs();
+        const res = n.writeFiles(files, files.map(() => v));
+        old.push(usSince(t2));
+        const bad = res.find((x) => x !== null);
+        if (bad) throw new Error(`0.1 layout rewrite: ${bad.code} ${bad.path ?? ''}`);
       }
     }
-    // Verify the last write landed.
-    const got = fs.readFileSync(paths[0]!, 'utf8').trim();
-    const vals: Record<string, Measure> = {};
-    for (const c of columns) {
-      if (c.startsWith('corral') && natReason) vals[c] = missing('µs', natReason);
-      else if (failures[c]) vals[c] = missing('µs', `failed: ${failures[c]}`);
-      else vals[c] = measure(runs[c] ?? [], 'µs');
-    }
-    const best = pure.map((k) => vals[k]!).filter((m) => m.median != null).sort((a, b) => a.median! - b.median!)[0];
-    const bestKey = pure.find((k) => vals[k] === best) ?? 'best pure-Node';
-    rows.push({ case: `${n} tasks`, values: vals, checks: [checkFaster(`≥2x the best pure-Node variant (${bestKey})`, vals['corral writeFiles (native batch)'], best, 2)], extra: { 'cpuset.cpus now': got } });
+    const values: Record<string, Measure> = {
+      [BEGIN]: measure(begin, 'µs'),
+      [END]: measure(end, 'µs'),
+      [OLD]: oldBase ? measure(old, 'µs') : missing('µs', 'no v1 cpuset hierarchy here'),
+    };
+    rows.push({ case: `N = ${N}`, values, checks: [], extra: { 'shared tasks after the reservation began': check } });
   }
-  // For scale: the same 1000-file rewrite of a control file the kernel handles cheaply (v1 cpu.shares),
-  // which shows the per-write overhead of each way apart from the kernel's cpuset work.
-  if (mounts.cpu && !o.quick && timeLeftMs() > 10_000) {
-    const cbase = path.join(mounts.cpu, BENCH_PARENT, 'shares-write');
-    onCleanup(() => removeCgroupTree(path.join(mounts.cpu!, BENCH_PARENT)));
-    fs.mkdirSync(cbase, { recursive: true });
-    const sfiles: string[] = [];
-    for (let i = 0; i < MAX; i++) {
-      fs.mkdirSync(path.join(cbase, `t${i}`));
-      sfiles.push(path.join(cbase, `t${i}`, 'cpu.shares'));
-    }
-    onCleanup(() => {
-      for (let i = 0; i < MAX; i++) {
-        try {
-          fs.rmdirSync(path.join(cbase, `t${i}`));
-        } catch {}
-      }
-    });
-    const sv = ['512', '1024'];
-    const runs: Record<string, number[]> = {};
-    for (let r = 0; r < 9; r++) {
-      for (const v of variants) {
-        if (failures[v.key]) continue;
-        const t0 = nowNs();
-        await v.write(sfiles, sv[flip++ % 2]!);
-        (runs[v.key] ??= []).push(usSince(t0));
-      }
-    }
-    const vals: Record<string, Measure> = {};
-    for (const c of columns) vals[c] = c.startsWith('corral') && natReason ? missing('µs', natReason) : measure(runs[c] ?? [], 'µs');
-    rows.push({ case: '1000 × cpu.shares (for scale)', values: vals, checks: [], extra: { 'cpuset.cpus now': '' } });
-    notes.push('"1000 × cpu.shares (for scale)" is not a target row: the same rewrite of a file the kernel updates cheaply, to separate the cost of each way of writing from the kernel\'s cpuset work (v1 cpuset.cpus writes take the cpuset lock and rebuild scheduling domains: ~100+ µs each, whoever writes).');
+  // Flat in N: the N = 1000 figures against N = 10's.
+  const first = rows[0];
+  for (const row of rows.slice(1)) {
+    row.checks.push(checkWithin('begins: within 1.5x of N = 10', row.values[BEGIN], first?.values[BEGIN], 1.5));
+    row.checks.push(checkWithin('ends: within 1.5x of N = 10', row.values[END], first?.values[END], 1.5));
   }
-  const ref = rows
-    .filter((r) => r.case.endsWith('tasks'))
-    .map((r) => {
-      const a = r.values['fs.writeFileSync loop']?.median;
-      const b = r.values[OPEN_FDS]?.median;
-      return a && b ? `${r.case}: ${(a / b).toFixed(2)}x` : undefined;
-    })
-    .filter(Boolean);
-  if (ref.length) notes.push(`even with every file kept open (no open/close at all), a cpuset.cpus rewrite is only ${ref.join(', ')} faster than the writeFileSync loop: on v1 the kernel's own work per write is the floor, so no user-space batching reaches 2x here.`);
-  notes.push(`"${OPEN_FDS}" is not a baseline of the target: the files are opened once (untimed, in the warm-up) and rewritten with pwrite, to show what caching control-file fds would save.`);
-  notes.push(`each timed rewrite sets cpuset.cpus of every group to the other of "${shared}" (core 0 reserved) and "${all}", so the kernel really updates each mask; variants interleaved; cpuset.mems=${mems}.`);
-  return {
-    id: 'cpuset',
-    title: '4. Control-file writes: rewrite cpuset.cpus of N shared tasks when a reservation begins',
-    unit: 'µs per rewrite of all N (lower is better)',
-    columns,
-    rows,
-    notes,
-  };
+  notes.push(`corral: ${mgr.version} manager (${mgr.layout.mode} host); the reserved task reserves core ${core}. "begins" = manager.create of that task (its groups in every controller, the host lock, the partition read from the tree and written: ${mgr.version === 'v1' ? 'share, reserve and the reserved group' : 'share.slice and the reserved scope'}); "ends" = TaskCgroup.destroy (rmdir of its groups, the lock, the pool given back).`);
+  if (oldBase) notes.push(`"${OLD}" = corral 0.1's layout, for scale: N cpuset groups (no process in them, as in the earlier recorded run, so a lower bound) each rewritten in one native batch; every v1 cpuset write costs the kernel ~100+ µs.`);
+  return { id: 'cpuset', title: TITLE, unit: 'µs per reservation change (lower is better; flat in N is the goal)', columns: [BEGIN, END, OLD], rows, notes };
 }

@@ -1,6 +1,8 @@
 /**
  * 1. Task lifecycle: create cgroup → start /bin/true inside → wait → remove cgroup, sequentially and
- * with 2, 8 and 32 in flight. Figure: wall time of a batch divided by its task count (µs per task).
+ * with 32 in flight. Figure: wall time of a batch divided by its task count (µs per task). Rows: the
+ * raw_exec driver, the cgroup layer under it, plain child_process.spawn, the C program doing the same
+ * cgroup work (the syscall limit), and cgexec and execa for reference.
  */
 import * as cp from 'node:child_process';
 import * as fs from 'node:fs';
@@ -12,13 +14,13 @@ import type { CgroupManager } from '../../src/cgroups/types.js';
 import type { TaskDriver } from '../../src/drivers/contract.js';
 import {
   BENCH_PARENT, binPath, stateDir, timeLeftMs, checkFaster, checkWithin, errMsg, haveCommand, makeV1Parent, measure, missing, msSince, nowNs, onCleanup,
-  removeCgroupTree, rootCpus, rootMems, v1Mounts, UNIFIED, type Measure, type Row, type Section,
+  removeCgroupTree, v1Mounts, UNIFIED, type Measure, type Row, type Section,
 } from './lib.js';
 import { loadCgroupManager, loadNative, loadRawExec } from './corral.js';
 import type { BenchOptions } from './run-one.js';
 
 const execFileP = promisify(cp.execFile);
-const LEVELS = [1, 2, 8, 32];
+const LEVELS = [1, 32];
 const ENVP = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
 
 type Impl = { key: string; count: number; reps: number; batch: (count: number, conc: number) => Promise<number> };
@@ -92,8 +94,7 @@ export async function run(o: BenchOptions): Promise<Section> {
       layerReason = `native spawn/watchExit not usable yet: ${errMsg(err)}`;
     }
   }
-  // The driver persists each task's handle (write, fsync, rename) in its state directory: on disk as the
-  // default /var/lib/corral is, and once more on tmpfs to show what that durability costs.
+  // The driver persists each task's handle in its state directory, on disk as the default /var/lib/corral is.
   const makeDriver = async (dir: string): Promise<{ driver?: TaskDriver; reason?: string }> => {
     if (!mgr) return { reason: layerReason ?? 'no cgroup manager' };
     const d = await loadRawExec({ cgroupManager: mgr, stateDir: dir });
@@ -107,22 +108,20 @@ export async function run(o: BenchOptions): Promise<Section> {
     }
   };
   const { driver, reason: driverReason } = await makeDriver(stateDir('/var/tmp'));
-  const shm = fs.existsSync('/dev/shm') ? await makeDriver(stateDir('/dev/shm')) : { reason: 'no /dev/shm' };
-  const driverShm = shm.driver;
   notes.push(
     mgr?.version === 'v2'
       ? `cgroup work per task: one cgroup2 directory (controllers ${controllers.join(', ')} enabled on the parent) — taken from ${ctlSource}; the C baseline does the same.`
-      : `cgroup work per task: one group in each v1 controller of ${controllers.join(', ')} — taken from ${ctlSource}; the C baseline and cgcreate do the same set (cpuset: cpus and mems written).`,
+      : `cgroup work per task, as corral's v1 layout does it: one group in each of ${controllers.filter((c) => c !== 'cpuset').join(', ')} and a join of the cpuset share group (no cpuset group per task) — taken from ${ctlSource}; the C baseline does the same; cgcreate makes a group in every controller, cpuset included.`,
   );
 
   // Baseline (b): the C program, same cgroup work, under its own parent.
   const v2 = mgr?.version === 'v2';
   let ctlArgs: string[];
   if (!v2) {
-    const cParents = makeV1Parent(controllers, 'c');
-    const cpus = rootCpus();
-    const mems = rootMems();
-    ctlArgs = controllers.flatMap((c) => ['--ctl', c === 'cpuset' ? `${cParents[c]}:cpuset.cpus=${cpus},cpuset.mems=${mems}` : cParents[c]!]);
+    const perTask = controllers.filter((c) => c !== 'cpuset');
+    const cParents = makeV1Parent(perTask, 'c');
+    ctlArgs = perTask.flatMap((c) => ['--ctl', cParents[c]!]);
+    if (controllers.includes('cpuset')) ctlArgs.push('--join', makeV1Parent(['cpuset'], 'c/share').cpuset!);
   } else {
     // v2: one directory per task under a parent with the same controllers enabled for its children.
     const top = path.join(UNIFIED, BENCH_PARENT);
@@ -147,7 +146,6 @@ export async function run(o: BenchOptions): Promise<Section> {
 
   const impls: Impl[] = [];
   if (driver) impls.push({ key: 'corral raw_exec', count, reps, batch: (n, c) => pool(n, c, () => driverRun(driver, uid++)) });
-  if (driverShm) impls.push({ key: 'raw_exec, state on tmpfs', count, reps, batch: (n, c) => pool(n, c, () => driverRun(driverShm, uid++)) });
   if (!layerReason && mgr && nat.ok) {
     const m = mgr;
     const nv = nat.value;
@@ -202,7 +200,7 @@ export async function run(o: BenchOptions): Promise<Section> {
   } else notes.push(v2 ? 'cgexec: not measured on a cgroup v2 host (the bench drives cgroup-tools through v1 controllers)' : 'cgexec: cgroup-tools is not installed (scripts/bench.sh installs it)');
   impls.push({ key: 'execa (no cgroup)', count, reps, batch: (n, c) => pool(n, c, async () => void (await execa('/bin/true'))) });
 
-  const columns = ['corral raw_exec', 'raw_exec, state on tmpfs', 'corral cgroups+spawn', 'spawn (no cgroup)', 'C fork/exec+cgroup', 'cgexec', 'execa (no cgroup)'];
+  const columns = ['corral raw_exec', 'corral cgroups+spawn', 'spawn (no cgroup)', 'C fork/exec+cgroup', 'cgexec', 'execa (no cgroup)'];
   const rows: Row[] = [];
   const failures: Record<string, string> = {};
   // Warm-up: JIT, page cache, first cgroup creation.
@@ -239,16 +237,17 @@ export async function run(o: BenchOptions): Promise<Section> {
     for (const col of columns) {
       const im = impls.find((i) => i.key === col);
       if (failures[col]) values[col] = missing('µs/task', `failed: ${failures[col]}`);
-      else if (!im) values[col] = missing('µs/task', col === 'corral raw_exec' ? driverReason ?? 'n/a' : col === 'raw_exec, state on tmpfs' ? shm.reason ?? 'n/a' : col === 'corral cgroups+spawn' ? layerReason ?? 'n/a' : 'not available');
+      else if (!im) values[col] = missing('µs/task', col === 'corral raw_exec' ? driverReason ?? 'n/a' : col === 'corral cgroups+spawn' ? layerReason ?? 'n/a' : 'not available');
       else values[col] = measure(runs[level]?.[col] ?? [], 'µs/task');
     }
-    const checks = [];
-    for (const k of ['corral raw_exec', 'corral cgroups+spawn']) {
-      const tag = k === 'corral raw_exec' ? 'raw_exec' : 'cgroups+spawn';
-      checks.push(checkFaster(`${tag} ≥ spawn (no cgroup)`, values[k], values['spawn (no cgroup)'], 1));
-      checks.push(checkWithin(`${tag} within 1.5x of C`, values[k], values['C fork/exec+cgroup'], 1.5));
-      checks.push(checkFaster(`${tag} ≥10x cgexec`, values[k], values['cgexec'], 10));
-    }
+    // cgexec is a reference row only: even the C program reaches just 6.7–15x of it here.
+    const checks = [
+      checkFaster('raw_exec ≥ 1.2x spawn (no cgroup)', values['corral raw_exec'], values['spawn (no cgroup)'], 1.2),
+      checkWithin('raw_exec within 1.3x of the layer', values['corral raw_exec'], values['corral cgroups+spawn'], 1.3),
+      checkWithin('raw_exec within 1.5x of C', values['corral raw_exec'], values['C fork/exec+cgroup'], 1.5),
+      checkFaster('cgroups+spawn ≥ spawn (no cgroup)', values['corral cgroups+spawn'], values['spawn (no cgroup)'], 1),
+      checkWithin('cgroups+spawn within 1.5x of C', values['corral cgroups+spawn'], values['C fork/exec+cgroup'], 1.5),
+    ];
     rows.push({ case: level === 1 ? 'sequential' : `${level} in flight`, values, checks });
   }
   void repsDone;
@@ -261,8 +260,9 @@ export async function run(o: BenchOptions): Promise<Section> {
       return c && g && sp ? `${r.case}: cgexec/C ${(g / c).toFixed(1)}x, spawn/C ${(sp / c).toFixed(2)}x` : undefined;
     })
     .filter(Boolean);
-  if (ref.length) notes.push(`for reference, the C limit itself against the baselines — ${ref.join('; ')}: where cgexec/C is under 10, "≥10x cgexec" is beyond what even the syscall limit reaches on this machine.`);
-  notes.push('corral raw_exec = RawExecDriver startTask → waitTask → destroyTask with its state directory on disk (ext4, like the default /var/lib/corral): each start persists the task handle synchronously (write, fsync, rename). "raw_exec, state on tmpfs" is the same with the state directory on /dev/shm, to show that cost; "corral cgroups+spawn" is the layer below the driver: manager.create → native spawn placed in the group → watchExit (pidfd, reap) → TaskCgroup.destroy.');
+  if (ref.length) notes.push(`for reference, the C limit itself against the baselines — ${ref.join('; ')} (cgexec is a reference row: the old "≥10x cgexec" target is dropped, the syscall limit itself does not always reach it).`);
+  notes.push('corral raw_exec = RawExecDriver startTask → waitTask → destroyTask with its state directory on disk (like the default /var/lib/corral). "corral cgroups+spawn" is the layer below the driver: manager.create → native spawn placed in the group → watchExit (pidfd, reap) → TaskCgroup.destroy.');
+  notes.push('on v1 each cgroup.procs join waits for an RCU grace period in the kernel (about 1 ms, longer on an idle or a heavily loaded machine), serialised system-wide: the joins, not user space, are most of a v1 task\'s cost, and overlapping starts buys little.');
   notes.push(`${count} tasks per batch (cgexec: ${o.quick ? 10 : 20}), ${reps} batches per figure (cgexec: 3); figure = batch wall time / tasks.`);
   for (const [k, v] of Object.entries(failures)) notes.push(`${k} failed: ${v}`);
   return {

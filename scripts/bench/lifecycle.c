@@ -3,9 +3,11 @@
  * For each task: mkdir its group under every controller parent given with --ctl, write the control
  * files given for that controller (e.g. cpuset.cpus, cpuset.mems), fork; the child writes itself into
  * every group's cgroup.procs and execs the command; the parent waits, then rmdirs the groups
- * (retrying EBUSY). `-c` tasks are kept in flight. Prints the wall time of the whole batch in ns.
+ * (retrying EBUSY). `--join DIR` adds an existing group the child joins as well, made and removed by
+ * nobody here (corral's v1 layout: a shared task joins the cpuset `share` group itself). `-c` tasks are
+ * kept in flight. Prints the wall time of the whole batch in ns.
  *
- *   lifecycle -n COUNT -c CONC [-x /bin/true] --ctl PARENT[:file=value[,file=value...]] ...
+ *   lifecycle -n COUNT -c CONC [-x /bin/true] --ctl PARENT[:file=value[,file=value...]] ... [--join DIR ...]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -32,6 +34,8 @@ struct ctl {
 
 static struct ctl ctls[MAX_CTL];
 static int nctl;
+static char *joins[MAX_CTL];
+static int njoin;
 static const char *exe = "/bin/true";
 
 static void die(const char *what, const char *path) {
@@ -79,12 +83,14 @@ static void remove_group(int id) {
 
 static pid_t start_task(int id) {
   /* Paths are prepared before fork so the child does only open/write/close/execve. */
-  char procs[MAX_CTL][4096];
-  for (int c = 0; c < nctl; c++) snprintf(procs[c], sizeof procs[c], "%s/t%d/cgroup.procs", ctls[c].parent, id);
+  char procs[2 * MAX_CTL][4096];
+  int np = 0;
+  for (int c = 0; c < nctl; c++) snprintf(procs[np++], sizeof procs[0], "%s/t%d/cgroup.procs", ctls[c].parent, id);
+  for (int j = 0; j < njoin; j++) snprintf(procs[np++], sizeof procs[0], "%s/cgroup.procs", joins[j]);
   pid_t pid = fork();
   if (pid < 0) die("fork", NULL);
   if (pid == 0) {
-    for (int c = 0; c < nctl; c++) {
+    for (int c = 0; c < np; c++) {
       int fd = open(procs[c], O_WRONLY | O_CLOEXEC);
       if (fd < 0 || write(fd, "0", 1) != 1) _exit(126);
       close(fd);
@@ -119,8 +125,10 @@ int main(int argc, char **argv) {
           c->nw++;
         }
       }
+    } else if (!strcmp(argv[i], "--join") && i + 1 < argc && njoin < MAX_CTL) {
+      joins[njoin++] = argv[++i];
     } else {
-      fprintf(stderr, "usage: lifecycle -n COUNT -c CONC [-x EXE] --ctl PARENT[:file=val,...] ...\n");
+      fprintf(stderr, "usage: lifecycle -n COUNT -c CONC [-x EXE] --ctl PARENT[:file=val,...] ... [--join DIR ...]\n");
       return 2;
     }
   }
