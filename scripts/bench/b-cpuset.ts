@@ -26,6 +26,9 @@ const ENVP = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 const BEGIN = 'corral: reservation begins';
 const END = 'corral: reservation ends';
 const OLD = '0.1 layout: N cpusets rewritten';
+const KERNEL = 'kernel: the share write alone';
+const SHARED = 'a shared task created, for comparison';
+const DELTA = 'begins − shared create (the reservation itself)';
 
 export async function run(o: BenchOptions): Promise<Section> {
   const notes: string[] = [];
@@ -66,6 +69,11 @@ export async function run(o: BenchOptions): Promise<Section> {
       const r = n.spawn({ file: '/bin/sleep', argv: ['sleep', '3600'], envp: ENVP, stdio: [-1, -1, -1], ...placement });
       shared.push({ g, pid: r.pid, watch: n.watchExit(r.pidfd, r.pid, true, () => undefined) });
     }
+  };
+  const shareCpusFile = () => {
+    const g = shared[0]?.g;
+    if (!g) return undefined;
+    return mgr.version === 'v1' ? path.join(g.paths.cpuset!, 'cpuset.cpus') : path.join(path.dirname(g.placement.cgroupDir!), 'cpuset.cpus');
   };
   const allowed = (pid: number) => parseCpuList(/^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '');
 
@@ -113,6 +121,8 @@ export async function run(o: BenchOptions): Promise<Section> {
     const begin: number[] = [];
     const end: number[] = [];
     const old: number[] = [];
+    const kern: number[] = [];
+    const sharedCreate: number[] = [];
     let check = '';
     for (let r = 0; r < reps; r++) {
       if (r >= 3 && timeLeftMs() < 10_000) {
@@ -130,6 +140,23 @@ export async function run(o: BenchOptions): Promise<Section> {
       const t1 = nowNs();
       await g.destroy();
       end.push(usSince(t1));
+      // The same groups without a reservation: creating a task's groups beside N siblings costs the kernel
+      // more as N grows (memory cgroups above all), reservation or not.
+      const t4 = nowNs();
+      const sg = mgr.create(randomUUID(), 'plain');
+      sharedCreate.push(usSince(t4));
+      await sg.destroy();
+      // The kernel's part, for the slope: the share group's one cpuset.cpus write (shrink, then back), which
+      // moves every task in it. Timed apart from corral, on the bench's own parent.
+      const shareCpus = shareCpusFile();
+      if (shareCpus) {
+        for (const v of [formatCpuList(usable.filter((c) => c !== core)), formatCpuList(usable)]) {
+          const t3 = nowNs();
+          const res = n.writeFiles([shareCpus], [v]);
+          kern.push(usSince(t3));
+          if (res[0]) throw new Error(`share write: ${res[0].code}`);
+        }
+      }
       if (oldFiles.length >= N) {
         const files = oldFiles.slice(0, N);
         const v = oldValues[flip++ % 2]!;
@@ -140,10 +167,15 @@ export async function run(o: BenchOptions): Promise<Section> {
         if (bad) throw new Error(`0.1 layout rewrite: ${bad.code} ${bad.path ?? ''}`);
       }
     }
+    const mb = measure(begin, 'µs');
+    const ms = measure(sharedCreate, 'µs');
     const values: Record<string, Measure> = {
-      [BEGIN]: measure(begin, 'µs'),
+      [BEGIN]: mb,
+      [SHARED]: ms,
+      [DELTA]: mb.median != null && ms.median != null ? { median: Math.max(1, mb.median - ms.median), runs: [], unit: 'µs', note: 'difference of the two medians' } : missing('µs', 'n/a'),
       [END]: measure(end, 'µs'),
       [OLD]: oldBase ? measure(old, 'µs') : missing('µs', 'no v1 cpuset hierarchy here'),
+      [KERNEL]: kern.length ? measure(kern, 'µs') : missing('µs', 'no share group'),
     };
     rows.push({ case: `N = ${N}`, values, checks: [], extra: { 'shared tasks after the reservation began': check } });
   }
@@ -151,9 +183,11 @@ export async function run(o: BenchOptions): Promise<Section> {
   const first = rows[0];
   for (const row of rows.slice(1)) {
     row.checks.push(checkWithin('begins: within 1.5x of N = 10', row.values[BEGIN], first?.values[BEGIN], 1.5));
+    row.checks.push(checkWithin('the reservation itself: within 1.5x of N = 10', row.values[DELTA], first?.values[DELTA], 1.5));
     row.checks.push(checkWithin('ends: within 1.5x of N = 10', row.values[END], first?.values[END], 1.5));
   }
   notes.push(`corral: ${mgr.version} manager (${mgr.layout.mode} host); the reserved task reserves core ${core}. "begins" = manager.create of that task (its groups in every controller, the host lock, the partition read from the tree and written: ${mgr.version === 'v1' ? 'share, reserve and the reserved group' : 'share.slice and the reserved scope'}); "ends" = TaskCgroup.destroy (rmdir of its groups, the lock, the pool given back).`);
   if (oldBase) notes.push(`"${OLD}" = corral 0.1's layout, for scale: N cpuset groups (no process in them, as in the earlier recorded run, so a lower bound) each rewritten in one native batch; every v1 cpuset write costs the kernel ~100+ µs.`);
-  return { id: 'cpuset', title: TITLE, unit: 'µs per reservation change (lower is better; flat in N is the goal)', columns: [BEGIN, END, OLD], rows, notes };
+  notes.push(`"${KERNEL}" = one write of the share group's cpuset.cpus with the N tasks in it (the kernel updates each task's affinity), timed alone: what is left of the slope in N is this, not corral's writes (a constant 3 + 1 per change).`);
+  return { id: 'cpuset', title: TITLE, unit: 'µs per reservation change (lower is better; flat in N is the goal)', columns: [BEGIN, END, SHARED, DELTA, KERNEL, OLD], rows, notes };
 }

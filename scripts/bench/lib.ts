@@ -441,7 +441,7 @@ export function busyNote(info: Record<string, string | number>): string {
     : '';
 }
 
-const SHORT: Record<string, string> = { lifecycle: '1. Lifecycle', spawnmem: '2. Spawn latency', kill: '3. Group kill', cpuset: '4. Control-file writes', docker: '5. Docker', memory: '6. Memory' };
+const SHORT: Record<string, string> = { lifecycle: '1. Lifecycle', spawnmem: '2. Spawn latency', kill: '3. Group kill', cpuset: '4. Reservation change', docker: '5. Docker', memory: '6. Memory' };
 
 /** One line per target (checks with the same target text across a bench's rows): how often met, ratio range. */
 export function glanceTable(r: RunResult): string {

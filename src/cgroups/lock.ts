@@ -19,6 +19,7 @@ export const DEFAULT_LOCK_DIR = '/run/corral';
 export const DEFAULT_LOCK_TIMEOUT_MS = 10_000;
 
 const pause = new Int32Array(new SharedArrayBuffer(4));
+const HOLDER = Buffer.from(`pid ${process.pid}`.padEnd(23) + '\n');
 
 /** The lock file of the partition of `parentName` in the hierarchy at `root`: the same name in every process. */
 export function lockFileFor(lockDir: string, root: string, parentName: string): string {
@@ -97,11 +98,10 @@ export class HostLock {
   }
 
   private mark(fd: number): number {
-    // Who holds it, for the message of a process that times out waiting (diagnostics only).
+    // Who holds it, for the message of a process that times out waiting (diagnostics only). Fixed width
+    // and in place: no truncate, no size change, so no metadata work on a disk-backed lock dir.
     try {
-      const me = Buffer.from(`pid ${process.pid}\n`);
-      fs.ftruncateSync(fd, 0);
-      fs.writeSync(fd, me, 0, me.length, 0);
+      fs.writeSync(fd, HOLDER, 0, HOLDER.length, 0);
     } catch { /* a read-only lock dir still locks */ }
     return fd;
   }
