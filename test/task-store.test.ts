@@ -150,7 +150,7 @@ test('two agent processes adopting the same dead owner\'s records at once: each 
       return got;
     });
     const until = async (ok: () => boolean) => {
-      const deadline = Date.now() + 60_000;
+      const deadline = Date.now() + 120_000; // three tsx start-ups each round: slow on a loaded 2-core machine
       while (!ok()) {
         if (Date.now() > deadline) throw new Error(`children said ${JSON.stringify(lines)}`);
         await new Promise((r) => setTimeout(r, 20));
