@@ -7,7 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import type { TaskHandle } from '../drivers/contract.js';
-import { readProcStat } from '../drivers/core/proc.js';
+import { readProcStat } from '../util/proc.js';
 import { DEFAULT_STATE_DIR, type TaskRecord, TaskStore } from '../store/task-store.js';
 import { reportError, usageFromParseArgs } from './errors.js';
 import type { RunIo } from './run.js';

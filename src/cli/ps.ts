@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TaskHandle } from '../drivers/contract.js';
-import { sessionMembers } from '../drivers/core/proc.js';
+import { sessionMembers } from '../util/proc.js';
 import { processStartTime } from '../store/owner.js';
 import { DEFAULT_STATE_DIR, TaskStore } from '../store/task-store.js';
 import { reportError, usageFromParseArgs } from './errors.js';

@@ -11,6 +11,14 @@ export interface Capabilities {
   sendSignals: boolean;
   exec: boolean;
   fsIsolation: 'none' | 'chroot' | 'image';
+  /**
+   * Whether waitTask on a task recovered after an agent restart reports how it really ended.
+   * raw_exec cannot (the new agent is not the task's parent, so it cannot reap it: `err` says so);
+   * docker can (the engine keeps the exit code).
+   */
+  exitStatusAfterRecovery: boolean;
+  /** Whether the driver can run tasks without cgroups (raw_exec's noCgroups). */
+  noCgroups: boolean;
 }
 
 export type HealthState = 'healthy' | 'unhealthy' | 'undetected';

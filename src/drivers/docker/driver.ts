@@ -149,7 +149,7 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
   }
 
   capabilities(): Capabilities {
-    return { sendSignals: true, exec: true, fsIsolation: 'image' };
+    return { sendSignals: true, exec: true, fsIsolation: 'image', exitStatusAfterRecovery: true, noCgroups: false };
   }
 
   /** The last health the driver saw (fingerprint, health loop, or a failed call). */

@@ -7,7 +7,7 @@ import { PassThrough } from 'node:stream';
 import { AbortError, ExecTimeoutError } from '../../errors.js';
 import { anySignal, sleep } from '../../util/abort.js';
 import type { ExecTaskResult } from '../contract.js';
-import { killTree } from '../core/proc.js';
+import { killTree } from '../../util/proc.js';
 import { MAX_EXEC_OUTPUT } from '../core/task-config.js';
 import { type DockerExec, type ExecInspect, bounded, destroyStream } from './client.js';
 import type { DockerContext } from './context.js';

@@ -14,7 +14,7 @@ import type {
   Capabilities, ExecTaskResult, Fingerprint, TaskConfig, TaskHandle, TaskResourceUsage,
 } from '../contract.js';
 import { type CoreOptions, DriverCore, type RecoverAllResult as CoreRecoverAllResult } from '../core/driver.js';
-import { killUntilGone, readProcStat, sessionMembers } from '../core/proc.js';
+import { killUntilGone, readProcStat, sessionMembers } from '../../util/proc.js';
 import { openCgroupManager } from './cgroups.js';
 import { type RawExecPluginConfig, type RawExecTaskConfig, type ResolvedPluginConfig, resolvePluginConfig, validateTask } from './config.js';
 import { execInTask } from './exec.js';
@@ -56,7 +56,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
   }
 
   capabilities(): Capabilities {
-    return { sendSignals: true, exec: true, fsIsolation: 'none' };
+    return { sendSignals: true, exec: true, fsIsolation: 'none', exitStatusAfterRecovery: false, noCgroups: true };
   }
 
   /** The cgroup manager (created on first use), or undefined with noCgroups. */

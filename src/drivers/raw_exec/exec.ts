@@ -12,7 +12,7 @@ import { AbortError, ExecTimeoutError } from '../../errors.js';
 import { type ExitInfo, type ExitWatch, native } from '../../native.js';
 import type { ExecTaskResult } from '../contract.js';
 import { reapedExit } from '../core/exit.js';
-import { killTree } from '../core/proc.js';
+import { killTree } from '../../util/proc.js';
 import { MAX_EXEC_OUTPUT } from '../core/task-config.js';
 import { DEFAULT_PATH, resolveCommand } from './config.js';
 import type { RawExecTask } from './task.js';

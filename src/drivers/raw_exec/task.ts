@@ -11,7 +11,7 @@ import { sleep } from '../../util/abort.js';
 import type { ExitResult, TaskHandle, TaskResourceUsage, TaskStatus } from '../contract.js';
 import type { CoreTask } from '../core/driver.js';
 import { describeExit, reapedExit, unknownExit } from '../core/exit.js';
-import { CLK_TCK, PAGE_SIZE, type ProcStat, killUntilGone, sessionMembers } from '../core/proc.js';
+import { CLK_TCK, PAGE_SIZE, type ProcStat, killUntilGone, sessionMembers } from '../../util/proc.js';
 import { signalName } from '../../signals.js';
 
 /** What raw_exec persists in TaskHandle.driverState: exactly what recovery needs. */

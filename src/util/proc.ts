@@ -1,14 +1,14 @@
 /**
- * The /proc toolkit both drivers use: a process's stat line (start time for pid-reuse checks,
+ * The /proc toolkit (drivers, store, CLI): a process's stat line (start time for pid-reuse checks,
  * session and process group for noCgroups tracking, cpu ticks and rss for /proc stats), the
  * processes of a session, a process tree, and killing a set of processes until none is left.
  * The page size and clock tick come from the kernel (the auxiliary vector), not from constants.
  */
 import * as fs from 'node:fs';
-import { KillTimeoutError } from '../../errors.js';
-import { sleep } from '../../util/abort.js';
+import { KillTimeoutError } from '../errors.js';
+import { sleep } from './abort.js';
 
-export { CLK_TCK, PAGE_SIZE } from '../../util/auxv.js';
+export { CLK_TCK, PAGE_SIZE } from './auxv.js';
 
 export interface ProcStat {
   pid: number;
@@ -61,6 +61,12 @@ export function readProcStat(pid: number): ProcStat | undefined {
 /** True for a process that exists and is not a zombie. */
 export function isLive(st: ProcStat | undefined): st is ProcStat {
   return st !== undefined && st.state !== 'Z' && st.state !== 'X';
+}
+
+/** The start time (field 22) of a live, non-zombie process, or undefined when there is none: with the pid, a process's identity. */
+export function processStartTime(pid: number): number | undefined {
+  const st = readProcStat(pid);
+  return isLive(st) ? st.starttime : undefined;
 }
 
 export function allPids(): number[] {
