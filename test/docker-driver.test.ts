@@ -202,7 +202,7 @@ const BAD: Array<[string, (c: TaskConfig<any>) => void]> = [
   ['driver.labels.io.corral.alloc_id', (c) => { c.driver.labels = { 'io.corral.alloc_id': 'x' }; }],
   ['driver.labels.team', (c) => { c.driver.labels = { team: 1 }; }],
   ['driver.env.A', (c) => { c.driver.env = { A: 1 }; }],
-  ['driver.env', (c) => { c.driver.env = { 'A=B': 'x' }; }],
+  ['driver.env.A=B', (c) => { c.driver.env = { 'A=B': 'x' }; }],
   ['env', (c) => { c.env = 'A=1' as unknown as Record<string, string>; }],
   ['driver.workDir', (c) => { c.driver.workDir = 'relative/dir'; }],
   ['driver.networkMode', (c) => { c.driver.networkMode = 'bad mode!'; }],
@@ -222,8 +222,8 @@ const BAD: Array<[string, (c: TaskConfig<any>) => void]> = [
   ['resources.cores', (c) => { c.resources = { cores: [0, 0] }; }],
   ['resources.pidsMax', (c) => { c.resources = { pidsMax: 0 }; }],
   ['allocId', (c) => { c.allocId = 'not-a-uuid'; }],
-  ['name', (c) => { c.name = 'bad name'; }],
-  ['user', (c) => { c.user = ''; }],
+  ['name', (c) => { c.name = '../escape'; }],
+  ['user', (c) => { c.user = 'a\0b'; }],
   ['stdoutPath', (c) => { c.stdoutPath = 'rel.log'; }],
 ];
 
@@ -239,6 +239,17 @@ test('bad input in every field → InvalidConfigError naming it, and no containe
   }
   // Other tests of this file run at the same time: look for these tasks' containers only.
   t.deepEqual((await containersOf(FID)).filter((c) => ids.has(c.Labels['io.corral.task_id'] ?? '')), []);
+});
+
+test('one rule set for TaskConfig: a name any driver accepts becomes a safe container name; alloc ids in any case', (t) => {
+  const cfg = task('web server', { command: 'true' });
+  cfg.allocId = cfg.allocId.toUpperCase();
+  const spec = validateTaskConfig(cfg, { allowPrivileged: false, agentId: AGENT });
+  t.regex(spec.containerName, /^web_server-[0-9a-f]{8}-[0-9A-F-]{36}$/);
+  t.is(spec.createOptions.Labels['io.corral.task_name'], 'web server');
+  t.not(validateTaskConfig({ ...cfg, name: 'web_server' }, { allowPrivileged: false, agentId: AGENT }).containerName, spec.containerName);
+  const e = t.throws(() => validateTaskConfig({ ...cfg, resources: { cores: [0, 99999] } }, { allowPrivileged: false, agentId: AGENT, usableCores: [0, 1] }));
+  t.is((e as { field?: string }).field, 'resources.cores');
 });
 
 test('privileged only when the plugin allows it', async (t) => {

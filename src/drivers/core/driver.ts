@@ -99,6 +99,7 @@ export abstract class DriverCore<T extends CoreTask, D extends object = object> 
   private readonly starting = new Set<string>();
   private readonly hub = new EventHub<TaskEvent>();
   private readonly life = new AbortController();
+  private outerSignal: AbortSignal | undefined;
   private unbindSignal: (() => void) | undefined;
   private shutdownPromise: Promise<void> | undefined;
 
@@ -114,11 +115,21 @@ export abstract class DriverCore<T extends CoreTask, D extends object = object> 
       this.shutdownPromise = Promise.resolve();
       this.life.abort();
       this.hub.close();
-    } else if (sig) {
-      const onAbort = () => void this.shutdown();
-      sig.addEventListener('abort', onAbort, { once: true });
-      this.unbindSignal = () => sig.removeEventListener('abort', onAbort);
+    } else {
+      this.outerSignal = sig;
     }
+  }
+
+  /**
+   * Ties the driver's life to the constructor's signal. A driver calls it last in its constructor,
+   * so that a constructor that throws (bad options) leaves no listener on the caller's signal.
+   */
+  protected listen(): void {
+    const sig = this.outerSignal;
+    if (!sig || this.unbindSignal || this.closed) return;
+    const onAbort = () => void this.shutdown();
+    sig.addEventListener('abort', onAbort, { once: true });
+    this.unbindSignal = () => sig.removeEventListener('abort', onAbort);
   }
 
   // ---- hooks -------------------------------------------------------------------------------

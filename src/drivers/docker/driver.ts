@@ -20,7 +20,7 @@ import { type CoreOptions, DriverCore } from '../core/driver.js';
 import { type DockerApi, DRIVER_NAME, bounded, createDockerClient, statusOf } from './client.js';
 import {
   DEFAULT_CALL_TIMEOUT_MS, DEFAULT_CGROUP_PARENT, DEFAULT_PULL_TIMEOUT_MS, type DockerGcConfig, type DockerTaskDriverConfig, type DockerTaskSpec,
-  type ResolvedGcConfig, resolveGcConfig, validateTaskConfig,
+  type ResolvedGcConfig, hostUsableCores, resolveGcConfig, validateTaskConfig,
 } from './config.js';
 import type { DockerContext } from './context.js';
 import { execInContainer } from './exec.js';
@@ -72,6 +72,7 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
   private readonly ctx: DockerContext;
   private readonly background = new Set<Promise<unknown>>();
   private engineInfo: Promise<{ cgroupVersion: string; cgroupDriver: string }> | undefined;
+  private usableCores: number[] | undefined;
 
   constructor(opts: DockerDriverOptions = {}) {
     const stateDir = opts.stateDir ?? opts.store?.dir ?? DEFAULT_STATE_DIR;
@@ -142,10 +143,11 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
       logger: this.logger,
       signal: life,
     });
-    if (dc.enabled && !this.closed) {
+    if (this.reconciler.enabled && !this.closed) {
       this.reconciler.start();
       this.ctx.track(health.loop(this.defaults.fingerprintIntervalMs));
     }
+    this.listen();
   }
 
   capabilities(): Capabilities {
@@ -208,7 +210,8 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
   // ---- start -------------------------------------------------------------------------------
 
   protected async start(cfg: TaskConfig<DockerTaskDriverConfig>): Promise<TaskHandle> {
-    const spec = validateTaskConfig(cfg, { allowPrivileged: this.allowPrivileged, agentId: this.agentId });
+    this.usableCores ??= hostUsableCores();
+    const spec = validateTaskConfig(cfg, { allowPrivileged: this.allowPrivileged, agentId: this.agentId, usableCores: this.usableCores });
     const subject = { id: cfg.id, allocId: cfg.allocId, taskName: cfg.name };
     const pull = (forcePull: boolean) => this.images.ensure(spec.image, {
       forcePull,

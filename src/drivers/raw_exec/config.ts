@@ -1,19 +1,20 @@
 /**
  * raw_exec configuration: the plugin's (agent-wide) and the task's, and the validation of every
- * field before startTask touches the system. Each refusal is an InvalidConfigError naming the
- * field and the value.
+ * field before startTask touches the system. The fields outside the driver block follow the rules
+ * every driver shares (core/task-config.ts); here come raw_exec's own: paths that must exist, the
+ * user looked up on the host, denied ids and env names, the command found and executable.
+ * Each refusal is an InvalidConfigError naming the field and the value.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { InvalidConfigError } from '../../errors.js';
-import { validateAllocId, validateParentName, validateTaskName } from '../../cgroups/names.js';
-import { validateResources } from '../../cgroups/resources.js';
+import { validateParentName } from '../../cgroups/names.js';
 import type { CgroupManager, CgroupVersion, TaskResources } from '../../cgroups/types.js';
 import type { TaskConfig } from '../contract.js';
 import { DEFAULT_STATE_DIR } from '../../store/task-store.js';
-import { validateTaskId } from '../core/task-config.js';
-import { optBool as bool0, optMs, plainString as plain0 } from '../../util/validate.js';
-import { buildEnv, validateDeniedEnvvars, validateEnv } from './env.js';
+import { type ResourceLimits, validateBaseTask } from '../core/task-config.js';
+import { optBool, optMs, plainString, stringArray } from '../../util/validate.js';
+import { buildEnv, validateDeniedEnvvars } from './env.js';
 import { type IdRange, type UserInfo, canExecute, inRanges, lookupUser, parseIdRanges } from './users.js';
 
 /** The agent-wide options of the raw_exec driver (Nomad's plugin "raw_exec" block). */
@@ -30,7 +31,9 @@ export interface RawExecPluginConfig {
   deniedHostGids?: string;
   /** Names and globs (`*_TOKEN`, `AWS_*`) kept out of every task's environment. */
   deniedEnvvars?: string[];
-  /** Pass the agent's own environment to tasks under the task's (default false: exactly the task's env). */
+  /** Pass the agent's own environment to every task under the task's (default false: exactly the task's env). */
+  inheritEnv?: boolean;
+  /** Deprecated: the old name of inheritEnv. */
   inheritAgentEnv?: boolean;
   /** Cgroup parent: v1 default `corral`, v2 default `corral.slice` (`.slice` is appended on v2 when missing). */
   cgroupParent?: string;
@@ -42,7 +45,9 @@ export interface RawExecPluginConfig {
   cgroupManager?: CgroupManager;
   /** Deprecated: the old name of stopTimeoutMs (stopTask's default grace before the group kill). */
   defaultKillTimeoutMs?: number;
-  /** Bound on a group kill / emptiness wait (default 10 s). */
+  /** Bound on a group kill and the wait until the group is empty (default 10 s). */
+  killTimeoutMs?: number;
+  /** Deprecated: the old name of killTimeoutMs. */
   groupKillTimeoutMs?: number;
 }
 
@@ -76,29 +81,34 @@ export interface ResolvedPluginConfig {
   deniedUids: IdRange[];
   deniedGids: IdRange[];
   deniedEnvvars: string[];
-  inheritAgentEnv: boolean;
+  inheritEnv: boolean;
   cgroupParent: string | undefined;
-  groupKillTimeoutMs: number;
+  killTimeoutMs: number;
 }
 
-const bool = (v: unknown, field: string, dflt: boolean) => bool0(field, v, dflt);
-const plainString = (v: unknown, field: string, what?: string) => plain0(field, v, what);
+/** A value given under its new name or its deprecated one (the new one wins), with the name to report. */
+function aliased<T>(c: Record<string, unknown>, name: string, old: string): [string, T | undefined] {
+  return c[name] !== undefined ? [name, c[name] as T] : [old, c[old] as T | undefined];
+}
 
 export function resolvePluginConfig(c: RawExecPluginConfig = {}): ResolvedPluginConfig {
   if (typeof c !== 'object' || c === null) throw new InvalidConfigError('config', c, 'must be an object');
   const stateDir = c.stateDir ?? DEFAULT_STATE_DIR;
   if (typeof stateDir !== 'string' || !path.isAbsolute(stateDir)) throw new InvalidConfigError('stateDir', stateDir, 'must be an absolute path');
   if (c.cgroupParent !== undefined) validateParentName(c.cgroupParent, 'cgroupParent');
+  const o = c as Record<string, unknown>;
+  const [inheritField, inherit] = aliased<boolean>(o, 'inheritEnv', 'inheritAgentEnv');
+  const [killField, kill] = aliased<number>(o, 'killTimeoutMs', 'groupKillTimeoutMs');
   return {
-    enabled: bool(c.enabled, 'enabled', true),
-    noCgroups: bool(c.noCgroups, 'noCgroups', false),
+    enabled: optBool('enabled', c.enabled, true),
+    noCgroups: optBool('noCgroups', c.noCgroups, false),
     stateDir,
     deniedUids: parseIdRanges(c.deniedHostUids, 'deniedHostUids'),
     deniedGids: parseIdRanges(c.deniedHostGids, 'deniedHostGids'),
     deniedEnvvars: validateDeniedEnvvars(c.deniedEnvvars, 'deniedEnvvars'),
-    inheritAgentEnv: bool(c.inheritAgentEnv, 'inheritAgentEnv', false),
+    inheritEnv: optBool(inheritField, inherit, false),
     cgroupParent: c.cgroupParent,
-    groupKillTimeoutMs: optMs('groupKillTimeoutMs', c.groupKillTimeoutMs, 10_000, 1),
+    killTimeoutMs: optMs(killField, kill, 10_000, 1),
   };
 }
 
@@ -129,40 +139,37 @@ export interface ValidatedTask {
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-
-function existingDir(p: unknown, field: string): string {
-  const s = plainString(p, field, 'an absolute path');
-  if (!path.isAbsolute(s)) throw new InvalidConfigError(field, p, 'must be an absolute path');
+function existingDir(s: string, field: string): string {
+  if (!path.isAbsolute(s)) throw new InvalidConfigError(field, s, 'must be an absolute path');
   let st: fs.Stats;
   try {
     st = fs.statSync(s);
   } catch (err) {
-    throw new InvalidConfigError(field, p, `does not exist (${(err as NodeJS.ErrnoException).code})`);
+    throw new InvalidConfigError(field, s, `does not exist (${(err as NodeJS.ErrnoException).code})`);
   }
-  if (!st.isDirectory()) throw new InvalidConfigError(field, p, 'is not a directory');
+  if (!st.isDirectory()) throw new InvalidConfigError(field, s, 'is not a directory');
   return s;
 }
 
-function outputPath(p: unknown, field: string): string | undefined {
-  if (p === undefined) return undefined;
-  const s = plainString(p, field, 'an absolute path');
-  if (!path.isAbsolute(s)) throw new InvalidConfigError(field, p, 'must be an absolute path');
+/** An output path the task can be given: a file (or one to create in an existing directory), a FIFO or a device. */
+function outputPath(s: string | undefined, field: string): string | undefined {
+  if (s === undefined) return undefined;
   let st: fs.Stats | undefined;
   try {
     st = fs.statSync(s);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new InvalidConfigError(field, p, `cannot be used (${(err as NodeJS.ErrnoException).code})`);
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new InvalidConfigError(field, s, `cannot be used (${(err as NodeJS.ErrnoException).code})`);
   }
   if (st) {
-    if (!st.isFile() && !st.isFIFO() && !st.isCharacterDevice()) throw new InvalidConfigError(field, p, 'must be a regular file, a FIFO or a character device');
+    if (!st.isFile() && !st.isFIFO() && !st.isCharacterDevice()) throw new InvalidConfigError(field, s, 'must be a regular file, a FIFO or a character device');
   } else {
     let parent: fs.Stats;
     try {
       parent = fs.statSync(path.dirname(s));
     } catch {
-      throw new InvalidConfigError(field, p, `its directory ${path.dirname(s)} does not exist`);
+      throw new InvalidConfigError(field, s, `its directory ${path.dirname(s)} does not exist`);
     }
-    if (!parent.isDirectory()) throw new InvalidConfigError(field, p, `${path.dirname(s)} is not a directory`);
+    if (!parent.isDirectory()) throw new InvalidConfigError(field, s, `${path.dirname(s)} is not a directory`);
   }
   return s;
 }
@@ -178,7 +185,6 @@ function agentFd(v: unknown, field: string): number | undefined {
   return v as number;
 }
 
-/** Finds the executable: absolute, relative to cwd when it has a '/', else searched in PATH. */
 export function resolveCommand(command: string, cwd: string, pathVar: string, who: { uid: number; gid: number; groups: readonly number[] }): string {
   const field = 'driver.command';
   const check = (p: string): 'ok' | 'missing' | 'noexec' | 'notfile' => {
@@ -210,51 +216,42 @@ export function resolveCommand(command: string, cwd: string, pathVar: string, wh
   throw new InvalidConfigError(field, command, firstProblem ?? `not found in PATH ${JSON.stringify(pathVar)}`);
 }
 
-export interface ValidationContext {
+
+export interface ValidationContext extends ResourceLimits {
   plugin: ResolvedPluginConfig;
-  /** Cores tasks may use; undefined with noCgroups. */
-  usableCores?: number[];
-  /** Controllers the manager can limit with (undefined with noCgroups). */
-  controllers?: string[];
 }
+
+const DRIVER_FIELDS = ['command', 'args', 'workDir', 'oomScoreAdj', 'deniedEnvvars', 'inheritEnv', 'stdoutFd', 'stderrFd', 'stdinFd', 'tty'];
 
 /** Checks every field of a raw_exec task config; touches nothing (the user is looked up through NSS, off the main thread). */
 export async function validateTask(cfg: TaskConfig<object>, ctx: ValidationContext): Promise<ValidatedTask> {
-  if (typeof cfg !== 'object' || cfg === null) throw new InvalidConfigError('config', cfg, 'must be an object');
-  const id = validateTaskId(cfg.id);
-  const allocId = validateAllocId(cfg.allocId, 'allocId');
-  const name = validateTaskName(cfg.name, 'name');
-  const d = cfg.driver as unknown as RawExecTaskConfig;
-  if (typeof d !== 'object' || d === null || Array.isArray(d)) throw new InvalidConfigError('driver', d, 'must be an object with at least `command`');
-  const known = new Set(['command', 'args', 'workDir', 'oomScoreAdj', 'deniedEnvvars', 'inheritEnv', 'stdoutFd', 'stderrFd', 'stdinFd', 'tty']);
-  for (const k of Object.keys(d)) if (!known.has(k)) throw new InvalidConfigError(`driver.${k}`, (d as unknown as Record<string, unknown>)[k], `unknown raw_exec option (known: ${[...known].join(', ')})`);
-  if (d.command === undefined) throw new InvalidConfigError('driver.command', d.command, 'is required');
-  const command = plainString(d.command, 'driver.command', 'a non-empty string');
-  if (command.trim() === '') throw new InvalidConfigError('driver.command', d.command, 'must not be empty');
-  let args: string[] = [];
-  if (d.args !== undefined) {
-    if (!Array.isArray(d.args)) throw new InvalidConfigError('driver.args', d.args, 'must be an array of strings');
-    args = d.args.map((a, i) => plainString(a, `driver.args[${i}]`));
+  const base = validateBaseTask(cfg, ctx.plugin.noCgroups ? {} : ctx, 'an object with at least `command`');
+  const d = base.driver;
+  for (const k of Object.keys(d)) {
+    if (!DRIVER_FIELDS.includes(k)) throw new InvalidConfigError(`driver.${k}`, d[k], `unknown raw_exec option (known: ${DRIVER_FIELDS.join(', ')})`);
   }
+  if (d.command === undefined) throw new InvalidConfigError('driver.command', d.command, 'is required');
+  const command = plainString('driver.command', d.command, 'a non-empty string');
+  if (command.trim() === '') throw new InvalidConfigError('driver.command', d.command, 'must not be empty');
+  const args = d.args === undefined ? [] : stringArray('driver.args', d.args);
   let oomScoreAdj: number | undefined;
   if (d.oomScoreAdj !== undefined) {
-    if (!Number.isInteger(d.oomScoreAdj) || d.oomScoreAdj < 0 || d.oomScoreAdj > 1000) {
+    if (!Number.isInteger(d.oomScoreAdj) || (d.oomScoreAdj as number) < 0 || (d.oomScoreAdj as number) > 1000) {
       throw new InvalidConfigError('driver.oomScoreAdj', d.oomScoreAdj, 'must be an integer from 0 to 1000');
     }
-    oomScoreAdj = d.oomScoreAdj;
+    oomScoreAdj = d.oomScoreAdj as number;
   }
   const taskDenied = validateDeniedEnvvars(d.deniedEnvvars, 'driver.deniedEnvvars');
-  const inheritEnv = bool(d.inheritEnv, 'driver.inheritEnv', false);
-  const taskDir = cfg.taskDir === undefined ? undefined : existingDir(cfg.taskDir, 'taskDir');
-  const cwd = d.workDir === undefined ? (taskDir ?? '/') : existingDir(d.workDir, 'driver.workDir');
+  const inheritEnv = optBool('driver.inheritEnv', d.inheritEnv, false);
+  const taskDir = base.taskDir === undefined ? undefined : existingDir(base.taskDir, 'taskDir');
+  const cwd = d.workDir === undefined ? (taskDir ?? '/') : existingDir(plainString('driver.workDir', d.workDir, 'an absolute path'), 'driver.workDir');
 
   // Who the task runs as: its user, or else the agent itself.
-  let user: UserInfo | undefined;
-  if (cfg.user !== undefined && cfg.user !== '') user = await lookupUser(plainString(cfg.user, 'user'), 'user');
+  const user = base.user !== undefined ? await lookupUser(base.user, 'user') : undefined;
   const uid = user ? user.uid : process.getuid!();
   const gid = user ? user.gid : process.getgid!();
   const groups = user ? user.groups : [];
-  const who = cfg.user !== undefined && cfg.user !== '' ? `user ${JSON.stringify(cfg.user)}` : 'the agent (no user set)';
+  const who = base.user !== undefined ? `user ${JSON.stringify(base.user)}` : 'the agent (no user set)';
   if (inRanges(uid, ctx.plugin.deniedUids)) {
     throw new InvalidConfigError('user', cfg.user ?? null, `${who} would run as uid ${uid}, which deniedHostUids refuses`);
   }
@@ -262,39 +259,24 @@ export async function validateTask(cfg: TaskConfig<object>, ctx: ValidationConte
     if (inRanges(g, ctx.plugin.deniedGids)) throw new InvalidConfigError('user', cfg.user ?? null, `${who} would run with gid ${g}, which deniedHostGids refuses`);
   }
 
-  const taskEnv = validateEnv(cfg.env, 'env');
-  const built = buildEnv(taskEnv, [...ctx.plugin.deniedEnvvars, ...taskDenied], ctx.plugin.inheritAgentEnv || inheritEnv ? process.env : undefined);
+  const built = buildEnv(base.env, [...ctx.plugin.deniedEnvvars, ...taskDenied], ctx.plugin.inheritEnv || inheritEnv ? process.env : undefined);
   const file = resolveCommand(command, cwd, built.env.PATH ?? DEFAULT_PATH, { uid, gid, groups });
 
-  const resources = validateResources(cfg.resources);
+  const resources = base.resources;
   if (ctx.plugin.noCgroups) {
     for (const k of Object.keys(resources) as (keyof TaskResources)[]) {
       throw new InvalidConfigError(`resources.${k}`, resources[k], 'cannot be enforced: the raw_exec driver runs with noCgroups');
-    }
-  } else {
-    if (resources.cores && ctx.usableCores) {
-      const usable = new Set(ctx.usableCores);
-      const bad = resources.cores.filter((c) => !usable.has(c));
-      if (bad.length > 0) throw new InvalidConfigError('resources.cores', cfg.resources?.cores, `core(s) ${bad.join(',')} not usable here (usable: ${ctx.usableCores.join(',')})`);
-    }
-    if (ctx.controllers) {
-      const need: [keyof TaskResources, string][] = [['cores', 'cpuset'], ['memoryBytes', 'memory'], ['pidsMax', 'pids'], ['cpuShares', 'cpu']];
-      for (const [k, ctl] of need) {
-        if (resources[k] !== undefined && !ctx.controllers.includes(ctl)) {
-          throw new InvalidConfigError(`resources.${k}`, resources[k], `the ${ctl} controller is not available on this cgroup layout (have: ${ctx.controllers.join(',') || 'none'})`);
-        }
-      }
     }
   }
   const stdoutFd = agentFd(d.stdoutFd, 'driver.stdoutFd');
   const stderrFd = agentFd(d.stderrFd, 'driver.stderrFd');
   const stdinFd = agentFd(d.stdinFd, 'driver.stdinFd');
-  const tty = bool(d.tty, 'driver.tty', false);
+  const tty = optBool('driver.tty', d.tty, false);
   if (tty && stdinFd === undefined) throw new InvalidConfigError('driver.tty', d.tty, 'needs driver.stdinFd (the terminal)');
-  const stdoutPath = outputPath(cfg.stdoutPath, 'stdoutPath');
-  const stderrPath = outputPath(cfg.stderrPath, 'stderrPath');
+  const stdoutPath = outputPath(base.stdoutPath, 'stdoutPath');
+  const stderrPath = outputPath(base.stderrPath, 'stderrPath');
   return {
-    id, allocId, name, file, argv: [command, ...args], env: built.env, envp: built.envp, removedEnv: built.removed, cwd,
+    id: base.id, allocId: base.allocId, name: base.name, file, argv: [command, ...args], env: built.env, envp: built.envp, removedEnv: built.removed, cwd,
     ...(user ? { user } : {}), uid, gid, resources,
     ...(stdoutPath !== undefined ? { stdoutPath } : {}), ...(stderrPath !== undefined ? { stderrPath } : {}),
     ...(stdoutFd !== undefined ? { stdoutFd } : {}), ...(stderrFd !== undefined ? { stderrFd } : {}),

@@ -53,6 +53,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     this.config = config;
     this.opts = opts;
     this.manager = opts.cgroupManager;
+    this.listen();
   }
 
   capabilities(): Capabilities {
@@ -65,10 +66,10 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     if (!this.manager) {
       try {
         this.manager = openCgroupManager({
-          ...(this.config.cgroupParent !== undefined ? { parent: this.config.cgroupParent } : {}),
+          ...(this.config.cgroupParent !== undefined ? { cgroupParent: this.config.cgroupParent } : {}),
           ...(this.opts.cgroupRoot !== undefined ? { root: this.opts.cgroupRoot } : {}),
           ...(this.opts.cgroupVersion !== undefined ? { version: this.opts.cgroupVersion } : {}),
-          killTimeoutMs: this.config.groupKillTimeoutMs,
+          killTimeoutMs: this.config.killTimeoutMs,
         });
       } catch (err) {
         throw new DriverUnavailableError(RAW_EXEC, `cgroups cannot be used (${(err as Error).message}); set noCgroups to run without them`, { cause: err });
@@ -168,7 +169,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
 
   private newTask(handle: TaskHandle<RawExecDriverState>, cgroup: TaskCgroup | undefined, recovered: boolean, gone = false): RawExecTask {
     return new RawExecTask({
-      handle, cgroup, recovered, gone, groupKillTimeoutMs: this.config.groupKillTimeoutMs,
+      handle, cgroup, recovered, gone, killTimeoutMs: this.config.killTimeoutMs,
       emit: this.emitterFor({ id: handle.taskId, allocId: handle.allocId, taskName: handle.taskName }),
     });
   }
@@ -198,13 +199,13 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
             reject(err);
           }
         });
-        await sleepUnless(this.config.groupKillTimeoutMs, [], exited);
+        await sleepUnless(this.config.killTimeoutMs, [], exited);
       });
     }
     if (sigPidfd >= 0) await step(() => n.closeFd(sigPidfd));
-    if (cg) await step(() => cg.destroy({ timeoutMs: this.config.groupKillTimeoutMs }));
+    if (cg) await step(() => cg.destroy({ timeoutMs: this.config.killTimeoutMs }));
     else if (spawned && this.config.noCgroups) {
-      await step(() => killUntilGone(() => sessionMembers(spawned.pid).map((p) => p.pid), this.config.groupKillTimeoutMs, `task ${id}`));
+      await step(() => killUntilGone(() => sessionMembers(spawned.pid).map((p) => p.pid), this.config.killTimeoutMs, `task ${id}`));
     }
     // The record goes last, and only once nothing of the task is left: otherwise it stays (starting)
     // and the next recovery resolves it.
@@ -265,7 +266,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     const mgr = this.cgroupManager();
     const h = await checkRecoveredHandle(handle, { plugin: this.config, mgr, state: 'starting' });
     this.store.adopt(h.taskId, { force }); // exactly one agent resolves it
-    const done = await resolveInterruptedStart(h, mgr, groupHeldByAnother, this.config.groupKillTimeoutMs);
+    const done = await resolveInterruptedStart(h, mgr, groupHeldByAnother, this.config.killTimeoutMs);
     this.store.delete(h.taskId);
     this.emit({ id: h.taskId, allocId: h.allocId, taskName: h.taskName }, 'start-interrupted',
       `the agent starting this task died before it ran: ${done.group ? `killed ${done.killed} process(es) in group ${done.group} and removed it` : 'no group existed'}; record removed`,
@@ -334,7 +335,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
 
   protected async destroy(task: RawExecTask): Promise<string> {
     if (task.running || task.pids().length > 0) await task.stop(0, 9, this.lifeSignal);
-    if (task.cgroup) await task.cgroup.destroy({ timeoutMs: this.config.groupKillTimeoutMs });
+    if (task.cgroup) await task.cgroup.destroy({ timeoutMs: this.config.killTimeoutMs });
     task.detach();
     task.destroyed = true;
     return 'task destroyed: processes killed, cgroup removed, handle forgotten';
@@ -346,7 +347,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
 
   protected exec(task: RawExecTask, cmd: string[], timeoutMs: number, signal: AbortSignal): Promise<ExecTaskResult> {
     checkExecUser(task, this.config);
-    return execInTask(task, cmd, timeoutMs, this.config.groupKillTimeoutMs, signal);
+    return execInTask(task, cmd, timeoutMs, this.config.killTimeoutMs, signal);
   }
 
   // ---- stats -------------------------------------------------------------------------------

@@ -23,20 +23,6 @@ export function validateDeniedEnvvars(v: unknown, field: string): string[] {
   return [...v] as string[];
 }
 
-/** Validates `env` (string → string; names without "=" or NUL, values without NUL). */
-export function validateEnv(env: unknown, field = 'env'): Record<string, string> {
-  if (env === undefined || env === null) return {};
-  if (typeof env !== 'object' || Array.isArray(env)) throw new InvalidConfigError(field, env, 'must be an object of NAME: value strings');
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(env as Record<string, unknown>)) {
-    if (k === '' || k.includes('=') || k.includes('\0')) throw new InvalidConfigError(`${field}.${k}`, k, 'a variable name must be non-empty and contain neither "=" nor NUL');
-    if (typeof v !== 'string') throw new InvalidConfigError(`${field}.${k}`, v, 'must be a string');
-    if (v.includes('\0')) throw new InvalidConfigError(`${field}.${k}`, v, 'must not contain NUL');
-    out[k] = v;
-  }
-  return out;
-}
-
 /** The final environment as `KEY=VALUE` strings, denied names removed. */
 export function buildEnv(taskEnv: Record<string, string>, denied: readonly string[], inherit?: NodeJS.ProcessEnv): { env: Record<string, string>; envp: string[]; removed: string[] } {
   const isDenied = envMatcher(denied);

@@ -45,7 +45,7 @@ export interface RunnerInit {
    */
   gone?: boolean;
   emit: Emit;
-  groupKillTimeoutMs: number;
+  killTimeoutMs: number;
 }
 
 export class RawExecTask implements CoreTask {
@@ -55,7 +55,7 @@ export class RawExecTask implements CoreTask {
   readonly recovered: boolean;
   readonly gone: boolean;
   private readonly emit: Emit;
-  private readonly groupKillTimeoutMs: number;
+  private readonly killTimeoutMs: number;
   private watch: ExitWatch | undefined;
   private sigPidfd = -1;
   private result: ExitResult | undefined;
@@ -75,7 +75,7 @@ export class RawExecTask implements CoreTask {
     this.recovered = init.recovered;
     this.gone = init.gone === true;
     this.emit = init.emit;
-    this.groupKillTimeoutMs = init.groupKillTimeoutMs;
+    this.killTimeoutMs = init.killTimeoutMs;
     this.exited = new Promise((resolve) => { this.resolveExit = resolve; });
   }
 
@@ -203,10 +203,10 @@ export class RawExecTask implements CoreTask {
   /** Kills every process of the task and waits until none is left. */
   async killAll(): Promise<number> {
     if (this.cgroup) {
-      const out = await this.cgroup.kill({ timeoutMs: this.groupKillTimeoutMs });
+      const out = await this.cgroup.kill({ timeoutMs: this.killTimeoutMs });
       return out.signalled;
     }
-    return killUntilGone(() => this.sessionPids(), this.groupKillTimeoutMs, `task ${this.id}`);
+    return killUntilGone(() => this.sessionPids(), this.killTimeoutMs, `task ${this.id}`);
   }
 
   /**
@@ -253,7 +253,7 @@ export class RawExecTask implements CoreTask {
       const n = await this.killAll();
       this.emit('killed', `killed the task's group (${wasRunning ? 'main process still running' : `${remaining} leftover process(es)`}; ${n} SIGKILL(s))`);
     }
-    if (this.running) await this.waitExitBounded(this.groupKillTimeoutMs);
+    if (this.running) await this.waitExitBounded(this.killTimeoutMs);
   }
 
   /** Waits for the main process's exit notification after it was killed; bounded. */
