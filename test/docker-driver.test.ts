@@ -12,6 +12,7 @@ import { silentLogger } from '../src/util/logger.js';
 import type { TaskConfig, TaskEvent } from '../src/drivers/contract.js';
 import { TaskStore } from '../src/store/task-store.js';
 import { startRegistry } from './helpers/docker-registry.js';
+import { bound } from './helpers/names.js';
 import {
   FILE_LABEL, TEST_IMAGE, containersOf, docker, ensureDockerUp, eventually, exists, fileId, randomUUID, removeContainersOf,
 } from './helpers/docker.js';
@@ -32,7 +33,7 @@ function tmpState(): string {
 
 function newDriver(o: ConstructorParameters<typeof DockerDriver>[0] = {}): DockerDriver {
   const d = new DockerDriver({
-    stateDir: tmpState(), agentId: AGENT, logger: silentLogger, callTimeoutMs: 20_000,
+    stateDir: tmpState(), agentId: AGENT, logger: silentLogger, callTimeoutMs: bound(60_000),
     ...o,
     gc: { image: false, danglingContainers: { enabled: false }, ...(o.gc ?? {}) },
   });
