@@ -7,6 +7,7 @@
  * process; the task's cgroup is corral's own and holds only what corral put there.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { ExecUserRefusedError, InvalidConfigError } from '../../errors.js';
 import { groupName } from '../../cgroups/names.js';
 import type { CgroupManager, TaskCgroup } from '../../cgroups/types.js';
@@ -101,13 +102,15 @@ export function identifyTaskProcess(handle: TaskHandle<RawExecDriverState>, cg: 
 }
 
 /**
- * The recorded group paths must be where the manager has the task's group (when it exists): a
- * record pointing elsewhere inside corral's parent (another task's group) is refused too.
+ * The recorded group paths must be the task's own group: where the manager has it now, or (a record
+ * from an older layout, e.g. corral 0.1's) a directory named after the task's group. A record that
+ * points at another task's group inside corral's parent is refused.
  */
 export function checkGroupPaths(handle: TaskHandle<RawExecDriverState>, cg: TaskCgroup): void {
+  const own = new Set([cg.name, `${cg.name}.scope`]);
   for (const [k, v] of Object.entries(handle.driverState.cgroup?.paths ?? {})) {
-    if (cg.paths[k] !== v) {
-      throw new InvalidConfigError(`handle.driverState.cgroup.paths.${k}`, v, `is not where the task's group ${cg.name} is (${cg.paths[k] ?? 'no such controller'})`);
+    if (cg.paths[k] !== v && !own.has(path.basename(v))) {
+      throw new InvalidConfigError(`handle.driverState.cgroup.paths.${k}`, v, `is not the task's group ${cg.name} (${cg.paths[k] ?? 'no such controller'})`);
     }
   }
 }
