@@ -11,6 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { NativeAddon } from '../../src/native.js';
 import type { CgroupManager } from '../../src/cgroups/types.js';
+import { DEFAULT_LOCK_DIR } from '../../src/cgroups/lock.js';
 import type { TaskDriver } from '../../src/drivers/contract.js';
 import {
   BENCH_PARENT, binPath, stateDir, timeLeftMs, checkFaster, checkWithin, errMsg, haveCommand, makeV1Parent, measure, missing, msSince, nowNs, onCleanup,
@@ -61,6 +62,10 @@ export async function run(o: BenchOptions): Promise<Section> {
   // corral: the cgroups layer (v1 manager on this hybrid host) and the raw_exec driver, under a parent of the bench's own.
   const parentName = `${BENCH_PARENT}-corral`;
   onCleanup(async () => {
+    // The cpuset partition's lock file of this parent (default lock dir).
+    for (const f of fs.existsSync(DEFAULT_LOCK_DIR) ? fs.readdirSync(DEFAULT_LOCK_DIR) : []) {
+      if (f.endsWith(`-${parentName}.lock`)) fs.rmSync(path.join(DEFAULT_LOCK_DIR, f), { force: true });
+    }
     for (const mnt of new Set(Object.values(v1Mounts()))) await removeCgroupTree(path.join(mnt, parentName));
     await removeCgroupTree(path.join('/sys/fs/cgroup/unified', parentName));
   });
