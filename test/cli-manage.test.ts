@@ -24,20 +24,26 @@ function nothingLeft(tt: { deepEqual: (a: unknown, b: unknown, m?: string) => vo
 
 const stateArgs = (sb: Sandbox) => ['--state-dir', sb.stateDir];
 
-t('stop, kill and stats act on a task of another corral run; ps shows its columns', async (tt) => {
-  const sb = sandbox(tt, 'cli-manage');
-  const marker = `corral-cli-manage-${randomBytes(4).toString('hex')}`;
+/** A `corral run` of a task that ignores SIGTERM and reports SIGUSR2, as the task other commands act on. */
+async function worker(sb: Sandbox, marker: string) {
   const owner = corral(sb, ['run', ...sb.cliArgs, '--name', 'worker', 'bash', '-c',
     `trap 'echo got-usr2' USR2; trap '' TERM; (exec -a ${marker} sleep 1000) & echo ready; while :; do sleep 0.05; done`]);
   await owner.seen('ready');
+  return owner;
+}
+
+t('ps shows every column of a task of another corral run; kill signals it, and it stays its owner\'s', async (tt) => {
+  const sb = sandbox(tt, 'cli-ps-kill');
+  const marker = `corral-cli-ps-kill-${randomBytes(4).toString('hex')}`;
+  const owner = await worker(sb, marker);
   // ps: every column, the command, and a short ID that the other commands accept.
-  const ps = await runCorral(sb, ['ps', ...stateArgs(sb)]);
+  const [ps, psJson] = await Promise.all([runCorral(sb, ['ps', ...stateArgs(sb)]), runCorral(sb, ['ps', '--json', ...stateArgs(sb)])]);
   tt.is(ps.code, 0, ps.stderr);
   tt.regex(ps.stdout, /^ID\s+NAME\s+DRIVER\s+STATE\s+PID\s+CPU\s+MEMORY\s+AGE\s+COMMAND\n/);
   const row = ps.stdout.split('\n')[1]!;
   tt.regex(row, /worker\s+raw_exec\s+running\s+\d+\s+\d+\.\d%\s+\d[\d.]* \w*B\s+\S+\s+bash -c/);
   const shortId = row.split(/\s+/)[0]!;
-  const json = JSON.parse((await runCorral(sb, ['ps', '--json', ...stateArgs(sb)])).stdout) as { taskId: string; memoryBytes: number; state: string }[];
+  const json = JSON.parse(psJson.stdout) as { taskId: string; memoryBytes: number; state: string }[];
   tt.is(json.length, 1);
   tt.true(json[0]!.taskId.startsWith(shortId));
   tt.true(json[0]!.memoryBytes > 0);
@@ -49,23 +55,34 @@ t('stop, kill and stats act on a task of another corral run; ps shows its column
   const gc = JSON.parse((await runCorral(sb, ['gc', '--dry-run', '--json', ...stateArgs(sb)])).stdout) as { wouldDestroy: string[]; skipped: string[] };
   tt.deepEqual(gc.wouldDestroy, []);
   tt.is(gc.skipped.length, 1);
-  // stats: one sample as JSON, and the line form.
-  const s = await runCorral(sb, ['stats', '--once', '--json', '--interval', '200ms', ...stateArgs(sb), 'worker']);
+  owner.child.kill('SIGINT');
+  owner.child.kill('SIGINT'); // the task ignores SIGTERM: the second Ctrl-C kills it at once
+  tt.is((await owner.done).code, 137);
+  nothingLeft(tt, sb, marker);
+});
+
+t('stats and stop act on a task of another corral run; unknown ids are refused', async (tt) => {
+  const sb = sandbox(tt, 'cli-stats-stop');
+  const marker = `corral-cli-stats-stop-${randomBytes(4).toString('hex')}`;
+  const owner = await worker(sb, marker);
+  // stats: one sample as JSON, and the line form; the task by its name.
+  const [s, line, none] = await Promise.all([
+    runCorral(sb, ['stats', '--once', '--json', '--interval', '200ms', ...stateArgs(sb), 'worker']),
+    runCorral(sb, ['stats', '--once', '--interval', '200ms', ...stateArgs(sb), 'worker']),
+    runCorral(sb, ['stop', ...stateArgs(sb), 'no-such-task']),
+  ]);
   tt.is(s.code, 0, s.stderr);
   const sample = JSON.parse(s.stdout.trim()) as { taskId: string; memory: { usageBytes: number }; cpu: { percent: number } };
-  tt.is(sample.taskId, json[0]!.taskId);
+  tt.regex(sample.taskId, /-worker$/);
   tt.true(sample.memory.usageBytes > 0);
-  const line = await runCorral(sb, ['stats', '--once', '--interval', '200ms', ...stateArgs(sb), shortId]);
   tt.regex(line.stdout, /CPU\s+\d+\.\d%\s+MEM\s+\S+ \w*B/);
+  tt.is(none.code, 125);
+  tt.regex(none.stderr, /no task "no-such-task"/);
   // stop: the task ignores SIGTERM, so the group is killed after the timeout; its owner then cleans up.
-  const st = await runCorral(sb, ['stop', '--timeout', '300ms', ...stateArgs(sb), shortId]);
+  const st = await runCorral(sb, ['stop', '--timeout', '300ms', ...stateArgs(sb), sample.taskId.slice(0, 8)]);
   tt.is(st.code, 0, st.stderr);
   const r = await owner.done;
   tt.is(r.code, 137, r.stderr);
-  // Unknown ids are refused.
-  const none = await runCorral(sb, ['stop', ...stateArgs(sb), 'no-such-task']);
-  tt.is(none.code, 125);
-  tt.regex(none.stderr, /no task "no-such-task"/);
   nothingLeft(tt, sb, marker);
 });
 

@@ -3,7 +3,7 @@
  * and pipelines, exit-code classes, signals relayed to the task, no inspector on SIGUSR1, Ctrl-C and
  * --tty on a pseudo-terminal, errors naming the flag, --summary.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { groupDirsUnder, isRoot } from './helpers/cgroups.js';
@@ -48,25 +48,10 @@ t('a pipeline through corral run: stdin reaches the task, EOF arrives, stdout fl
   nothingLeft(tt, sb);
 });
 
-t('exit codes: the task\'s own, 128+n for a signal, 125 for corral\'s failures, 126 cannot run, 127 not found', async (tt) => {
-  const sb = sandbox(tt, 'cli-codes');
-  const cases: [string[], number, RegExp?][] = [
-    [['sh', '-c', 'exit 3'], 3],
-    [['sh', '-c', 'exit 2'], 2],
-    [['sh', '-c', 'kill -USR1 $$'], 128 + 10],
-    [['--bogus', 'true'], 125, /unknown option --bogus/],
-    [['--cwd', '/nonexistent', 'true'], 125, /--cwd "\/nonexistent": does not exist/],
-    [['--memory', '1K', 'true'], 125, /--memory "1K": /],
-    [['--kill-timeout', '-1', 'true'], 125, /--kill-timeout "-1": must be a duration/],
-    [['--kill-signal', 'SIGNOPE', 'true'], 125, /--kill-signal "SIGNOPE"/],
-    [['--cores', '9999', 'true'], 125, /--cores "9999"/],
-    [['--user', 'no-such-user-xyz', 'true'], 125, /--user "no-such-user-xyz"/],
-    [['/etc/passwd'], 126, /command "\/etc\/passwd".*not executable/],
-    [['/'], 126],
-    [['no-such-command-xyz'], 127, /command "no-such-command-xyz": not found in PATH/],
-    [['/nonexistent/cmd'], 127],
-  ];
-  // Four at a time: each is a Node process compiling TypeScript.
+type CodeCase = [args: string[], code: number, msg?: RegExp];
+
+/** Runs each case as `corral run ARGS` (four at a time: each is a Node process compiling TypeScript) and checks its status and message. */
+async function checkCodes(tt: ExecutionContext, sb: Sandbox, cases: CodeCase[]): Promise<void> {
   const results: Run[] = [];
   for (let i = 0; i < cases.length; i += 4) {
     results.push(...await Promise.all(cases.slice(i, i + 4).map(([args]) => runCorral(sb, ['run', ...sb.cliArgs, ...args]))));
@@ -77,10 +62,44 @@ t('exit codes: the task\'s own, 128+n for a signal, 125 for corral\'s failures, 
     if (msg) tt.regex(r.stderr, msg, args.join(' '));
     if (code >= 125) tt.is(r.stderr.trim().split('\n').length, 1, r.stderr);
   }
-  // The first word that is not an option starts the command: -la belongs to ls.
+}
+
+t('exit codes: the task\'s own, 128+n for a signal; the first word that is not an option starts the command', async (tt) => {
+  const sb = sandbox(tt, 'cli-codes-task');
+  await checkCodes(tt, sb, [
+    [['sh', '-c', 'exit 3'], 3],
+    [['sh', '-c', 'exit 2'], 2],
+    [['sh', '-c', 'kill -USR1 $$'], 128 + 10],
+  ]);
+  // -ld belongs to ls, not to corral.
   const ls = await runCorral(sb, ['run', ...sb.cliArgs, 'ls', '-ld', '/']);
   tt.is(ls.code, 0, ls.stderr);
   tt.regex(ls.stdout, /^d\S+ .* \/\n$/);
+  nothingLeft(tt, sb);
+});
+
+t('exit code 125 for corral\'s own failures, in one line naming the flag and the value typed', async (tt) => {
+  const sb = sandbox(tt, 'cli-codes-125');
+  await checkCodes(tt, sb, [
+    [['--bogus', 'true'], 125, /unknown option --bogus/],
+    [['--cwd', '/nonexistent', 'true'], 125, /--cwd "\/nonexistent": does not exist/],
+    [['--memory', '1K', 'true'], 125, /--memory "1K": /],
+    [['--kill-timeout', '-1', 'true'], 125, /--kill-timeout "-1": must be a duration/],
+    [['--kill-signal', 'SIGNOPE', 'true'], 125, /--kill-signal "SIGNOPE"/],
+    [['--cores', '9999', 'true'], 125, /--cores "9999"/],
+    [['--user', 'no-such-user-xyz', 'true'], 125, /--user "no-such-user-xyz"/],
+  ]);
+  nothingLeft(tt, sb);
+});
+
+t('exit code 126 when the command cannot be run, 127 when it does not exist', async (tt) => {
+  const sb = sandbox(tt, 'cli-codes-126');
+  await checkCodes(tt, sb, [
+    [['/etc/passwd'], 126, /command "\/etc\/passwd".*not executable/],
+    [['/'], 126],
+    [['no-such-command-xyz'], 127, /command "no-such-command-xyz": not found in PATH/],
+    [['/nonexistent/cmd'], 127],
+  ]);
   nothingLeft(tt, sb);
 });
 
