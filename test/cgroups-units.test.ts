@@ -323,6 +323,32 @@ test('fake v1 tree: a reservation begins and ends with a constant number of writ
   t.deepEqual(counts, [4, 4]);
 });
 
+test('fake v1 tree: two managers (two agents) reserve, and release in any order: no clean-up fails because of the other\'s reservation', async (t) => {
+  const { root, layout } = fakeV1Tree(t);
+  const cs = path.join(root, 'cpuset');
+  const fake = fakeAddon(cs);
+  const m1 = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
+  const m2 = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
+  const s = m1.create(A, 's');
+  s.join(7);
+  const r1 = m1.create(B, 'r1', { resources: { cores: [1] } });
+  const r2 = m2.create(C, 'r2', { resources: { cores: [2, 3] } });
+  t.deepEqual(m1.sharedCores(), [0], 'each manager sees both reservations (from the tree)');
+  t.deepEqual(m2.sharedCores(), [0]);
+  t.is(fake.files.get(path.join(cs, 'corral/share/cpuset.cpus')), '0');
+  t.is(fake.files.get(path.join(cs, 'corral/reserve/cpuset.cpus')), '1-3');
+  t.is(t.throws(() => m1.create(D, 'x', { resources: { cores: [3] } }), { instanceOf: CpusetConflictError })!.heldBy, `${C}-r2`);
+  // The first reservation ends while the other process's holds: the reserve parent keeps 2-3 (its child
+  // stays a subset: no EBUSY), the share pool gets core 1 back only.
+  await r1.destroy();
+  t.is(fake.files.get(path.join(cs, 'corral/reserve/cpuset.cpus')), '2-3');
+  t.is(fake.files.get(path.join(cs, 'corral/share/cpuset.cpus')), '0-1');
+  t.deepEqual(s.cpus(), [0, 1]);
+  await r2.destroy();
+  t.is(fake.files.get(path.join(cs, 'corral/share/cpuset.cpus')), '0-3');
+  t.deepEqual(m1.sharedCores(), [0, 1, 2, 3]);
+});
+
 test('fake v1 tree: a failing limit write undoes the group and the reservation', (t) => {
   const { root, layout } = fakeV1Tree(t);
   const cs = path.join(root, 'cpuset');
