@@ -17,9 +17,8 @@ import type { CgroupManager, TaskCgroup } from '../../src/cgroups/types.js';
 import { native, type ExitWatch } from '../../src/native.js';
 import {
   BENCH_PARENT, checkWithin, errMsg, measure, missing, nowNs, onCleanup, removeCgroupTree, rootMems, timeLeftMs, usSince, v1Mounts,
-  type Measure, type Row, type Section,
+  type Measure, type Row, type Section, type BenchOptions,
 } from './lib.js';
-import type { BenchOptions } from './run-one.js';
 
 const TITLE = '4. Reservation change with N shared tasks running';
 const ENVP = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];

@@ -16,9 +16,8 @@ import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
 import type { TaskDriver } from '../../src/drivers/contract.js';
-import { RUN_ID, stateDir, timeLeftMs, checkWithin, errMsg, measure, missing, msSince, nowNs, onCleanup, sleep, type Measure, type Row, type Section } from './lib.js';
+import { RUN_ID, stateDir, timeLeftMs, checkWithin, errMsg, measure, missing, msSince, nowNs, onCleanup, sleep, type Measure, type Row, type Section, type BenchOptions } from './lib.js';
 import { loadDockerPieces } from './corral.js';
-import type { BenchOptions } from './run-one.js';
 
 const execFileP = promisify(cp.execFile);
 const IMAGE = process.env.CORRAL_TEST_IMAGE ?? 'corral-test/busybox:latest';

@@ -16,10 +16,9 @@ import type { NativeAddon } from '../../src/native.js';
 import type { CgroupManager, TaskCgroup } from '../../src/cgroups/types.js';
 import {
   BENCH_PARENT, UNIFIED, binPath, checkWithin, errMsg, hasUnified, measure, median, missing, msSince, nowNs, onCleanup, readProcs,
-  removeCgroupTree, sleep, timeLeftMs, v1Mounts, type Measure, type Row, type Section,
+  removeCgroupTree, sleep, timeLeftMs, v1Mounts, type Measure, type Row, type Section, type BenchOptions,
 } from './lib.js';
 import { loadCgroupManager, loadNative } from './corral.js';
-import type { BenchOptions } from './run-one.js';
 
 type Mode = 'pause' | 'forkloop' | 'tree';
 

@@ -15,10 +15,9 @@ import { DEFAULT_LOCK_DIR } from '../../src/cgroups/lock.js';
 import type { TaskDriver } from '../../src/drivers/contract.js';
 import {
   BENCH_PARENT, binPath, stateDir, timeLeftMs, checkFaster, checkWithin, errMsg, haveCommand, makeV1Parent, measure, missing, msSince, nowNs, onCleanup,
-  removeCgroupTree, v1Mounts, UNIFIED, type Measure, type Row, type Section,
+  removeCgroupTree, v1Mounts, UNIFIED, type Measure, type Row, type Section, type BenchOptions,
 } from './lib.js';
 import { loadCgroupManager, loadNative, loadRawExec } from './corral.js';
-import type { BenchOptions } from './run-one.js';
 
 const execFileP = promisify(cp.execFile);
 const LEVELS = [1, 32];

@@ -7,9 +7,8 @@ import * as cp from 'node:child_process';
 import * as path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { TaskDriver } from '../../src/drivers/contract.js';
-import { BENCH_PARENT, stateDir, errMsg, gc, measure, missing, onCleanup, removeCgroupTree, rssBytes, sleep, v1Mounts, UNIFIED, type Section } from './lib.js';
+import { BENCH_PARENT, stateDir, errMsg, gc, measure, missing, onCleanup, removeCgroupTree, rssBytes, sleep, v1Mounts, UNIFIED, type Section, type BenchOptions } from './lib.js';
 import { loadCgroupManager, loadRawExec } from './corral.js';
-import type { BenchOptions } from './run-one.js';
 
 const BASELINE = `
 const cp = require('node:child_process');

@@ -5,9 +5,8 @@
  * tables of everything held; corral's native spawn does not.
  */
 import * as cp from 'node:child_process';
-import { checkFaster, errMsg, measure, missing, nowNs, rssBytes, usSince, type Measure, type Row, type Section } from './lib.js';
+import { checkFaster, errMsg, measure, missing, nowNs, rssBytes, usSince, type Measure, type Row, type Section, type BenchOptions } from './lib.js';
 import { loadNative } from './corral.js';
-import type { BenchOptions } from './run-one.js';
 
 const MiB = 1024 * 1024;
 const CHUNK = 256 * MiB;

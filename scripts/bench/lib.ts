@@ -7,6 +7,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 
+/** What run-one.ts passes to every bench's run(). */
+export interface BenchOptions {
+  quick: boolean;
+}
+
 export const REPO = path.resolve(__dirname, '..', '..');
 export const CG = '/sys/fs/cgroup';
 /** Where cgroup2 is mounted: /sys/fs/cgroup/unified on a hybrid host, /sys/fs/cgroup on a v2 host. */

@@ -4,11 +4,7 @@
  * Clean-up steps registered by the bench run at the end, on failure and on SIGINT/SIGTERM.
  */
 import * as fs from 'node:fs';
-import { errMsg, installSignalCleanup, runCleanups, type Section } from './lib.js';
-
-export interface BenchOptions {
-  quick: boolean;
-}
+import { type BenchOptions, errMsg, installSignalCleanup, runCleanups, type Section } from './lib.js';
 
 const BENCHES: Record<string, () => Promise<{ run: (o: BenchOptions) => Promise<Section> }>> = {
   lifecycle: () => import('./b-lifecycle.js'),
