@@ -151,3 +151,17 @@ test.serial('packed tarball: installs without a compiler, runs a task from CJS a
   }
   t.log(`consumer type checks: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 });
+
+test('the library root (from source) loads no dockerode; a docker driver loads it when first used', async (t) => {
+  const script = `
+    const seen = () => Object.keys(require.cache).some((p) => p.includes('/node_modules/dockerode/'));
+    const corral = require('./src/index.ts');
+    const atRoot = seen();
+    const d = new corral.DockerDriver({ fingerprintIntervalMs: 60000 });
+    const it = d.fingerprint()[Symbol.asyncIterator]();
+    it.next().finally(() => { console.log(JSON.stringify({ atRoot, afterUse: seen() })); return d.shutdown(); });
+  `;
+  const r = await exec(process.execPath, ['--import', 'tsx', '-e', script], { cwd: ROOT, timeoutMs: bound(120_000) });
+  t.is(r.code, 0, r.stderr);
+  t.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop()!), { atRoot: false, afterUse: true });
+});
