@@ -7,7 +7,10 @@
         "native/errors.cc",
         "native/cgroupfs.cc",
         "native/signal.cc",
+        "native/args.cc",
+        "native/events.cc",
         "native/spawn.cc",
+        "native/child.cc",
         "native/clone3.cc",
         "native/pidfd.cc",
         "native/users.cc",
@@ -16,8 +19,9 @@
         "native/pty.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "_GNU_SOURCE"],
       "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-fno-exceptions"],
+      "libraries": ["-lpthread"],
       "cflags_cc!": ["-fno-rtti"],
       "ldflags": ["-Wl,-z,now"]
     }

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { createCgroupManager } from '../src/index.js';
 // The raw addon is not part of the library's surface; it has its own entry point (corral/native).
-import { native } from '../src/native.js';
+import { spawnProcess } from '../src/native.js';
 
 async function main(): Promise<void> {
   // The default parent is corral (v1) / corral.slice (v2); the test suite runs this under a parent of its own.
@@ -12,10 +12,12 @@ async function main(): Promise<void> {
   console.log(mgr.fingerprint());             // { 'unique.cgroups.version': 'v1', 'cgroups.mode': 'hybrid', ... }
   const group = mgr.create(randomUUID(), 'demo', { resources: { cpuShares: 512, pidsMax: 128 } });
   // Already inside its group before its first instruction: clone3 into the v2 dir, or a join of each v1 controller.
-  const child = native().spawn({
-    file: '/bin/sh', argv: ['sh', '-c', 'setsid sleep 60 & sleep 60 & sleep 60'], envp: [], stdio: [-1, 1, 2], setsid: true, ...group.placement,
+  // Spawned off the event loop, bounded (timeoutMs); the ProcessHandle owns the child's pidfd.
+  const child = await spawnProcess({
+    file: '/bin/sh', argv: ['sh', '-c', 'setsid sleep 60 & sleep 60 & sleep 60'], envp: [], stdio: [-1, 1, 2], setsid: true, timeoutMs: 10_000,
+    ...group.placement,
   });
-  const exited = new Promise((resolve) => native().watchExit(child.pidfd, child.pid, true, resolve));
+  const exited = new Promise((resolve) => child.process.watch(true, resolve));
   while (group.pids().length < 4) await new Promise((r) => setTimeout(r, 10));
   console.log('pids in the group:', group.pids());
   console.log('kill:', await group.kill());   // freeze → SIGKILL all → thaw, or cgroup.kill; waits until empty

@@ -6,6 +6,9 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
+#include "args.h"
 #include "errors.h"
 #include "fd.h"
 
@@ -136,6 +139,7 @@ static Napi::Value WriteFiles(const Napi::CallbackInfo& info) {
   Napi::Array values = info[1].As<Napi::Array>();
   uint32_t n = paths.Length();
   if (values.Length() != n) return ThrowType(env, "writeFiles: paths and values differ in length");
+  if (n > kMaxList) return ThrowType(env, "writeFiles: too many paths");
   Napi::Array result = Napi::Array::New(env, n);
   napi_value null_v = env.Null();
   char pbuf[4096 + 1];
@@ -163,6 +167,7 @@ static Napi::Value ReadFiles(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsArray()) return ThrowType(env, "readFiles(paths: string[])");
   Napi::Array paths = info[0].As<Napi::Array>();
   uint32_t n = paths.Length();
+  if (n > kMaxList) return ThrowType(env, "readFiles: too many paths");
   Napi::Array result = Napi::Array::New(env, n);
   std::string text;
   for (uint32_t i = 0; i < n; i++) {
@@ -203,7 +208,93 @@ static Napi::Value StatfsType(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(static_cast<unsigned long>(st.f_type)));
 }
 
+
+// One step of applyAsync.
+struct FsOp {
+  enum Kind { kMkdir, kWrite, kRmdir } kind;
+  std::string path, value;
+};
+
+// Runs a list of cgroupfs steps (mkdir, write, rmdir) in order on the libuv pool: short work that
+// never waits for a condition, but whose syscalls can stall (cgroup creation takes locks the kernel
+// shares with every other cgroup operation on the host). Stops at the first failure.
+class ApplyWorker : public Napi::AsyncWorker {
+ public:
+  ApplyWorker(Napi::Function cb, std::vector<FsOp> ops) : Napi::AsyncWorker(cb, "corral.applyAsync"), ops_(std::move(ops)) {}
+  void Execute() override {
+    for (size_t i = 0; i < ops_.size(); i++) {
+      const FsOp& op = ops_[i];
+      const char* sc = "";
+      int err = 0;
+      if (op.kind == FsOp::kWrite) {
+        err = WriteOnce(op.path.c_str(), op.value.data(), op.value.size(), &sc);
+      } else if (op.kind == FsOp::kMkdir) {
+        if (::mkdir(op.path.c_str(), 0755) < 0) err = errno, sc = "mkdir";
+      } else if (::rmdir(op.path.c_str()) < 0) {
+        err = errno, sc = "rmdir";
+      }
+      if (err != 0) {
+        failed_ = static_cast<int64_t>(i);
+        err_.set(err, sc, op.path);
+        return;
+      }
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (err_) {
+      Napi::Error e = MakeError(env, err_);
+      e.Set("index", Napi::Number::New(env, static_cast<double>(failed_)));
+      Callback().Call({e.Value()});
+    } else {
+      Callback().Call({env.Null()});
+    }
+  }
+
+ private:
+  std::vector<FsOp> ops_;
+  int64_t failed_ = -1;
+  SysError err_;
+};
+
+// applyAsync(ops: [op: 'mkdir' | 'write' | 'rmdir', path: string, value?: string][], callback(err | null))
+static Napi::Value ApplyAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsFunction())
+    return ThrowType(env, "applyAsync(ops: [op, path, value?][], callback)");
+  Napi::Array a = info[0].As<Napi::Array>();
+  uint32_t n = a.Length();
+  if (n > kMaxList) return ThrowType(env, "applyAsync: too many ops");
+  std::vector<FsOp> ops;
+  ops.reserve(n);
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsArray()) return ThrowType(env, "applyAsync: each op must be [op, path, value?]");
+    Napi::Array t = e.As<Napi::Array>();
+    std::string kind;
+    FsOp op;
+    if (!StringArg(env, t.Get(0u), "applyAsync: op", &kind)) return env.Undefined();
+    if (!StringArg(env, t.Get(1u), "applyAsync: path", &op.path)) return env.Undefined();
+    if (kind == "mkdir") {
+      op.kind = FsOp::kMkdir;
+    } else if (kind == "rmdir") {
+      op.kind = FsOp::kRmdir;
+    } else if (kind == "write") {
+      op.kind = FsOp::kWrite;
+      if (!StringArg(env, t.Get(2u), "applyAsync: value", &op.value)) return env.Undefined();
+    } else {
+      return ThrowType(env, "applyAsync: op must be 'mkdir', 'write' or 'rmdir'");
+    }
+    ops.push_back(std::move(op));
+  }
+  auto* w = new ApplyWorker(info[1].As<Napi::Function>(), std::move(ops));
+  w->Queue();
+  return env.Undefined();
+}
+
 void InitCgroupfs(Napi::Env env, Napi::Object exports) {
+  exports.Set("applyAsync", Napi::Function::New(env, ApplyAsync, "applyAsync"));
   exports.Set("writeFiles", Napi::Function::New(env, WriteFiles, "writeFiles"));
   exports.Set("readFiles", Napi::Function::New(env, ReadFiles, "readFiles"));
   exports.Set("readProcs", Napi::Function::New(env, ReadProcs, "readProcs"));

@@ -1,257 +1,100 @@
-// spawn: a child that is inside its cgroup before its first instruction, created vfork-style
-// (CLONE_VM|CLONE_VFORK on a separate small stack) so the cost does not grow with our memory.
-//   v2 (cgroupDir): clone3(CLONE_INTO_CGROUP) via the x86_64 trampoline in clone3.cc.
-//   v1 / fallback (joinProcs, or clone3 missing): glibc clone(); the child writes "0" to each
-//   cgroup.procs before anything else.
-// The child shares our memory until execve: it uses only raw syscalls on data the parent prepared,
-// and reports a failure (errno, step, path) through ChildCtx, which the parent turns into an error.
+// spawn: a child that is inside its cgroup before its first instruction (child.cc), created off the
+// main thread and bounded.
+//
+// Each spawn runs on a thread of its own: the vfork-style clone suspends the calling thread until
+// the child has exec'd, and a child that freezes while joining its group (a frozen v1 freezer or v2
+// group) would suspend it for as long as the group stays frozen. A dedicated thread is what gets
+// stuck then, never the event loop and never a libuv pool thread. Before cloning, the thread reads
+// the groups' freeze state (cheap) and fails at once with syscall 'cgroup-frozen'.
+// A timer on the loop bounds the whole spawn: on expiry the callback gets ETIMEDOUT (syscall
+// 'spawn'), the job is abandoned, and the child is SIGKILLed through its pidfd; the thread, when the
+// kernel lets it go, kills and reaps the child and closes the pidfd itself.
+//
+// Results come back through one uv_async_t per env. Job states change under the hub's mutex only:
+// running -> done (thread) | abandoned (timer or env teardown). Whoever makes the transition owns
+// what follows, so the pidfd has exactly one owner at every moment.
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
+#include <pthread.h>
 #include <signal.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <uv.h>
 
+#include <atomic>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
-#include "clone3.h"
+#include "args.h"
+#include "cgroupfs.h"
+#include "child.h"
 #include "errors.h"
 #include "fd.h"
+#include "process.h"
 
-#ifndef CLONE_PIDFD
-#define CLONE_PIDFD 0x00001000
-#endif
-#ifndef CLONE_INTO_CGROUP
-#define CLONE_INTO_CGROUP 0x200000000ULL
-#endif
-#ifndef SYS_close_range
-#define SYS_close_range 436
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
 #endif
 
 namespace corral {
 
 namespace {
 
-enum Step : int {
-  kNone = 0,
-  kJoinOpen,
-  kJoinWrite,
-  kSetsid,
-  kOomOpen,
-  kOomWrite,
-  kSetgroups,
-  kSetgid,
-  kSetuid,
-  kChdir,
-  kDevNull,
-  kDup,
-  kCtty,
-  kExecve,
+struct Job;
+
+// Per-env meeting point of spawn threads and the loop. Shared (shared_ptr) by the env and every job
+// thread, so a thread that outlives the env still has a mutex to take.
+struct Hub {
+  std::mutex mu;
+  bool alive = true;           // env not torn down (guarded by mu; informational)
+  std::vector<Job*> done;      // finished jobs waiting for the loop (guarded by mu)
+  uv_async_t* async = nullptr;  // closed by the env cleanup hook
+  std::unordered_set<Job*> pending;  // loop thread only: jobs whose callback has not run
+  void* proc_env = nullptr;
+  napi_env env = nullptr;
 };
 
-const char* StepSyscall(int step) {
-  switch (step) {
-    case kJoinOpen: return "open";
-    case kJoinWrite: return "write";
-    case kSetsid: return "setsid";
-    case kOomOpen: return "open";
-    case kOomWrite: return "write";
-    case kSetgroups: return "setgroups";
-    case kSetgid: return "setgid";
-    case kSetuid: return "setuid";
-    case kChdir: return "chdir";
-    case kDevNull: return "open";
-    case kDup: return "dup2";
-    case kCtty: return "ioctl";
-    case kExecve: return "execve";
-    default: return "spawn";
+enum class State { kRunning, kDone, kAbandoned };
+
+struct Job {
+  std::shared_ptr<Hub> hub;
+  // Inputs, owned here: the child reads them through ctx until execve.
+  std::string file, cwd, cgroup_dir, oom;
+  bool has_cwd = false, has_cg = false, has_oom = false;
+  std::vector<std::string> argv_s, envp_s, joins_s;
+  std::vector<char*> argv_p, envp_p;
+  std::vector<const char*> joins_p;
+  std::vector<gid_t> groups;
+  ChildCtx ctx = {};
+  int64_t timeout_ms = 0;
+  // Results.
+  State state = State::kRunning;  // guarded by hub->mu
+  volatile int pidfd = -1;        // written by the kernel during clone; read by the timer under mu
+  long pid = -1;
+  const char* placement = "none";
+  SysError err;
+  // Loop side.
+  uv_timer_t* timer = nullptr;
+  napi_ref callback = nullptr;
+  napi_async_context async = nullptr;
+  // The thread's and the loop's claims; each side drops its own once it will not touch the job again.
+  std::atomic<int> refs{2};
+
+  void Unref() {
+    if (--refs == 0) delete this;
   }
-}
-
-const char kOomPath[] = "/proc/self/oom_score_adj";
-const char kDevNullPath[] = "/dev/null";
-
-// Everything the child needs, prepared by the parent; plus the failure report.
-struct ChildCtx {
-  const char* file;
-  char* const* argv;
-  char* const* envp;
-  const char* cwd;  // nullptr: inherit
-  const char* const* joins;
-  size_t njoins;
-  const char* oom;  // nullptr: leave alone
-  size_t oom_len;
-  bool setsid;
-  bool ctty;  // make stdin (a pty slave) the controlling terminal of the new session
-  bool set_groups;
-  const gid_t* groups;
-  size_t ngroups;
-  bool has_gid;
-  gid_t gid;
-  bool has_uid;
-  uid_t uid;
-  int stdio[3];
-  int max_fd;  // for the close loop when close_range is missing
-  // Report (written by the child only on failure).
-  volatile int err;
-  volatile int step;
-  const char* volatile err_path;
+  void ReleaseNapi(napi_env env) {
+    if (callback != nullptr) napi_delete_reference(env, callback);
+    callback = nullptr;
+    if (async != nullptr) napi_async_destroy(env, async);
+    async = nullptr;
+  }
 };
-
-// Kernel layout of struct sigaction for rt_sigaction (x86_64 and most others).
-struct KSigaction {
-  void (*handler)(int);
-  unsigned long flags;
-  void (*restorer)(void);
-  uint64_t mask;
-};
-
-[[noreturn]] void ChildFail(ChildCtx* c, int step, const char* path) {
-  c->err = errno != 0 ? errno : EIO;
-  c->step = step;
-  c->err_path = path;
-  syscall(SYS_exit_group, 127);
-  __builtin_unreachable();
-}
-
-long Sys(long nr, long a = 0, long b = 0, long c = 0, long d = 0) {
-  long r;
-  do {
-    r = syscall(nr, a, b, c, d);
-  } while (r < 0 && errno == EINTR);
-  return r;
-}
-
-void WriteFileOrFail(ChildCtx* c, const char* path, const char* data, size_t len, int open_step, int write_step) {
-  long fd = Sys(SYS_openat, AT_FDCWD, reinterpret_cast<long>(path), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) ChildFail(c, open_step, path);
-  if (Sys(SYS_write, fd, reinterpret_cast<long>(data), static_cast<long>(len)) != static_cast<long>(len))
-    ChildFail(c, write_step, path);
-  syscall(SYS_close, fd);
-}
-
-int ChildMain(void* arg) {
-  ChildCtx* c = static_cast<ChildCtx*>(arg);
-  errno = 0;
-
-  // 1. Into the cgroups (v1 / fallback) before anything else.
-  for (size_t i = 0; i < c->njoins; i++) WriteFileOrFail(c, c->joins[i], "0", 1, kJoinOpen, kJoinWrite);
-
-  // 2. Every disposition back to SIG_DFL (Node ignores SIGPIPE; handlers must never run here).
-  //    All signals are still blocked (the parent blocked them around the clone).
-  KSigaction dfl = {SIG_DFL, 0, nullptr, 0};
-  for (long sig = 1; sig < 65; sig++) {
-    if (sig == SIGKILL || sig == SIGSTOP) continue;
-    syscall(SYS_rt_sigaction, sig, &dfl, nullptr, 8);
-  }
-
-  if (c->setsid && Sys(SYS_setsid) < 0) ChildFail(c, kSetsid, nullptr);
-  if (c->oom != nullptr) WriteFileOrFail(c, kOomPath, c->oom, c->oom_len, kOomOpen, kOomWrite);
-
-  // Raw syscalls: glibc's set*id would broadcast to the parent's threads (shared memory).
-  if (c->set_groups && Sys(SYS_setgroups, static_cast<long>(c->ngroups), reinterpret_cast<long>(c->groups)) < 0)
-    ChildFail(c, kSetgroups, nullptr);
-  if (c->has_gid && Sys(SYS_setgid, static_cast<long>(c->gid)) < 0) ChildFail(c, kSetgid, nullptr);
-  if (c->has_uid && Sys(SYS_setuid, static_cast<long>(c->uid)) < 0) ChildFail(c, kSetuid, nullptr);
-  if (c->cwd != nullptr && Sys(SYS_chdir, reinterpret_cast<long>(c->cwd)) < 0) ChildFail(c, kChdir, c->cwd);
-
-  // 3. stdio. First give every source that sits on 0..2 (but not on its own slot) a new number
-  //    >= 3, so that no dup2 clobbers a source another slot still needs.
-  int src[3];
-  for (int i = 0; i < 3; i++) {
-    src[i] = c->stdio[i];
-    if (src[i] < 0) {
-      long fd = Sys(SYS_openat, AT_FDCWD, reinterpret_cast<long>(kDevNullPath), (i == 0 ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-      if (fd < 0) ChildFail(c, kDevNull, kDevNullPath);
-      src[i] = static_cast<int>(fd);
-    }
-  }
-  for (int i = 0; i < 3; i++) {
-    if (src[i] < 3 && src[i] != i) {
-      long fd = Sys(SYS_fcntl, src[i], F_DUPFD_CLOEXEC, 3);
-      if (fd < 0) ChildFail(c, kDup, nullptr);
-      src[i] = static_cast<int>(fd);
-    }
-  }
-  for (int i = 0; i < 3; i++) {
-    if (src[i] == i) {
-      if (Sys(SYS_fcntl, i, F_SETFD, 0) < 0) ChildFail(c, kDup, nullptr);
-    } else if (Sys(SYS_dup2, src[i], i) < 0) {
-      ChildFail(c, kDup, nullptr);
-    }
-  }
-
-  if (c->ctty && Sys(SYS_ioctl, 0, TIOCSCTTY, 0) < 0) ChildFail(c, kCtty, nullptr);
-
-  // 4. Every other fd closed.
-  if (syscall(SYS_close_range, 3, ~0U, 0) < 0) {
-    for (long fd = 3; fd < c->max_fd; fd++) syscall(SYS_close, fd);
-  }
-
-  // 5. Unblock and exec.
-  uint64_t none = 0;
-  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, nullptr, 8);
-  syscall(SYS_execve, c->file, c->argv, c->envp);
-  ChildFail(c, kExecve, c->file);
-}
-
-// The child's stack: a small anonymous mapping with a guard page at the bottom.
-class ChildStack {
- public:
-  static constexpr size_t kSize = 128 * 1024;
-  ChildStack() {
-    void* p = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (p == MAP_FAILED) return;
-    base_ = static_cast<char*>(p);
-    mprotect(base_, 4096, PROT_NONE);
-  }
-  ~ChildStack() {
-    if (base_ != nullptr) munmap(base_, kSize);
-  }
-  ChildStack(const ChildStack&) = delete;
-  ChildStack& operator=(const ChildStack&) = delete;
-  bool ok() const { return base_ != nullptr; }
-  char* base() const { return base_; }
-  char* top() const { return base_ + kSize; }  // 16-byte aligned (page aligned)
-
- private:
-  char* base_ = nullptr;
-};
-
-// Blocks every signal (including glibc's internal ones) for the duration of the clone.
-class BlockAllSignals {
- public:
-  BlockAllSignals() {
-    uint64_t all = ~0ULL;
-    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old_, 8);
-  }
-  ~BlockAllSignals() { syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old_, nullptr, 8); }
-
- private:
-  uint64_t old_ = 0;
-};
-
-bool HasNul(const std::string& s) { return s.find('\0') != std::string::npos; }
-
-bool StringArray(const Napi::Value& v, std::vector<std::string>* out) {
-  if (!v.IsArray()) return false;
-  Napi::Array a = v.As<Napi::Array>();
-  uint32_t n = a.Length();
-  out->reserve(n);
-  for (uint32_t i = 0; i < n; i++) {
-    Napi::Value e = a[i];
-    if (!e.IsString()) return false;
-    out->push_back(e.As<Napi::String>().Utf8Value());
-    if (HasNul(out->back())) return false;
-  }
-  return true;
-}
 
 std::vector<char*> CPointers(std::vector<std::string>& strs) {
   std::vector<char*> p;
@@ -261,177 +104,347 @@ std::vector<char*> CPointers(std::vector<std::string>& strs) {
   return p;
 }
 
-bool OptString(const Napi::Object& o, const char* key, bool* present, std::string* out) {
-  Napi::Value v = o.Get(key);
-  *present = false;
-  if (v.IsUndefined() || v.IsNull()) return true;
-  if (!v.IsString()) return false;
-  *out = v.As<Napi::String>().Utf8Value();
-  *present = true;
-  return !HasNul(*out);
+std::string DirOf(const std::string& file) {
+  size_t slash = file.rfind('/');
+  return slash == std::string::npos ? std::string(".") : file.substr(0, slash);
 }
 
-bool OptInt(const Napi::Object& o, const char* key, bool* present, int64_t* out) {
-  Napi::Value v = o.Get(key);
-  *present = false;
-  if (v.IsUndefined() || v.IsNull()) return true;
-  if (!v.IsNumber()) return false;
-  *out = v.As<Napi::Number>().Int64Value();
-  *present = true;
-  return true;
-}
-
-// spawn(opts: SpawnOptions): { pid, pidfd, placement }
-Napi::Value Spawn(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) return ThrowType(env, "spawn(opts: SpawnOptions)");
-  Napi::Object o = info[0].As<Napi::Object>();
-
-  bool has_file = false, has_cwd = false, has_cg = false;
-  std::string file, cwd, cgroup_dir;
-  if (!OptString(o, "file", &has_file, &file) || !has_file || file.empty())
-    return ThrowType(env, "spawn: opts.file must be a non-empty string");
-  std::vector<std::string> argv_s, envp_s, joins_s;
-  if (!StringArray(o.Get("argv"), &argv_s)) return ThrowType(env, "spawn: opts.argv must be an array of strings without NUL");
-  if (!StringArray(o.Get("envp"), &envp_s)) return ThrowType(env, "spawn: opts.envp must be an array of strings without NUL");
-  if (!OptString(o, "cwd", &has_cwd, &cwd)) return ThrowType(env, "spawn: opts.cwd must be a string");
-  if (!OptString(o, "cgroupDir", &has_cg, &cgroup_dir)) return ThrowType(env, "spawn: opts.cgroupDir must be a string");
-  Napi::Value jv = o.Get("joinProcs");
-  if (!jv.IsUndefined() && !jv.IsNull() && !StringArray(jv, &joins_s))
-    return ThrowType(env, "spawn: opts.joinProcs must be an array of strings");
-
-  bool has_uid = false, has_gid = false, has_oom = false;
-  int64_t uid = 0, gid = 0, oom = 0;
-  if (!OptInt(o, "uid", &has_uid, &uid) || (has_uid && (uid < 0 || uid > 0xfffffffeLL)))
-    return ThrowType(env, "spawn: opts.uid must be a valid uid");
-  if (!OptInt(o, "gid", &has_gid, &gid) || (has_gid && (gid < 0 || gid > 0xfffffffeLL)))
-    return ThrowType(env, "spawn: opts.gid must be a valid gid");
-  if (!OptInt(o, "oomScoreAdj", &has_oom, &oom) || (has_oom && (oom < -1000 || oom > 1000)))
-    return ThrowType(env, "spawn: opts.oomScoreAdj must be an integer in -1000..1000");
-  std::vector<gid_t> groups;
-  Napi::Value gv = o.Get("groups");
-  bool has_groups = !gv.IsUndefined() && !gv.IsNull();
-  if (has_groups) {
-    if (!gv.IsArray()) return ThrowType(env, "spawn: opts.groups must be an array of gids");
-    Napi::Array ga = gv.As<Napi::Array>();
-    for (uint32_t i = 0; i < ga.Length(); i++) {
-      Napi::Value e = ga[i];
-      if (!e.IsNumber()) return ThrowType(env, "spawn: opts.groups must be an array of gids");
-      groups.push_back(static_cast<gid_t>(e.As<Napi::Number>().Int64Value()));
+// Is a group this child is about to enter frozen? v1: freezer.state beside a joined cgroup.procs
+// (FROZEN or FREEZING; a frozen ancestor shows here too). v2: "frozen 1" in cgroup.events.
+bool FrozenGroup(const Job& j, std::string* which) {
+  std::string text;
+  const char* sc = "";
+  for (const auto& procs : j.joins_s) {
+    std::string dir = DirOf(procs);
+    if (ReadWhole((dir + "/freezer.state").c_str(), &text, &sc) == 0 && text.compare(0, 6, "THAWED") != 0) {
+      *which = dir;
+      return true;
+    }
+    if (ReadWhole((dir + "/cgroup.events").c_str(), &text, &sc) == 0 && text.find("frozen 1") != std::string::npos) {
+      *which = dir;
+      return true;
     }
   }
-  Napi::Value sv = o.Get("stdio");
-  if (!sv.IsArray() || sv.As<Napi::Array>().Length() != 3)
-    return ThrowType(env, "spawn: opts.stdio must be [stdin, stdout, stderr] fds (-1 = /dev/null)");
-  int stdio[3];
-  for (uint32_t i = 0; i < 3; i++) {
-    Napi::Value e = sv.As<Napi::Array>()[i];
-    if (!e.IsNumber()) return ThrowType(env, "spawn: opts.stdio entries must be numbers");
-    stdio[i] = e.As<Napi::Number>().Int32Value();
-    if (stdio[i] < -1) stdio[i] = -1;
+  if (j.has_cg && ReadWhole((j.cgroup_dir + "/cgroup.events").c_str(), &text, &sc) == 0 &&
+      text.find("frozen 1") != std::string::npos) {
+    *which = j.cgroup_dir;
+    return true;
   }
+  return false;
+}
+
+// Kills (if it exec'd) and reaps the child of an abandoned or failed job, and closes its pidfd.
+// Runs on the job's thread, which may block here until a frozen group thaws.
+// wait=false (env teardown, on the loop): SIGKILL, then reaped in the background (ReapLater).
+void DisposeChild(Job* j, bool kill_it, bool wait = true) {
+  if (j->pid > 0) {
+    if (kill_it && j->pidfd >= 0) syscall(SYS_pidfd_send_signal, j->pidfd, SIGKILL, nullptr, 0);
+    int status;
+    if (wait) {
+      while (waitpid(static_cast<pid_t>(j->pid), &status, __WALL) < 0 && errno == EINTR) {
+      }
+    } else {
+      ReapLater(static_cast<pid_t>(j->pid));
+    }
+  }
+  if (j->pidfd >= 0) close(j->pidfd);
+  j->pidfd = -1;
+  j->pid = -1;
+}
+
+void* ThreadMain(void* arg) {
+  Job* j = static_cast<Job*>(arg);
+  std::string frozen;
+  UniqueFd cgfd;
+  bool cloned = false;
+  if (FrozenGroup(*j, &frozen)) {
+    j->err.set(EBUSY, "cgroup-frozen", frozen);
+    j->err.detail = "cgroup is frozen";
+  } else {
+    if (j->has_cg) cgfd.reset(open(j->cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (j->has_cg && !cgfd.valid()) {
+      j->err.set(errno, "open", j->cgroup_dir);
+    } else {
+      cloned = CloneChild(&j->ctx, cgfd.get(), j->cgroup_dir, &j->joins_p, &j->pidfd, &j->pid, &j->placement, &j->err);
+    }
+  }
+  cgfd.reset();
+  std::shared_ptr<Hub> hub = j->hub;
+  {
+    // One critical section: while the job is running the timer may signal the published pidfd, so
+    // no fd is closed before the state changes; and env teardown marks running jobs abandoned.
+    std::unique_lock<std::mutex> lock(hub->mu);
+    if (j->state != State::kAbandoned) {
+      if (cloned && j->ctx.err != 0) {
+        // The child failed before execve and has exited (vfork: we resume only after that): the
+        // reap does not wait.
+        j->err.set(j->ctx.err, StepSyscall(j->ctx.step), j->ctx.err_path != nullptr ? j->ctx.err_path : "");
+        DisposeChild(j, false);
+      }
+      j->state = State::kDone;
+      hub->done.push_back(j);
+      uv_async_send(hub->async);
+      lock.unlock();
+      j->Unref();
+      return nullptr;
+    }
+  }
+  // The loop gave up on us (timeout or env teardown) and released its napi state: clean up alone.
+  // This may wait until a frozen group thaws; only this thread waits.
+  DisposeChild(j, true);
+  j->Unref();
+  return nullptr;
+}
+
+void CloseTimer(Job* j) {
+  if (j->timer == nullptr) return;
+  uv_timer_stop(j->timer);
+  uv_close(reinterpret_cast<uv_handle_t*>(j->timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  j->timer = nullptr;
+}
+
+// Calls the job's JS callback with (err) or (null, result) and releases its napi state.
+void Deliver(Hub* hub, Job* j, bool timed_out) {
+  napi_env env = hub->env;
+  hub->pending.erase(j);
+  CloseTimer(j);
+  Napi::HandleScope scope(env);
+  Napi::Env e(env);
+  napi_value args[2];
+  size_t argc = 1;
+  if (timed_out) {
+    SysError te;
+    te.set(ETIMEDOUT, "spawn", j->has_cg ? j->cgroup_dir : j->joins_s.empty() ? std::string() : DirOf(j->joins_s[0]));
+    te.detail = "timed out after " + std::to_string(j->timeout_ms) + " ms";
+    args[0] = MakeError(e, te).Value();
+  } else if (j->err) {
+    args[0] = MakeError(e, j->err).Value();
+  } else {
+    Napi::Object r = Napi::Object::New(e);
+    r.Set("pid", Napi::Number::New(e, static_cast<double>(j->pid)));
+    r.Set("placement", Napi::String::New(e, j->placement));
+    int fd = j->pidfd;
+    j->pidfd = -1;  // owned by the ProcessHandle from here on (closed by it on failure too)
+    Napi::Value h = WrapProcess(e, hub->proc_env, fd, static_cast<pid_t>(j->pid), true);
+    if (e.IsExceptionPending()) {
+      args[0] = e.GetAndClearPendingException().Value();
+    } else {
+      r.Set("process", h);
+      args[0] = e.Null();
+      args[1] = r;
+      argc = 2;
+    }
+  }
+  napi_value fn = nullptr, global, unused;
+  if (j->callback != nullptr) napi_get_reference_value(env, j->callback, &fn);
+  napi_get_global(env, &global);
+  napi_async_context async = j->async;
+  j->async = nullptr;
+  if (fn != nullptr && async != nullptr) {
+    napi_status s = napi_make_callback(env, async, global, fn, argc, args, &unused);
+    if (s == napi_pending_exception) {
+      napi_value ex;
+      if (napi_get_and_clear_last_exception(env, &ex) == napi_ok) napi_fatal_exception(env, ex);
+    }
+  }
+  if (async != nullptr) napi_async_destroy(env, async);
+  j->ReleaseNapi(env);
+}
+
+void OnAsync(uv_async_t* a) {
+  Hub* hub = static_cast<Hub*>(a->data);
+  std::vector<Job*> done;
+  {
+    std::lock_guard<std::mutex> lock(hub->mu);
+    done.swap(hub->done);
+  }
+  for (Job* j : done) {
+    Deliver(hub, j, false);
+    j->Unref();
+  }
+}
+
+void OnTimeout(uv_timer_t* t) {
+  Job* j = static_cast<Job*>(t->data);
+  Hub* hub = j->hub.get();
+  {
+    std::lock_guard<std::mutex> lock(hub->mu);
+    if (j->state != State::kRunning) return;  // finished meanwhile: OnAsync delivers it
+    j->state = State::kAbandoned;
+    // While it is running the thread touches no fd, so the pidfd the kernel published (if any) is
+    // valid here: the child dies as soon as the kernel lets it (at once in a frozen v2 group).
+    if (j->pidfd >= 0) syscall(SYS_pidfd_send_signal, j->pidfd, SIGKILL, nullptr, 0);
+  }
+  // From here the thread disposes of the child; we only deliver the error.
+  Deliver(hub, j, true);
+  j->Unref();
+}
+
+// Env teardown: no callback will run. Running jobs are abandoned to their threads, delivered ones
+// freed; napi state released now, while the env is alive.
+void CleanupHub(void* arg) {
+  auto* holder = static_cast<std::shared_ptr<Hub>*>(arg);
+  std::shared_ptr<Hub> hub = *holder;
+  delete holder;
+  std::vector<Job*> finished;
+  {
+    std::lock_guard<std::mutex> lock(hub->mu);
+    hub->alive = false;
+    for (Job* j : hub->pending) {
+      if (j->state == State::kRunning)
+        j->state = State::kAbandoned;  // its thread disposes of the child
+      else
+        finished.push_back(j);  // done, result not collected: ours to dispose of
+    }
+    hub->done.clear();
+  }
+  for (Job* j : finished) DisposeChild(j, true, false);  // exec'd children nobody will ever watch
+  for (Job* j : hub->pending) {
+    CloseTimer(j);
+    j->ReleaseNapi(hub->env);
+    j->Unref();
+  }
+  hub->pending.clear();
+  uv_close(reinterpret_cast<uv_handle_t*>(hub->async), [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
+  hub->async = nullptr;
+}
+
+// Parses spawn's options into j (strictly: a TypeError names the first bad field).
+bool ParseOptions(Napi::Env env, const Napi::Object& o, Job* j) {
+  if (!StringArg(env, o.Get("file"), "spawn: opts.file", &j->file)) return false;
+  if (j->file.empty()) return TypeFail(env, "spawn: opts.file", "must not be empty");
+  if (!StringArrayArg(env, o.Get("argv"), "spawn: opts.argv", kMaxList, &j->argv_s)) return false;
+  if (!StringArrayArg(env, o.Get("envp"), "spawn: opts.envp", kMaxList, &j->envp_s)) return false;
+  Napi::Value v = o.Get("cwd");
+  if ((j->has_cwd = !v.IsUndefined() && !v.IsNull()) && !StringArg(env, v, "spawn: opts.cwd", &j->cwd)) return false;
+  v = o.Get("cgroupDir");
+  if ((j->has_cg = !v.IsUndefined() && !v.IsNull()) && !StringArg(env, v, "spawn: opts.cgroupDir", &j->cgroup_dir))
+    return false;
+  v = o.Get("joinProcs");
+  if (!v.IsUndefined() && !v.IsNull() && !StringArrayArg(env, v, "spawn: opts.joinProcs", 64, &j->joins_s)) return false;
+  bool has_uid, has_gid, has_oom;
+  int64_t uid = 0, gid = 0, oom = 0;
+  // uid/gid -1 (0xffffffff) means "unchanged" to the kernel: never accepted.
+  if (!OptIntProp(env, o, "uid", "spawn: opts.uid", 0, 0xfffffffeLL, &has_uid, &uid)) return false;
+  if (!OptIntProp(env, o, "gid", "spawn: opts.gid", 0, 0xfffffffeLL, &has_gid, &gid)) return false;
+  if (!OptIntProp(env, o, "oomScoreAdj", "spawn: opts.oomScoreAdj", -1000, 1000, &has_oom, &oom)) return false;
+  v = o.Get("groups");
+  bool has_groups = !v.IsUndefined() && !v.IsNull();
+  if (has_groups) {
+    if (!v.IsArray()) return TypeFail(env, "spawn: opts.groups", "must be an array of gids");
+    Napi::Array ga = v.As<Napi::Array>();
+    uint32_t n = ga.Length();
+    if (n > 65536) return TypeFail(env, "spawn: opts.groups", "is too long (NGROUPS_MAX is 65536)");
+    for (uint32_t i = 0; i < n; i++) {
+      int64_t g = 0;
+      if (!IntArg(env, ga.Get(i), "spawn: opts.groups[i]", 0, 0xfffffffeLL, &g)) return false;
+      j->groups.push_back(static_cast<gid_t>(g));
+    }
+  }
+  v = o.Get("stdio");
+  if (!v.IsArray() || v.As<Napi::Array>().Length() != 3)
+    return TypeFail(env, "spawn: opts.stdio", "must be [stdin, stdout, stderr] fds (-1 = /dev/null)");
+  for (uint32_t i = 0; i < 3; i++) {
+    int64_t fd = 0;
+    if (!IntArg(env, v.As<Napi::Array>().Get(i), "spawn: opts.stdio[i]", -1, 0x7fffffff, &fd)) return false;
+    j->ctx.stdio[i] = static_cast<int>(fd);
+  }
+  int64_t timeout = 0;
+  if (!IntArg(env, o.Get("timeoutMs"), "spawn: opts.timeoutMs", 1, 24LL * 3600 * 1000, &timeout)) return false;
+  j->timeout_ms = timeout;
   bool setsid_flag = o.Get("setsid").ToBoolean().Value();
   bool ctty_flag = o.Get("controllingTty").ToBoolean().Value();
-  if (ctty_flag && !setsid_flag) return ThrowType(env, "spawn: opts.controllingTty needs opts.setsid");
+  if (env.IsExceptionPending()) return false;
+  if (ctty_flag && !setsid_flag) return TypeFail(env, "spawn: opts.controllingTty", "needs opts.setsid");
 
-  // Everything the child reads is prepared here.
-  std::vector<char*> argv_p = CPointers(argv_s);
-  std::vector<char*> envp_p = CPointers(envp_s);
-  std::string oom_s = has_oom ? std::to_string(oom) : std::string();
-  struct rlimit rl;
-  int max_fd = 65536;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 65536)
-    max_fd = static_cast<int>(rl.rlim_cur);
-
-  UniqueFd cgfd;
-  if (has_cg) {
-    cgfd.reset(open(cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!cgfd.valid()) return ThrowErrno(env, errno, "open", cgroup_dir.c_str());
-  }
-
-  ChildStack stack;
-  if (!stack.ok()) return ThrowErrno(env, errno, "mmap");
-
-  ChildCtx c = {};
-  c.file = file.c_str();
-  c.argv = argv_p.data();
-  c.envp = envp_p.data();
-  c.cwd = has_cwd ? cwd.c_str() : nullptr;
-  c.oom = has_oom ? oom_s.c_str() : nullptr;
-  c.oom_len = oom_s.size();
+  // Everything the child reads is prepared here; the vectors are not touched again until it exec'd.
+  j->argv_p = CPointers(j->argv_s);
+  j->envp_p = CPointers(j->envp_s);
+  for (auto& s : j->joins_s) j->joins_p.push_back(s.c_str());
+  j->joins_p.reserve(j->joins_p.size() + 1);  // room for the v2 fallback join, no reallocation in the thread
+  if ((j->has_oom = has_oom)) j->oom = std::to_string(oom);
+  ChildCtx& c = j->ctx;
+  c.file = j->file.c_str();
+  c.argv = j->argv_p.data();
+  c.envp = j->envp_p.data();
+  c.cwd = j->has_cwd ? j->cwd.c_str() : nullptr;
+  c.oom = has_oom ? j->oom.c_str() : nullptr;
+  c.oom_len = j->oom.size();
   c.setsid = setsid_flag;
   c.ctty = ctty_flag;
   c.set_groups = has_groups || has_uid || has_gid;
-  c.groups = groups.data();
-  c.ngroups = groups.size();
+  c.groups = j->groups.data();
+  c.ngroups = j->groups.size();
   c.has_gid = has_gid;
   c.gid = static_cast<gid_t>(gid);
   c.has_uid = has_uid;
   c.uid = static_cast<uid_t>(uid);
-  for (int i = 0; i < 3; i++) c.stdio[i] = stdio[i];
-  c.max_fd = max_fd;
+  struct rlimit rl;
+  c.max_fd = 65536;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 65536)
+    c.max_fd = static_cast<int>(rl.rlim_cur);
+  return true;
+}
 
-  std::vector<const char*> joins_p;
-  for (auto& j : joins_s) joins_p.push_back(j.c_str());
-  std::string fallback_join;
+// spawn(opts, callback(err, { pid, placement, process })): void
+Napi::Value Spawn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* holder = static_cast<std::shared_ptr<Hub>*>(info.Data());
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction())
+    return ThrowType(env, "spawn(opts: SpawnOptions, callback: (err, result) => void)");
+  std::unique_ptr<Job> j(new Job());
+  j->hub = *holder;
+  Hub* hub = j->hub.get();
+  if (!ParseOptions(env, info[0].As<Napi::Object>(), j.get())) return env.Undefined();
+  if (hub->async == nullptr) return ThrowErrno(env, EINVAL, "spawn");
 
-  int pidfd = -1;
-  long pid = -1;
-  const char* placement = "none";
-  {
-    BlockAllSignals blocked;
-    if (has_cg && kHaveClone3Trampoline) {
-      c.joins = joins_p.data();
-      c.njoins = joins_p.size();
-      CloneArgs ca = {};
-      ca.flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_INTO_CGROUP;
-      ca.pidfd = reinterpret_cast<uint64_t>(&pidfd);
-      ca.exit_signal = SIGCHLD;
-      ca.stack = reinterpret_cast<uint64_t>(stack.base());
-      ca.stack_size = ChildStack::kSize;
-      ca.cgroup = static_cast<uint64_t>(cgfd.get());
-      long r = corral_clone3(&ca, sizeof ca, ChildMain, &c);
-      if (r >= 0) {
-        pid = r;
-        placement = "clone3";
-      } else if (r != -ENOSYS && r != -EINVAL && r != -E2BIG) {
-        return ThrowErrno(env, static_cast<int>(-r), "clone3", cgroup_dir.c_str());
-      }
-    }
-    if (pid < 0) {
-      if (has_cg) {
-        // Old kernel (or no trampoline): join the v2 group by writing its cgroup.procs.
-        fallback_join = cgroup_dir + "/cgroup.procs";
-        joins_p.push_back(fallback_join.c_str());
-      }
-      c.joins = joins_p.data();
-      c.njoins = joins_p.size();
-      pid = clone(ChildMain, stack.top(), CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &c, &pidfd);
-      if (pid < 0) return ThrowErrno(env, errno, "clone");
-      placement = c.njoins > 0 ? "join" : "none";
-    }
+  uv_loop_t* loop = nullptr;
+  napi_get_uv_event_loop(env, &loop);
+  napi_value name;
+  napi_create_string_utf8(env, "corral.spawn", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, info[1], 1, &j->callback) != napi_ok ||
+      napi_async_init(env, nullptr, name, &j->async) != napi_ok) {
+    j->ReleaseNapi(env);
+    return ThrowErrno(env, ENOMEM, "spawn");
   }
+  j->timer = new uv_timer_t;
+  uv_timer_init(loop, j->timer);
+  j->timer->data = j.get();
 
-  if (c.err != 0) {
-    // The child failed before execve and has exited (vfork: we resume only after that). Reap it.
-    int status;
-    while (waitpid(static_cast<pid_t>(pid), &status, 0) < 0 && errno == EINTR) {
-    }
-    if (pidfd >= 0) close(pidfd);
-    return ThrowErrno(env, c.err, StepSyscall(c.step), c.err_path);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 1 << 20);
+  pthread_t tid;
+  int r = pthread_create(&tid, &attr, ThreadMain, j.get());
+  pthread_attr_destroy(&attr);
+  if (r != 0) {
+    CloseTimer(j.get());
+    j->ReleaseNapi(env);
+    return ThrowErrno(env, r, "pthread_create");
   }
-
-  Napi::Object r = Napi::Object::New(env);
-  r.Set("pid", Napi::Number::New(env, static_cast<double>(pid)));
-  r.Set("pidfd", Napi::Number::New(env, pidfd));
-  r.Set("placement", Napi::String::New(env, placement));
-  return r;
+  Job* jp = j.release();  // from here on, the state machine decides who frees it
+  hub->pending.insert(jp);
+  uv_update_time(loop);  // the bound counts from now, not from the start of this loop iteration
+  uv_timer_start(jp->timer, OnTimeout, static_cast<uint64_t>(jp->timeout_ms), 0);
+  return env.Undefined();
 }
 
 }  // namespace
 
-void InitSpawn(Napi::Env env, Napi::Object exports) {
-  exports.Set("spawn", Napi::Function::New(env, Spawn, "spawn"));
+void InitSpawn(Napi::Env env, Napi::Object exports, void* proc_env) {
+  auto* holder = new std::shared_ptr<Hub>(std::make_shared<Hub>());
+  Hub* hub = holder->get();
+  hub->env = env;
+  hub->proc_env = proc_env;
+  uv_loop_t* loop = nullptr;
+  napi_get_uv_event_loop(env, &loop);
+  hub->async = new uv_async_t;
+  uv_async_init(loop, hub->async, OnAsync);
+  hub->async->data = hub;
+  uv_unref(reinterpret_cast<uv_handle_t*>(hub->async));  // pending spawns keep the loop alive by their timers
+  exports.Set("spawn", Napi::Function::New(env, Spawn, "spawn", holder));
+  napi_add_env_cleanup_hook(env, CleanupHub, holder);
 }
 
 }  // namespace corral

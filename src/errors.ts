@@ -181,6 +181,15 @@ export class CgroupTimeoutError extends CorralError {
   }
 }
 
+/** A process was to start in a frozen cgroup (it would freeze before it could exec). Nothing was started. */
+export class CgroupFrozenError extends CorralError {
+  readonly path: string;
+  constructor(path: string) {
+    super('ERR_CGROUP_FROZEN', `cgroup ${path} is frozen: a process started in it could not run (thaw it first)`);
+    this.path = path;
+  }
+}
+
 /** A core requested for reservation is already held by another task. */
 export class CpusetConflictError extends CorralError {
   readonly cores: number[];

@@ -7,11 +7,15 @@
  * - A failing system call throws (or calls back with) an Error in Node's fs convention:
  *   `code` ('ENOENT', 'EBUSY', ...), `errno` (negative, as libuv does), `syscall`, `path`.
  * - Batch calls never throw for one bad item: they return a per-item result.
- * - Nothing that waits runs on the main thread: waits are async workers with a bound.
+ * - Nothing blocks the event loop: spawn runs on a thread of its own and is bounded; cgroup creation
+ *   (applyAsync) runs on the libuv pool; group waits are events on the loop (watchEvents + timers in
+ *   src/cgroups/io.ts), holding no thread.
+ * - No fd number crosses into TypeScript: a process is a ProcessHandle that owns its pidfd.
+ * - Arguments are checked strictly: integers in range or a TypeError (no NaN-to-0, no unchecked lengths).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { NativeAddonError } from './errors.js';
+import { CgroupFrozenError, CgroupTimeoutError, NativeAddonError } from './errors.js';
 
 /** What a failed item of a batch reports; also the fields of a thrown native error. */
 export interface NativeErrorInfo {
@@ -23,34 +27,6 @@ export interface NativeErrorInfo {
 }
 
 export interface NativeError extends Error, NativeErrorInfo {}
-
-/** How groupKill empties a cgroup. */
-export type GroupKillMethod =
-  /** v2 with `cgroup.kill` (Linux 5.14+): write 1, then wait until `cgroup.procs` is empty. */
-  | 'cgroup.kill'
-  /** v1 freezer: `freezer.state` FROZEN, wait until FROZEN, SIGKILL every pid, THAWED, wait until empty. */
-  | 'freezer-v1'
-  /** v2 without cgroup.kill: `cgroup.freeze` 1, wait for `frozen 1` in cgroup.events, SIGKILL all, thaw, wait until empty. */
-  | 'freeze-v2'
-  /** No freezer at all (noCgroups fallback is elsewhere): SIGKILL every pid in rounds until empty. */
-  | 'signal-loop';
-
-export interface GroupKillOptions {
-  method: GroupKillMethod;
-  /** `cgroup.procs` of the group to empty (for v1: the freezer controller's group). */
-  procsPath: string;
-  /** Directory of the group's control files for the freeze/kill file (v1 freezer dir or v2 group dir). */
-  controlDir: string;
-  /** Bound on the whole operation; on expiry the callback gets an error with code 'ETIMEDOUT' and syscall 'freeze' or 'wait-empty'. */
-  timeoutMs: number;
-}
-
-export interface GroupKillResult {
-  /** Number of SIGKILLs delivered (0 with cgroup.kill, which does not report it). */
-  signalled: number;
-  /** Nanoseconds from the call until the group was seen empty. */
-  elapsedNs: number;
-}
 
 export interface SpawnOptions {
   /** Absolute path of the executable (the caller resolves PATH). */
@@ -75,14 +51,20 @@ export interface SpawnOptions {
   joinProcs?: string[];
   /** Written to /proc/self/oom_score_adj in the child before execve. */
   oomScoreAdj?: number;
+  /**
+   * Bound on the whole spawn (1..86400000). On expiry the callback gets an Error with code
+   * 'ETIMEDOUT', syscall 'spawn' and path = the group, and the child (if any) is killed and reaped
+   * by the spawn thread once the kernel lets it go.
+   */
+  timeoutMs: number;
 }
 
 export interface SpawnResult {
   pid: number;
-  /** A pidfd for the child, owned by the caller (close with closeFd, or hand to watchExit). */
-  pidfd: number;
   /** How the child was placed in its cgroup: 'clone3' (CLONE_INTO_CGROUP), 'join' (wrote cgroup.procs), 'none'. */
   placement: 'clone3' | 'join' | 'none';
+  /** Owns the child's pidfd: watch it, signal through it, close it. */
+  process: ProcessHandle;
 }
 
 export interface Rusage {
@@ -101,12 +83,33 @@ export interface ExitInfo {
   rusage?: Rusage;
 }
 
-export interface ExitWatch {
-  /** Stops watching and closes the pidfd; the callback is not called afterwards. Idempotent. */
+/**
+ * One process behind one pidfd, owned by this object for its whole life. After the exit was
+ * delivered (or close()), the pidfd is closed and signal() throws ESRCH.
+ */
+export interface ProcessHandle {
+  readonly pid: number;
+  /** true once closed (exit delivered, close(), or env teardown). */
+  readonly closed: boolean;
+  /** Calls back once when the process exits, then closes; reaps it (wait4) when `reap`. Once per handle. */
+  watch(reap: boolean, callback: (info: ExitInfo) => void): void;
+  /** pidfd_send_signal: never reaches a reused pid. ESRCH when the process is gone. */
+  signal(signal: number): void;
+  /** Stops watching and closes the pidfd (does not reap); the callback is not called afterwards. Idempotent. */
   close(): void;
   ref(): void;
   unref(): void;
 }
+
+/** A kernel-notification watch on a cgroup2 `cgroup.events` file; owns its fd. */
+export interface EventsWatch {
+  close(): void;
+  ref(): void;
+  unref(): void;
+}
+
+/** One step of applyAsync. */
+export type FsOp = readonly ['mkdir' | 'rmdir', string] | readonly ['write', string, string];
 
 export interface NativeAddon {
   /** Writes value[i] to paths[i] (open O_WRONLY, one write, close). Returns one entry per item: null on success. */
@@ -115,23 +118,19 @@ export interface NativeAddon {
   readFiles(paths: string[]): (string | NativeErrorInfo)[];
   /** Parses a `cgroup.procs` (or `tasks`) file. Throws on error. */
   readProcs(procsPath: string): Int32Array;
-  /** kill(pid, signal) for each pid. ESRCH counts as gone, not as an error. */
-  killPids(pids: Int32Array, signal: number): { signalled: number; gone: number };
-  /** Reads `cgroup.procs` and signals every pid once. Returns the number signalled. */
-  signalGroup(procsPath: string, signal: number): number;
-  /** Empties a cgroup with the given method, off the main thread, bounded by timeoutMs. */
-  groupKill(opts: GroupKillOptions, callback: (err: NativeError | null, result?: GroupKillResult) => void): void;
-  /** Waits (off the main thread) until `cgroup.procs` is empty, bounded; 'ETIMEDOUT' error on expiry. */
-  waitEmpty(procsPath: string, timeoutMs: number, callback: (err: NativeError | null) => void): void;
-  /** Waits (off the main thread) until a v1 freezer.state reads `state` or a v2 cgroup.events has `frozen 0|1`. */
-  waitFrozen(controlDir: string, version: 1 | 2, frozen: boolean, timeoutMs: number, callback: (err: NativeError | null) => void): void;
-  /** Spawns a process that is inside its cgroup before its first instruction (vfork-style: no page-table copy). */
-  spawn(opts: SpawnOptions): SpawnResult;
-  /** Calls back once when the process behind pidfd exits; reaps it (wait4) when `reap`, reporting status and rusage. Takes ownership of pidfd. */
-  watchExit(pidfd: number, pid: number, reap: boolean, callback: (info: ExitInfo) => void): ExitWatch;
-  pidfdOpen(pid: number): number;
-  pidfdSendSignal(pidfd: number, signal: number): void;
-  closeFd(fd: number): void;
+  /**
+   * mkdir / write / rmdir steps in order on the libuv pool (cgroup creation and limits off the loop);
+   * stops at the first failure: an Error with errno fields and `index` of the failed step.
+   */
+  applyAsync(ops: FsOp[], callback: (err: (NativeError & { index: number }) | null) => void): void;
+  /** Signals every process in `cgroup.procs`, each confirmed a member through a pidfd (never a reused pid). */
+  signalGroup(procsPath: string, signal: number): { signalled: number; gone: number };
+  /** Calls back on the loop each time the kernel notifies a change of a cgroup2 `cgroup.events`. */
+  watchEvents(eventsPath: string, callback: (ok: boolean) => void): EventsWatch;
+  /** Spawns a process that is inside its cgroup before its first instruction, on a thread of its own, bounded. */
+  spawn(opts: SpawnOptions, callback: (err: NativeError | null, result?: SpawnResult) => void): void;
+  /** pidfd_open(pid) as a ProcessHandle (for a process this agent did not spawn: watch with reap=false). */
+  openProcess(pid: number): ProcessHandle;
   /** statfs(2) f_type of a path, e.g. 0x63677270 (cgroup2), 0x27e0eb (cgroup v1), 0x01021994 (tmpfs). */
   statfsType(path: string): number;
   /** A user through NSS (getpwnam_r/getpwuid_r, then getgrouplist), on the threadpool: null when unknown. */
@@ -160,6 +159,31 @@ export interface NssUser {
 export interface NssGroup {
   name: string;
   gid: number;
+}
+
+/**
+ * spawn as a Promise. A frozen target group rejects with CgroupFrozenError, a spawn past its bound
+ * with CgroupTimeoutError (phase 'start a process'); other failures are the native Node-style errors.
+ */
+export function spawnProcess(opts: SpawnOptions, addon: NativeAddon = native()): Promise<SpawnResult> {
+  return new Promise((resolve, reject) => {
+    try {
+      addon.spawn(opts, (err, r) => (err ? reject(spawnError(err, opts)) : resolve(r!)));
+    } catch (err) {
+      reject(err);
+    }
+  });
+}
+
+function spawnError(err: NativeError, opts: SpawnOptions): Error {
+  const where = err.path ?? opts.cgroupDir ?? '';
+  if (err.syscall === 'cgroup-frozen') return new CgroupFrozenError(where);
+  if (err.code === 'ETIMEDOUT' && err.syscall === 'spawn') {
+    const e = new CgroupTimeoutError('start a process', where || '(no cgroup)', opts.timeoutMs);
+    (e as { cause?: unknown }).cause = err;
+    return e;
+  }
+  return err;
 }
 
 export const CGROUP2_SUPER_MAGIC = 0x63677270;
@@ -197,6 +221,8 @@ export function native(): NativeAddon {
 }
 
 function loadBuild(): unknown {
+  // CORRAL_ADDON: an alternative build (the sanitizer lane's build-asan/), loaded instead of any other.
+  if (process.env.CORRAL_ADDON) return require(path.resolve(process.env.CORRAL_ADDON));
   let load: (dir: string) => unknown;
   try {
     load = require('node-gyp-build') as (dir: string) => unknown;

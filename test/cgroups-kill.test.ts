@@ -50,7 +50,7 @@ const bothDead = (pids: number[]) => pids.every((p) => !pidAlive(p));
 for (const { label, layout } of variants) {
   killTest(`${label}: a child that forks at once`, layout, async (t, mgr) => {
     const g = mgr.create(newAllocId(), 'forker');
-    const s = startInGroup(g, 'sh', ['-c', 'sleep 30 & sleep 30 & sleep 30 & exec sleep 30']);
+    const s = await startInGroup(g, 'sh', ['-c', 'sleep 30 & sleep 30 & sleep 30 & exec sleep 30']);
     await waitFor(() => g.pids().length >= 4, { what: '4 processes in the group' });
     const seen = g.pids();
     const r = await g.kill();
@@ -65,7 +65,7 @@ for (const { label, layout } of variants) {
   killTest(`${label}: a setsid double-forked daemon`, layout, async (t, mgr) => {
     const g = mgr.create(newAllocId(), 'daemon');
     // The middle shell exits at once: the daemon is an orphan in its own session, still in our group.
-    const s = startInGroup(g, 'sh', ['-c', 'setsid sh -c "sleep 30 & exit 0"; exec sleep 30'], { setsid: false });
+    const s = await startInGroup(g, 'sh', ['-c', 'setsid sh -c "sleep 30 & exit 0"; exec sleep 30'], { setsid: false });
     const comm = (p: number) => { try { return fs.readFileSync(`/proc/${p}/comm`, 'utf8').trim(); } catch { return ''; } };
     const sid = (p: number) => { try { return fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')[3]; } catch { return ''; } };
     await waitFor(() => { const p = g.pids(); return p.length === 2 && p.every((x) => comm(x) === 'sleep'); }, { what: 'daemon and parent (both sleep) in the group' });
@@ -80,7 +80,7 @@ for (const { label, layout } of variants) {
 
   killTest(`${label}: a process that ignores SIGTERM`, layout, async (t, mgr) => {
     const g = mgr.create(newAllocId(), 'stubborn');
-    const s = startInGroup(g, 'sh', ['-c', 'trap "" TERM; while :; do sleep 0.05; done']);
+    const s = await startInGroup(g, 'sh', ['-c', 'trap "" TERM; while :; do sleep 0.05; done']);
     // A sleep child shows that the trap is set (SIGTERM before that would end the shell).
     await waitFor(() => g.pids().length >= 2, { what: 'the shell past its trap' });
     t.true(g.signal('SIGTERM') >= 1);
@@ -97,7 +97,7 @@ for (const { label, layout } of variants) {
 
   killTest(`${label}: a (bounded) fork loop, killed while it forks; the event loop keeps ticking`, layout, async (t, mgr) => {
     const g = mgr.create(newAllocId(), 'forkloop');
-    const s = startInGroup(g, 'sh', ['-c', 'i=0; while [ $i -lt 400 ]; do sleep 20 & i=$((i+1)); done; wait']);
+    const s = await startInGroup(g, 'sh', ['-c', 'i=0; while [ $i -lt 400 ]; do sleep 20 & i=$((i+1)); done; wait']);
     await waitFor(() => g.pids().length >= 30, { what: 'the fork loop to get going' });
     let ticks = 0;
     const iv = setInterval(() => { ticks++; }, 1);
@@ -112,7 +112,7 @@ for (const { label, layout } of variants) {
 
   killTest(`${label}: freeze and thaw, observed through the state files`, layout, async (t, mgr) => {
     const g = mgr.create(newAllocId(), 'freezeme');
-    const s = startInGroup(g, 'sh', ['-c', 'while :; do sleep 0.05; done']);
+    const s = await startInGroup(g, 'sh', ['-c', 'while :; do sleep 0.05; done']);
     await waitFor(() => g.pids().length >= 1);
     const state = () => (g.placement.cgroupDir
       ? /^frozen (\d)$/m.exec(fs.readFileSync(path.join(g.placement.cgroupDir, 'cgroup.events'), 'utf8'))![1]

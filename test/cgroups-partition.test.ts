@@ -69,12 +69,12 @@ ptest('a reservation begins and ends while many shared tasks run: each one\'s Cp
   const all = formatCpuList(usable);
   const N = 40;
   const shared = Array.from({ length: N }, (_, i) => m.create(newAllocId(), `s${i}`));
-  const procs = shared.map((g) => startInGroup(g, 'sleep', ['60']));
+  const procs = await Promise.all(shared.map((g) => startInGroup(g, 'sleep', ['60'])));
   await waitFor(() => procs.every((p) => allowedOf(p) === all), { what: `${N} shared tasks on ${all}` });
   const t0 = process.hrtime.bigint();
   const r = m.create(newAllocId(), 'reserved', { resources: { cores: [core] } });
   const beginMs = Number(process.hrtime.bigint() - t0) / 1e6;
-  const rp = startInGroup(r, 'sleep', ['60']);
+  const rp = await startInGroup(r, 'sleep', ['60']);
   t.is(allowedOf(rp), String(core));
   // On v1 the kernel moves the share group's tasks before the write returns; v2 propagates too: waited, bounded.
   await waitFor(() => procs.every((p) => allowedOf(p) === rest), { what: `every shared task on ${rest}`, timeoutMs: 5000 });
@@ -99,7 +99,7 @@ ptest('two managers in two processes reserving the same core at once: one gets i
   const b = agent(c);
   // A shared task of this process watches the whole time.
   const watcher = m.create(newAllocId(), 'watcher');
-  const w = startInGroup(watcher, 'sleep', ['60']);
+  const w = await startInGroup(watcher, 'sleep', ['60']);
   const rounds = 8;
   const winners: string[] = [];
   for (let i = 0; i < rounds; i++) {
@@ -173,8 +173,8 @@ ptest('recovery of a task started under corral 0.1\'s layout: opened, kept off a
       }
       return out;
     };
-    oldShared = startInGroup({ joinProcs: joins(`${allocShared}-old`, 'shared') }, 'sleep', ['60']);
-    oldRes = startInGroup({ joinProcs: joins(`${allocRes}-oldres`, 'reserved') }, 'sleep', ['60']);
+    oldShared = await startInGroup({ joinProcs: joins(`${allocShared}-old`, 'shared') }, 'sleep', ['60']);
+    oldRes = await startInGroup({ joinProcs: joins(`${allocRes}-oldres`, 'reserved') }, 'sleep', ['60']);
   } else {
     // corral 0.1 on v2: <parent>/<group>.scope, each with its cpuset.cpus written.
     const p = path.join(layout!.root, parentName);
@@ -182,8 +182,8 @@ ptest('recovery of a task started under corral 0.1\'s layout: opened, kept off a
     w(path.join(layout!.root, 'cgroup.subtree_control'), '+cpuset');
     w(path.join(p, 'cgroup.subtree_control'), '+cpuset');
     const mk = (name: string, cpus: number[]) => { const d = path.join(p, `${name}.scope`); fs.mkdirSync(d); w(path.join(d, 'cpuset.cpus'), formatCpuList(cpus)); return d; };
-    oldShared = startInGroup({ cgroupDir: mk(`${allocShared}-old`, rest) }, 'sleep', ['60']);
-    oldRes = startInGroup({ cgroupDir: mk(`${allocRes}-oldres`, [core]) }, 'sleep', ['60']);
+    oldShared = await startInGroup({ cgroupDir: mk(`${allocShared}-old`, rest) }, 'sleep', ['60']);
+    oldRes = await startInGroup({ cgroupDir: mk(`${allocRes}-oldres`, [core]) }, 'sleep', ['60']);
   }
   t.is(cpusAllowed(oldRes.pid), String(core));
   // A new agent: opens both (v2 0.1 kept no record of reservations: the task's persisted resources say it).
@@ -197,7 +197,7 @@ ptest('recovery of a task started under corral 0.1\'s layout: opened, kept off a
   t.is(t.throws(() => m.create(newAllocId(), 'thief', { resources: { cores: [core] } }), { instanceOf: CpusetConflictError })!.heldBy, gr.name);
   // A new shared task runs beside the old one, off the old reservation.
   const fresh = m.create(newAllocId(), 'fresh');
-  const f = startInGroup(fresh, 'sleep', ['60']);
+  const f = await startInGroup(fresh, 'sleep', ['60']);
   t.is(cpusAllowed(f.pid), formatCpuList(rest));
   // The old reserved task ends: its core goes back to every shared task, old and new.
   await gr.destroy();

@@ -205,7 +205,8 @@ function fakeAddon(cpusetRoot?: string): FakeAddon {
           log.push(`${p}=${v.trim()}`);
           return null;
         }
-        files.set(p, v);
+        // A group that never finishes freezing (freezeTimesOut): the kernel shows FREEZING.
+        files.set(p, self.freezeTimesOut && p.endsWith('/freezer.state') && v === 'FROZEN' ? 'FREEZING' : v);
         log.push(`${p}=${v.trim()}`);
         return null;
       });
@@ -218,21 +219,17 @@ function fakeAddon(cpusetRoot?: string): FakeAddon {
       const v = read(p) ?? '';
       return Int32Array.from(v.split('\n').filter(Boolean).map(Number));
     },
-    killPids: () => ({ signalled: 0, gone: 0 }),
-    signalGroup: () => 0,
-    groupKill: (_o, cb) => setImmediate(() => cb(null, { signalled: 0, elapsedNs: 1 })),
-    waitEmpty: (_p, _t, cb) => setImmediate(() => cb(null)),
-    waitFrozen(dir, _v, _f, timeoutMs, cb) {
-      setTimeout(() => {
-        if (self.freezeTimesOut) cb(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT', errno: -110, syscall: 'freeze', path: dir }));
-        else cb(null);
-      }, self.freezeTimesOut ? timeoutMs : 0);
+    // A SIGKILL to a fake group empties it (the waits that follow read cgroup.procs).
+    signalGroup: (p, sig) => {
+      const n = (read(p) ?? '').split('\n').filter(Boolean).length;
+      if (sig === 9) files.set(p, '');
+      return { signalled: n, gone: 0 };
     },
+    applyAsync: (_ops, cb) => setImmediate(() => cb(null)),
+    // No kernel notifications in a fake tree: the waits fall back to timers.
+    watchEvents: () => { throw new Error('not in the fake'); },
     spawn: () => { throw new Error('not in the fake'); },
-    watchExit: () => { throw new Error('not in the fake'); },
-    pidfdOpen: () => -1,
-    pidfdSendSignal: () => undefined,
-    closeFd: () => undefined,
+    openProcess: () => { throw new Error('not in the fake'); },
     statfsType: () => 0x01021994,
     lookupUser: () => { throw new Error('not in the fake'); },
     lookupGroup: () => { throw new Error('not in the fake'); },

@@ -42,7 +42,7 @@ v1test('a group in every controller, limits written, a process spawned inside al
   if (fs.existsSync(path.join(g.paths.memory!, 'memory.memsw.limit_in_bytes'))) {
     t.is(fs.readFileSync(path.join(g.paths.memory!, 'memory.memsw.limit_in_bytes'), 'utf8').trim(), String(64 << 20));
   }
-  const s = startInGroup(g, 'sleep', ['30']);
+  const s = await startInGroup(g, 'sleep', ['30']);
   const cg = procCgroups(s.pid);
   for (const c of m.controllers()) t.is(cg[c], c === 'cpuset' ? `/${parent}/share` : `/${parent}/${alloc}-web`, `${c} placement`);
   t.deepEqual(g.pids(), [s.pid]);
@@ -63,10 +63,10 @@ v1test('cpusets: a reservation takes core 1 from a running shared task and gives
   if (usable.length < 2) { t.log(`skipped: needs 2 cores, usable ${usable.join(',')}`); t.pass(); return; }
   const [c0, c1] = [usable[0]!, usable[usable.length - 1]!];
   const shared = m.create(newAllocId(), 'shared');
-  const s = startInGroup(shared, 'sleep', ['30']);
+  const s = await startInGroup(shared, 'sleep', ['30']);
   t.is(cpusAllowed(s.pid), usable.length === 2 ? `${c0}-${c1}` : fs.readFileSync(path.join(shared.paths.cpuset!, 'cpuset.cpus'), 'utf8').trim());
   const res = m.create(newAllocId(), 'reserved', { resources: { cores: [c1] } });
-  const r = startInGroup(res, 'sleep', ['30']);
+  const r = await startInGroup(res, 'sleep', ['30']);
   t.is(cpusAllowed(r.pid), String(c1));
   t.false(cpusAllowed(s.pid).split(',').includes(String(c1)));
   if (usable.length === 2) t.is(cpusAllowed(s.pid), String(c0));
@@ -90,7 +90,7 @@ v1test('stats rise while a task burns CPU and allocates memory', async (t, m, sb
   // dd's 48 MiB buffer is charged while dd runs (~200 ms of system time on a slow machine): the peak
   // is only there once dd has finished, which the marker file says.
   const done = path.join(sb.stateDir, 'dd-done');
-  const s = startInGroup(g, 'sh', ['-c', `dd if=/dev/zero of=/dev/null bs=48M count=1 2>/dev/null; : > ${done}; while :; do :; done`]);
+  const s = await startInGroup(g, 'sh', ['-c', `dd if=/dev/zero of=/dev/null bs=48M count=1 2>/dev/null; : > ${done}; while :; do :; done`]);
   const first = g.stats();
   await waitFor(() => fs.existsSync(done) && g.stats().cpu.totalNs > first.cpu.totalNs + 50e6, { what: 'dd finished and 50 ms of CPU', timeoutMs: 20_000 });
   const st = g.stats();
@@ -108,7 +108,7 @@ v1test('oomKilled: a task over its memory limit is killed by the kernel and repo
   const g = m.create(newAllocId(), 'hog', { resources: { memoryBytes: 16 << 20 } });
   t.false(g.oomKilled());
   // Touches 64 MiB from user space (a kernel-mode fault would fail the syscall instead of invoking the OOM killer).
-  const s = startInGroup(g, '/usr/bin/python3', ['-c', "s = b'x' * (64 << 20)"]);
+  const s = await startInGroup(g, '/usr/bin/python3', ['-c', "s = b'x' * (64 << 20)"]);
   const ex = await within(s.exited, 20_000, 'the hog to be OOM-killed');
   t.is(ex.signal, 9, 'killed by the OOM killer');
   t.true(g.oomKilled());
@@ -153,7 +153,7 @@ v1test('recovery: open() re-attaches a group (with its reservation); cleanupStal
   const res = usable.length >= 2 ? { cores: [usable[usable.length - 1]!] } : {};
   const kept = m.create(a, 'kept', { resources: res });
   const busy = m.create(newAllocId(), 'busy');
-  const s = startInGroup(busy, 'sleep', ['30']);
+  const s = await startInGroup(busy, 'sleep', ['30']);
   const empty = m.create(newAllocId(), 'empty');
   // A new agent (a second manager on the same parent) finds them.
   const m2 = new CgroupV1Manager({ layout: m.layout, parentName: parent });

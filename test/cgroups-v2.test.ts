@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { CgroupV2Manager } from '../src/cgroups/v2.js';
 import { createCgroupManager } from '../src/cgroups/factory.js';
 import type { CgroupLayout, TaskResources } from '../src/cgroups/types.js';
-import { native } from '../src/native.js';
+import { spawnProcess } from '../src/native.js';
 import { CgroupError, CgroupUnsupportedError, CpusetConflictError, InvalidConfigError } from '../src/errors.js';
 import {
   cpusAllowed, groupDirsUnder, hostLayout, isRoot, newAllocId, procCgroups, startInGroup, v2Layout, waitFor,
@@ -53,9 +53,10 @@ v2test('a group, a process spawned into it with clone3, procs, freeze/thaw throu
   const g = m.create(newAllocId(), 'web');
   const dir = g.placement.cgroupDir!;
   t.is(dir, path.join(layout!.root, parent, 'share.slice', `${g.name}.scope`));
-  const r = native().spawn({ file: '/bin/sleep', argv: ['sleep', '30'], envp: [], stdio: [-1, -1, -1], cgroupDir: dir, setsid: true });
+  const r = await spawnProcess({ file: '/bin/sleep', argv: ['sleep', '30'], envp: [], stdio: [-1, -1, -1], cgroupDir: dir, setsid: true, timeoutMs: 30_000 });
   t.is(r.placement, 'clone3', 'placed by CLONE_INTO_CGROUP');
-  const exited = new Promise<number | null>((res) => native().watchExit(r.pidfd, r.pid, true, (i) => res(i.signal)).unref());
+  // Ref'd (it closes itself on the exit): the kill's waits end when the group is empty, maybe before the exit is seen.
+  const exited = new Promise<number | null>((res) => r.process.watch(true, (i) => res(i.signal)));
   t.is(procCgroups(r.pid)[''], `/${parent}/share.slice/${g.name}.scope`);
   t.deepEqual(g.pids(), [r.pid]);
   const frozen = () => /^frozen (\d)$/m.exec(fs.readFileSync(path.join(dir, 'cgroup.events'), 'utf8'))![1];
@@ -77,7 +78,7 @@ v2test('a group, a process spawned into it with clone3, procs, freeze/thaw throu
 v2test('stats: cpu.stat works everywhere; memory is reported unavailable with the reason where there is no memory controller', async (t, m) => {
   const has = (c: string) => m.controllers().includes(c);
   const g = m.create(newAllocId(), 'burn');
-  const s = startInGroup(g, 'sh', ['-c', 'while :; do :; done']);
+  const s = await startInGroup(g, 'sh', ['-c', 'while :; do :; done']);
   await waitFor(() => g.stats().cpu.totalNs > 50e6, { what: '50 ms of CPU', timeoutMs: 10_000 });
   const st = g.stats();
   t.log(JSON.stringify(st));
@@ -132,7 +133,7 @@ v2test('bad input: malformed alloc id, traversal, unknown core, a group that doe
 
 v2test('recovery: cleanupStale removes empty leftovers, reports busy ones', async (t, m, parent) => {
   const busy = m.create(newAllocId(), 'busy');
-  const s = startInGroup(busy, 'sleep', ['30']);
+  const s = await startInGroup(busy, 'sleep', ['30']);
   const empty = m.create(newAllocId(), 'empty');
   const m2 = new CgroupV2Manager({ layout, parentName: parent });
   const r = m2.cleanupStale();
@@ -156,7 +157,7 @@ v2test('limits with real controllers: cpu.weight, memory.max (+swap 0), pids.max
 v2test('memory stats and OOM with a real memory controller', async (t, m) => {
   if (!fs.existsSync('/usr/bin/python3')) { t.log('skipped: no /usr/bin/python3 to allocate memory'); t.pass(); return; }
   const g = m.create(newAllocId(), 'mem');
-  const s = startInGroup(g, '/usr/bin/python3', ['-c', "import time\ns = b'x' * (48 << 20)\ntime.sleep(30)"]);
+  const s = await startInGroup(g, '/usr/bin/python3', ['-c', "import time\ns = b'x' * (48 << 20)\ntime.sleep(30)"]);
   await waitFor(() => (g.stats().memory?.rssBytes ?? 0) > 40 << 20, { what: '40 MiB of anon memory charged', timeoutMs: 30_000 });
   const st = g.stats();
   t.log(JSON.stringify(st));
@@ -165,7 +166,7 @@ v2test('memory stats and OOM with a real memory controller', async (t, m) => {
   await g.destroy();
   await s.exited;
   const hog = m.create(newAllocId(), 'hog', { resources: { memoryBytes: 16 << 20 } });
-  const h = startInGroup(hog, '/usr/bin/python3', ['-c', "s = b'x' * (64 << 20)"]);
+  const h = await startInGroup(hog, '/usr/bin/python3', ['-c', "s = b'x' * (64 << 20)"]);
   t.is((await within(h.exited, 20_000, 'the hog to be OOM-killed')).signal, 9);
   t.true(hog.oomKilled());
   await hog.destroy();
@@ -176,9 +177,9 @@ v2test('cpusets with a real cpuset controller: reserved core taken from shared t
   if (usable.length < 2) { t.log(`skipped: needs 2 cores, usable ${usable.join(',')}`); t.pass(); return; }
   const c1 = usable[usable.length - 1]!;
   const shared = m.create(newAllocId(), 'shared');
-  const s = startInGroup(shared, 'sleep', ['30']);
+  const s = await startInGroup(shared, 'sleep', ['30']);
   const res = m.create(newAllocId(), 'reserved', { resources: { cores: [c1] } });
-  const r = startInGroup(res, 'sleep', ['30']);
+  const r = await startInGroup(res, 'sleep', ['30']);
   t.is(cpusAllowed(r.pid), String(c1));
   t.false(cpusAllowed(s.pid).split(/[,-]/).includes(String(c1)) && usable.length === 2);
   t.deepEqual(shared.cpus(), usable.filter((c) => c !== c1));

@@ -1,13 +1,16 @@
-// Kernel tests of the addon's group kill and bounded waits: groupKill with every method against
-// groups holding a fork loop, a setsid double-forked daemon and a process that ignores SIGTERM;
-// waitEmpty / waitFrozen; timeouts; the main thread stays free. Groups live under corral-test-native-<random>.
+// Kernel tests of the group kill and the bounded waits (CgroupIO over the addon; the waits are events
+// on the loop): groupKill with every method against groups holding a fork loop, a setsid
+// double-forked daemon and a process that ignores SIGTERM; waitEmpty / waitFrozen; timeouts
+// (CgroupTimeoutError); the main thread stays free. Groups live under corral-test-native-<random>.
 // Runs on a hybrid host (v2 groups on /sys/fs/cgroup/unified, v1 freezer and pids) and on a v2-only one
 // (groups at /sys/fs/cgroup, pids.max in the v2 group itself); tests that need the v1 freezer skip,
 // with the reason logged, where it is missing.
 import test, { type ExecutionContext } from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { native, type ExitInfo, type GroupKillMethod, type GroupKillOptions, type GroupKillResult, type NativeError } from '../src/native.js';
+import { native, spawnProcess, type ExitInfo, type NativeError } from '../src/native.js';
+import { CgroupIO, type GroupKillMethod, type GroupKillResult } from '../src/cgroups/io.js';
+import { CgroupTimeoutError } from '../src/errors.js';
 import { hostLayout, v2RootControllers } from './helpers/cgroups.js';
 import { SLOWDOWN, sandbox } from './helpers/sandbox.js';
 
@@ -65,13 +68,13 @@ function procsOf(dir: string): number[] {
   return Array.from(n.readProcs(path.join(dir, 'cgroup.procs')));
 }
 
-/** native spawn + watchExit(reap); killed at the test's teardown if still alive. */
-function spawnWatched(t: Pick<ExecutionContext, 'teardown'>, argv: string[], where: { cgroupDir?: string; joinProcs?: string[] }): { pid: number; exit: Promise<ExitInfo> } {
-  const r = n.spawn({ file: argv[0]!, argv, envp: ['PATH=/usr/bin:/bin'], stdio: [-1, -1, -1], ...where });
+/** native spawn + watch(reap); killed at the test's teardown if still alive. */
+async function spawnWatched(t: Pick<ExecutionContext, 'teardown'>, argv: string[], where: { cgroupDir?: string; joinProcs?: string[] }): Promise<{ pid: number; exit: Promise<ExitInfo> }> {
+  const r = await spawnProcess({ file: argv[0]!, argv, envp: ['PATH=/usr/bin:/bin'], stdio: [-1, -1, -1], timeoutMs: 30_000, ...where });
   live.add(r.pid);
   t.teardown(() => { if (live.has(r.pid)) { try { process.kill(r.pid, 'SIGKILL'); } catch { /* gone */ } } });
   const exit = new Promise<ExitInfo>((resolve) =>
-    n.watchExit(r.pidfd, r.pid, true, (info) => {
+    r.process.watch(true, (info) => {
       live.delete(r.pid);
       resolve(info);
     }),
@@ -79,14 +82,16 @@ function spawnWatched(t: Pick<ExecutionContext, 'teardown'>, argv: string[], whe
   return { pid: r.pid, exit };
 }
 
-function groupKill(opts: GroupKillOptions): Promise<GroupKillResult> {
-  return new Promise((resolve, reject) => n.groupKill(opts, (err, res) => (err ? reject(err) : resolve(res!))));
+const io = new CgroupIO();
+interface KillOpts { method: GroupKillMethod; procsPath: string; controlDir: string; timeoutMs: number }
+function groupKill(o: KillOpts): Promise<GroupKillResult> {
+  return io.groupKill(o.method, o.procsPath, o.controlDir, o.timeoutMs);
 }
 function waitEmpty(procs: string, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => n.waitEmpty(procs, timeoutMs, (err) => (err ? reject(err) : resolve())));
+  return io.waitEmpty(procs, timeoutMs);
 }
 function waitFrozen(dir: string, version: 1 | 2, frozen: boolean, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => n.waitFrozen(dir, version, frozen, timeoutMs, (err) => (err ? reject(err) : resolve())));
+  return io.waitFrozen(dir, version, frozen, timeoutMs);
 }
 
 // Forks without end (a failed fork at pids.max is retried, not fatal as it is for sh), ignoring SIGTERM.
@@ -127,15 +132,15 @@ for (const method of ['cgroup.kill', 'freeze-v2', 'freezer-v1', 'signal-loop'] a
     const why = noKillGroup(method);
     if (why) { t.log(`skipped: ${why}`); t.pass(); return; }
     const g = taskGroup(mkgroup, method, `kill-${method.replace('.', '-')}`);
-    const daemon = spawnWatched(t, DAEMON, g.where);
-    const noTerm = spawnWatched(t, NO_TERM, g.where);
+    const daemon = await spawnWatched(t, DAEMON, g.where);
+    const noTerm = await spawnWatched(t, NO_TERM, g.where);
     t.is((await daemon.exit).exitCode, 0, 'the daemon launcher exits at once; its grandchildren stay in the group');
     const sleepers = () => procsOf(g.dir).filter((p) => {
       try { return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('/bin/sleep\u000010'); } catch { return false; }
     });
     // Before the fork loop fills pids.max, or the daemon's own forks could fail.
     await until('the daemon and the SIGTERM-ignorer to be running', () => sleepers().length >= 3);
-    const loop = spawnWatched(t, FORK_LOOP, g.where);
+    const loop = await spawnWatched(t, FORK_LOOP, g.where);
     await until('the fork loop to fill the group', () => procsOf(g.dir).length >= 20);
     // SIGTERM is not enough for all of them.
     n.signalGroup(g.procs, 15);
@@ -154,7 +159,7 @@ for (const method of ['cgroup.kill', 'freeze-v2', 'freezer-v1', 'signal-loop'] a
   });
 }
 
-test('groupKill on an empty group calls back at once; on a missing group with ENOENT', async (t) => {
+test('groupKill on an empty group resolves at once; on a missing group with ENOENT', async (t) => {
   const { PARENT, mkgroup } = cgroups(t);
   const g = mkgroup(V2, 'empty.scope');
   const res = await groupKill({ method: 'cgroup.kill', procsPath: path.join(g, 'cgroup.procs'), controlDir: g, timeoutMs: 1000 });
@@ -166,21 +171,16 @@ test('groupKill on an empty group calls back at once; on a missing group with EN
     t.is(err.syscall, 'open');
     t.true(err.path!.startsWith(missing));
   }
-  t.throws(() => n.groupKill({ method: 'nope' as GroupKillMethod, procsPath: '', controlDir: '', timeoutMs: 1 }, () => {}), { instanceOf: TypeError });
 });
 
-test('waitEmpty: ETIMEDOUT with syscall wait-empty on a group that stays busy; resolves once it empties', async (t) => {
+test('waitEmpty: CgroupTimeoutError on a group that stays busy; resolves once it empties', async (t) => {
   const { mkgroup } = cgroups(t);
   const g = mkgroup(V2, 'wait.scope');
   const procs = path.join(g, 'cgroup.procs');
-  const s = spawnWatched(t, ['/bin/sleep', '100'], { cgroupDir: g });
-  const err = (await t.throwsAsync(waitEmpty(procs, 30))) as NativeError;
-  t.is(err.code, 'ETIMEDOUT');
-  t.is(err.errno, -110);
-  t.is(err.syscall, 'wait-empty');
-  t.is(err.path, procs);
-  t.regex(err.message, /^ETIMEDOUT: timed out after 30 ms, wait-empty '/);
-  // The main thread is free while the worker waits: this timer is what empties the group.
+  const s = await spawnWatched(t, ['/bin/sleep', '100'], { cgroupDir: g });
+  const err = await t.throwsAsync(waitEmpty(procs, 30), { instanceOf: CgroupTimeoutError });
+  t.like(err, { code: 'ERR_CGROUP_TIMEOUT', phase: 'become empty', path: procs, timeoutMs: 30 });
+  // The main thread is free while the wait runs: this timer is what empties the group.
   const waiting = waitEmpty(procs, 5000 * SLOW);
   setTimeout(() => process.kill(s.pid, 'SIGKILL'), 50);
   await waiting;
@@ -193,13 +193,13 @@ test('waitFrozen: v1 freezer.state and v2 cgroup.events, both directions, and ET
   const f = FREEZER ? mkgroup(FREEZER, 'wf') : undefined;
   if (!f) t.log(`v1 half skipped: ${noFreezer}`);
   const u = mkgroup(V2, 'wf.scope');
-  const s = spawnWatched(t, ['/bin/sleep', '100'], { cgroupDir: u, ...(f ? { joinProcs: [path.join(f, 'cgroup.procs')] } : {}) });
+  const s = await spawnWatched(t, ['/bin/sleep', '100'], { cgroupDir: u, ...(f ? { joinProcs: [path.join(f, 'cgroup.procs')] } : {}) });
   if (f) {
-    const e1 = (await t.throwsAsync(waitFrozen(f, 1, true, 20))) as NativeError;
-    t.like(e1, { code: 'ETIMEDOUT', syscall: 'freeze', path: path.join(f, 'freezer.state') });
+    const e1 = await t.throwsAsync(waitFrozen(f, 1, true, 20), { instanceOf: CgroupTimeoutError });
+    t.like(e1, { phase: 'freeze', path: f });
   }
-  const e2 = (await t.throwsAsync(waitFrozen(u, 2, true, 20))) as NativeError;
-  t.like(e2, { code: 'ETIMEDOUT', syscall: 'freeze', path: path.join(u, 'cgroup.events') });
+  const e2 = await t.throwsAsync(waitFrozen(u, 2, true, 20), { instanceOf: CgroupTimeoutError });
+  t.like(e2, { phase: 'freeze', path: u });
 
   if (f) {
     fs.writeFileSync(path.join(f, 'freezer.state'), 'FROZEN');
@@ -217,20 +217,20 @@ test('waitFrozen: v1 freezer.state and v2 cgroup.events, both directions, and ET
 
 // A v1-frozen task is the only way to hold a task that SIGKILL cannot end (a v2-frozen one still dies):
 // where there is no v1 freezer these two skip.
-test('groupKill signal-loop: ETIMEDOUT wait-empty while a v1-frozen task cannot die; main thread free; empties after thaw', async (t) => {
+test('groupKill signal-loop: CgroupTimeoutError while a v1-frozen task cannot die; main thread free; empties after thaw', async (t) => {
   const { mkgroup } = cgroups(t);
   if (!FREEZER) { t.log(`skipped: ${noFreezer}`); t.pass(); return; }
   const f = mkgroup(FREEZER, 'stuck');
   const u = mkgroup(V2, 'stuck.scope');
   const procs = path.join(u, 'cgroup.procs');
-  const s = spawnWatched(t, ['/bin/sleep', '100'], { cgroupDir: u, joinProcs: [path.join(f, 'cgroup.procs')] });
+  const s = await spawnWatched(t, ['/bin/sleep', '100'], { cgroupDir: u, joinProcs: [path.join(f, 'cgroup.procs')] });
   fs.writeFileSync(path.join(f, 'freezer.state'), 'FROZEN');
   await waitFrozen(f, 1, true, 5000 * SLOW);
   let ticks = 0;
   const iv = setInterval(() => ticks++, 5);
   try {
-    const err = (await t.throwsAsync(groupKill({ method: 'signal-loop', procsPath: procs, controlDir: u, timeoutMs: 150 }))) as NativeError;
-    t.like(err, { code: 'ETIMEDOUT', syscall: 'wait-empty', path: procs });
+    const err = await t.throwsAsync(groupKill({ method: 'signal-loop', procsPath: procs, controlDir: u, timeoutMs: 150 }), { instanceOf: CgroupTimeoutError });
+    t.like(err, { phase: 'become empty', path: procs });
     // (A CPU-starved machine may tick rarely; the thaw-from-a-timer below is the real proof.)
     t.true(ticks >= 1, `event loop ticked ${ticks} times while groupKill ran`);
   } finally {
@@ -245,17 +245,18 @@ test('groupKill signal-loop: ETIMEDOUT wait-empty while a v1-frozen task cannot 
   t.is((await s.exit).signal, 9);
 });
 
-test('groupKill freeze-v2: ETIMEDOUT freeze when the group cannot freeze, and it is thawed again', async (t) => {
+test('groupKill freeze-v2: CgroupTimeoutError freeze when the group cannot freeze, and it is thawed again', async (t) => {
   const { mkgroup } = cgroups(t);
   // A task held in the v1 freezer cannot reach the v2 freezer's trap, so cgroup.events never says frozen 1.
   if (!FREEZER) { t.log(`skipped: ${noFreezer}`); t.pass(); return; }
   const f = mkgroup(FREEZER, 'nofreeze');
   const u = mkgroup(V2, 'nofreeze.scope');
-  const s = spawnWatched(t, ['/bin/sleep', '100'], { cgroupDir: u, joinProcs: [path.join(f, 'cgroup.procs')] });
+  const s = await spawnWatched(t, ['/bin/sleep', '100'], { cgroupDir: u, joinProcs: [path.join(f, 'cgroup.procs')] });
   fs.writeFileSync(path.join(f, 'freezer.state'), 'FROZEN');
   await waitFrozen(f, 1, true, 5000 * SLOW);
-  const r = await new Promise<{ err: NativeError | null; res?: GroupKillResult }>((resolve) =>
-    n.groupKill({ method: 'freeze-v2', procsPath: path.join(u, 'cgroup.procs'), controlDir: u, timeoutMs: 150 }, (err, res) => resolve({ err, res })),
+  const r = await groupKill({ method: 'freeze-v2', procsPath: path.join(u, 'cgroup.procs'), controlDir: u, timeoutMs: 150 }).then(
+    (res) => ({ err: null, res }),
+    (err: CgroupTimeoutError) => ({ err, res: undefined }),
   );
   fs.writeFileSync(path.join(f, 'freezer.state'), 'THAWED');
   if (r.err === null) {
@@ -263,7 +264,8 @@ test('groupKill freeze-v2: ETIMEDOUT freeze when the group cannot freeze, and it
     t.log('kernel froze a v1-frozen task through cgroup.freeze; timeout path not provoked here');
     t.deepEqual(procsOf(u), []);
   } else {
-    t.like(r.err, { code: 'ETIMEDOUT', syscall: 'freeze', path: path.join(u, 'cgroup.events') });
+    t.true(r.err instanceof CgroupTimeoutError);
+    t.like(r.err, { phase: 'freeze', path: u });
     t.is(fs.readFileSync(path.join(u, 'cgroup.freeze'), 'utf8').trim(), '0', 'thawed on the way out');
     process.kill(s.pid, 'SIGKILL');
   }

@@ -12,7 +12,9 @@ import {
   CGROUP_SUPER_MAGIC,
   TMPFS_MAGIC,
   native,
+  spawnProcess,
   type ExitInfo,
+  type ProcessHandle,
   type NativeError,
   type NativeErrorInfo,
   type SpawnOptions,
@@ -85,7 +87,7 @@ function childrenOfUs(): { pid: number; state: string }[] {
   return out;
 }
 
-interface Spawned { pid: number; pidfd: number; placement: string; exit: Promise<ExitInfo> }
+interface Spawned { pid: number; placement: string; process: ProcessHandle; exit: Promise<ExitInfo> }
 
 const live = new Set<number>();
 test.after.always(() => {
@@ -94,18 +96,23 @@ test.after.always(() => {
   }
 });
 
-/** native spawn + watchExit(reap) so that nothing is left as a zombie; killed at the test's teardown if still alive. */
-function spawnWatched(t: Pick<ExecutionContext, 'teardown'>, opts: Partial<SpawnOptions> & { file: string; argv: string[] }): Spawned {
-  const r = n.spawn({ envp: ['PATH=/usr/sbin:/usr/bin:/sbin:/bin'], stdio: [-1, -1, -1], ...opts });
+/** native spawn + watch(reap) so that nothing is left as a zombie; killed at the test's teardown if still alive. */
+async function spawnWatched(t: Pick<ExecutionContext, 'teardown'>, opts: Partial<SpawnOptions> & { file: string; argv: string[] }): Promise<Spawned> {
+  const r = await spawnProcess({ envp: ['PATH=/usr/sbin:/usr/bin:/sbin:/bin'], stdio: [-1, -1, -1], timeoutMs: 30_000, ...opts });
   live.add(r.pid);
   t.teardown(() => { if (live.has(r.pid)) { try { process.kill(r.pid, 'SIGKILL'); } catch { /* gone */ } } });
   const exit = new Promise<ExitInfo>((resolve) => {
-    n.watchExit(r.pidfd, r.pid, true, (info) => {
+    r.process.watch(true, (info) => {
       live.delete(r.pid);
       resolve(info);
     });
   });
   return { ...r, exit };
+}
+
+/** The addon's own callback form, as a promise of the raw result or the raw native error. */
+function rawSpawn(opts: SpawnOptions): Promise<{ pid: number; placement: string; process: ProcessHandle }> {
+  return new Promise((resolve, reject) => n.spawn(opts, (err, r) => (err ? reject(err) : resolve(r!))));
 }
 
 function outFile(name: string): { file: string; fd: number } {
@@ -177,12 +184,12 @@ test('readProcs: pids of a group, empty group, missing group throws ENOENT', asy
   const { PARENT, mkgroup } = cgroups(t);
   const g = mkgroup(V2, 'procs.scope');
   t.deepEqual(Array.from(n.readProcs(path.join(g, 'cgroup.procs'))), []);
-  const a = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], cgroupDir: g });
-  const b = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], cgroupDir: g });
+  const a = await spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], cgroupDir: g });
+  const b = await spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], cgroupDir: g });
   const pids = n.readProcs(path.join(g, 'cgroup.procs'));
   t.true(pids instanceof Int32Array);
   t.deepEqual(Array.from(pids).sort(), [a.pid, b.pid].sort());
-  t.is(n.signalGroup(path.join(g, 'cgroup.procs'), 9), 2);
+  t.deepEqual(n.signalGroup(path.join(g, 'cgroup.procs'), 9), { signalled: 2, gone: 0 });
   t.is((await a.exit).signal, 9);
   t.is((await b.exit).signal, 9);
   const missing = path.join(V2, PARENT, 'missing', 'cgroup.procs');
@@ -202,31 +209,40 @@ test('statfsType tells cgroup2, cgroup v1 and tmpfs apart', (t) => {
 
 // ---------- signals and pidfds ----------
 
-test('killPids: ESRCH counts as gone', async (t) => {
-  const a = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'] });
-  const dead = spawnWatched(t, { file: '/bin/true', argv: ['true'] });
-  await dead.exit;
-  const r = n.killPids(new Int32Array([a.pid, dead.pid]), 15);
-  t.deepEqual(r, { signalled: 1, gone: 1 });
-  const info = await a.exit;
-  t.is(info.signal, 15);
-  t.is(info.exitCode, null);
-  t.throws(() => n.killPids(new Int32Array([0]), 0), { code: 'EINVAL' });
+test('openProcess: a ProcessHandle signals through its pidfd; ESRCH once gone; strict pid', async (t) => {
+  const a = await spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'] });
+  const h = n.openProcess(a.pid);
+  t.teardown(() => h.close());
+  t.is(h.pid, a.pid);
+  t.false(h.closed);
+  h.signal(0);
+  h.signal(9);
+  t.is((await a.exit).signal, 9);
+  const err = t.throws(() => h.signal(0)) as NativeError;
+  assertErrorShape(t, err, 'ESRCH', 'pidfd_send_signal');
+  h.close();
+  h.close();
+  t.true(h.closed);
+  t.is((t.throws(() => h.signal(0)) as NativeError).code, 'ESRCH', 'closed: nothing to signal');
+  const e2 = t.throws(() => n.openProcess(a.pid)) as NativeError;
+  assertErrorShape(t, e2, 'ESRCH', 'pidfd_open');
+  for (const bad of [NaN, Infinity, -Infinity, 0, -1, 1.5, 2 ** 31, '1' as unknown as number]) {
+    t.throws(() => n.openProcess(bad), { instanceOf: TypeError }, String(bad));
+  }
+  for (const bad of [NaN, Infinity, -1, 65, 2.5]) t.throws(() => a.process.signal(bad), { instanceOf: TypeError }, String(bad));
 });
 
-test('pidfdOpen / pidfdSendSignal / closeFd', async (t) => {
-  const a = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'] });
-  const fd = n.pidfdOpen(a.pid);
-  t.true(fd >= 0);
-  n.pidfdSendSignal(fd, 0);
-  n.pidfdSendSignal(fd, 9);
-  t.is((await a.exit).signal, 9);
-  const err = t.throws(() => n.pidfdSendSignal(fd, 0)) as NativeError;
-  assertErrorShape(t, err, 'ESRCH', 'pidfd_send_signal');
-  n.closeFd(fd);
-  t.throws(() => n.closeFd(fd), { code: 'EBADF' });
-  const e2 = t.throws(() => n.pidfdOpen(a.pid)) as NativeError;
-  assertErrorShape(t, e2, 'ESRCH', 'pidfd_open');
+test('signalGroup: each member confirmed through a pidfd; strict arguments', async (t) => {
+  const { mkgroup } = cgroups(t);
+  const g = mkgroup(V2, 'sig.scope');
+  const procs = path.join(g, 'cgroup.procs');
+  const a = await spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], cgroupDir: g });
+  const dead = await spawnWatched(t, { file: '/bin/true', argv: ['true'], cgroupDir: g });
+  await dead.exit;
+  t.deepEqual(n.signalGroup(procs, 15), { signalled: 1, gone: 0 });
+  t.is((await a.exit).signal, 15);
+  t.deepEqual(n.signalGroup(procs, 15), { signalled: 0, gone: 0 });
+  for (const bad of [NaN, Infinity, -1, 65]) t.throws(() => n.signalGroup(procs, bad), { instanceOf: TypeError }, String(bad));
 });
 
 // ---------- spawn ----------
@@ -235,7 +251,7 @@ test('spawn into a v2 group with clone3: in the group before its first instructi
   const { PARENT, mkgroup } = cgroups(t);
   const g = mkgroup(V2, 'clone3.scope');
   const out = outFile('clone3-cgroup');
-  const s = spawnWatched(t, { file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], stdio: [-1, out.fd, out.fd], cgroupDir: g });
+  const s = await spawnWatched(t, { file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], stdio: [-1, out.fd, out.fd], cgroupDir: g });
   fs.closeSync(out.fd);
   t.is(s.placement, 'clone3');
   t.is((await s.exit).exitCode, 0);
@@ -250,7 +266,7 @@ test('spawn into v1 groups by joining cgroup.procs before execve', async (t) => 
   const fz = mkgroup(FREEZER!, 'join');
   const cpu = mkgroup(CPU!, 'join');
   const out = outFile('join-cgroup');
-  const s = spawnWatched(t, {
+  const s = await spawnWatched(t, {
     file: '/bin/cat',
     argv: ['cat', '/proc/self/cgroup'],
     stdio: [-1, out.fd, out.fd],
@@ -268,7 +284,7 @@ test('spawn into a v2 group by joining its cgroup.procs (the path taken where cl
   const { PARENT, mkgroup } = cgroups(t);
   const g = mkgroup(V2, 'joinv2.scope');
   const out = outFile('joinv2-cgroup');
-  const s = spawnWatched(t, { file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], stdio: [-1, out.fd, out.fd], joinProcs: [path.join(g, 'cgroup.procs')] });
+  const s = await spawnWatched(t, { file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], stdio: [-1, out.fd, out.fd], joinProcs: [path.join(g, 'cgroup.procs')] });
   fs.closeSync(out.fd);
   t.is(s.placement, 'join');
   t.is((await s.exit).exitCode, 0);
@@ -282,7 +298,7 @@ test('spawn with v2 cgroupDir and v1 joinProcs together (hybrid)', async (t) => 
   const g = mkgroup(V2, 'both.scope');
   const fz = mkgroup(FREEZER!, 'both');
   const out = outFile('both-cgroup');
-  const s = spawnWatched(t, {
+  const s = await spawnWatched(t, {
     file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], stdio: [-1, out.fd, out.fd],
     cgroupDir: g, joinProcs: [path.join(fz, 'cgroup.procs')],
   });
@@ -296,7 +312,7 @@ test('spawn with v2 cgroupDir and v1 joinProcs together (hybrid)', async (t) => 
 
 test('spawn: exact argv, envp and cwd', async (t) => {
   const out = outFile('argv-env');
-  const s = spawnWatched(t, {
+  const s = await spawnWatched(t, {
     file: '/bin/sh',
     argv: ['my-sh', '-c', 'printf "%s|%s|%s|%s\\n" "$0" "$1" "$(pwd)" "$FOO"; /usr/bin/env', 'zero', 'one two'],
     envp: ['FOO=bar baz', 'ONLY=this'],
@@ -314,7 +330,7 @@ test('spawn: exact argv, envp and cwd', async (t) => {
 });
 
 test('spawn: uid, gid, supplementary groups, setsid, oom_score_adj, clean signal state, only fds 0..2', async (t) => {
-  const s = spawnWatched(t, {
+  const s = await spawnWatched(t, {
     file: '/bin/sleep', argv: ['sleep', '100'],
     uid: 65534, gid: 65533, groups: [1234, 5678], setsid: true, oomScoreAdj: 500,
   });
@@ -332,30 +348,30 @@ test('spawn: uid, gid, supplementary groups, setsid, oom_score_adj, clean signal
   t.is(Number(f[3]), s.pid, 'session leader');
   t.deepEqual(fs.readdirSync(`/proc/${s.pid}/fd`).sort(), ['0', '1', '2']);
   t.is(fs.readlinkSync(`/proc/${s.pid}/fd/0`), '/dev/null');
-  n.killPids(new Int32Array([s.pid]), 9);
+  s.process.signal(9);
   t.is((await s.exit).signal, 9);
 });
 
 test('spawn: uid without groups clears supplementary groups; no setsid keeps our session', async (t) => {
-  const s = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], uid: 65534, gid: 65534 });
+  const s = await spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], uid: 65534, gid: 65534 });
   await until('exec of sleep', () => fs.readFileSync(`/proc/${s.pid}/comm`, 'utf8').trim() === 'sleep');
   t.is(statusField(s.pid, 'Groups'), '');
   const stat = fs.readFileSync(`/proc/${s.pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   t.not(Number(f[3]), s.pid);
-  n.killPids(new Int32Array([s.pid]), 9);
+  s.process.signal(9);
   await s.exit;
 });
 
 test('spawn: stdio fds that overlap 0..2 are permuted correctly', async (t) => {
   // Our own 0, 1, 2 rotated: the child's 0 is our 2, its 1 our 0, its 2 our 1.
-  const s = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], stdio: [2, 0, 1] });
+  const s = await spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], stdio: [2, 0, 1] });
   await until('exec of sleep', () => fs.readFileSync(`/proc/${s.pid}/comm`, 'utf8').trim() === 'sleep');
   const ours = [0, 1, 2].map((i) => fs.readlinkSync(`/proc/self/fd/${i}`));
   t.is(fs.readlinkSync(`/proc/${s.pid}/fd/0`), ours[2]);
   t.is(fs.readlinkSync(`/proc/${s.pid}/fd/1`), ours[0]);
   t.is(fs.readlinkSync(`/proc/${s.pid}/fd/2`), ours[1]);
-  n.killPids(new Int32Array([s.pid]), 9);
+  s.process.signal(9);
   await s.exit;
 
   // Same file on 1 and 2, a high fd; stdin from a file.
@@ -363,7 +379,7 @@ test('spawn: stdio fds that overlap 0..2 are permuted correctly', async (t) => {
   fs.writeFileSync(input, 'from stdin\n');
   const inFd = fs.openSync(input, 'r');
   const out = outFile('stdio-mixed');
-  const s2 = spawnWatched(t, { file: '/bin/sh', argv: ['sh', '-c', 'cat; echo err >&2'], stdio: [inFd, out.fd, out.fd] });
+  const s2 = await spawnWatched(t, { file: '/bin/sh', argv: ['sh', '-c', 'cat; echo err >&2'], stdio: [inFd, out.fd, out.fd] });
   fs.closeSync(inFd);
   fs.closeSync(out.fd);
   t.is((await s2.exit).exitCode, 0);
@@ -371,13 +387,13 @@ test('spawn: stdio fds that overlap 0..2 are permuted correctly', async (t) => {
 });
 
 async function assertNoChildLeft(t: import('ava').ExecutionContext, before: Set<number>) {
-  // vfork: spawn returns only after the child exec'd or exited, and a failed child is reaped before
-  // spawn throws. So no new child of ours (live or zombie) may exist now.
+  // (serial: concurrent tests' children would count.) The spawn thread reaps a failed child before
+  // the error is delivered. So no new child of ours (live or zombie) may exist now.
   const extra = childrenOfUs().filter((c) => !before.has(c.pid) && !live.has(c.pid));
   t.deepEqual(extra, []);
 }
 
-test('spawn: exec failures throw Node-style errors and leave no process or zombie', async (t) => {
+test.serial('spawn: exec failures throw Node-style errors and leave no process or zombie', async (t) => {
   const { PARENT, mkgroup } = cgroups(t);
   const before = new Set(childrenOfUs().map((c) => c.pid));
   // A missing group to join: a v1 freezer group on a hybrid host, a v2 group's cgroup.procs on a v2-only one.
@@ -394,25 +410,52 @@ test('spawn: exec failures throw Node-style errors and leave no process or zombi
   ];
   mkgroup(V2, 'exists.scope'); // make sure PARENT exists so only the leaf is missing
   for (const [opts, code, syscall, p] of cases) {
-    const err = t.throws(() => n.spawn({ argv: ['x'], envp: [], stdio: [-1, -1, -1], ...opts }), undefined, JSON.stringify(opts)) as NativeError;
+    const err = (await t.throwsAsync(rawSpawn({ argv: ['x'], envp: [], stdio: [-1, -1, -1], timeoutMs: 10_000, ...opts }), undefined, JSON.stringify(opts))) as NativeError;
     t.true(err instanceof Error);
     assertErrorShape(t, err, code, syscall, p);
   }
   await assertNoChildLeft(t, before);
 });
 
-test('spawn: bad options are TypeErrors', (t) => {
-  t.throws(() => n.spawn({ file: '', argv: [], envp: [], stdio: [-1, -1, -1] }), { instanceOf: TypeError });
-  t.throws(() => n.spawn({ file: '/bin/true', argv: ['a\0b'], envp: [], stdio: [-1, -1, -1] }), { instanceOf: TypeError });
-  t.throws(() => n.spawn({ file: '/bin/true', argv: [], envp: [], stdio: [-1, -1] as unknown as [number, number, number] }), {
-    instanceOf: TypeError,
-  });
+test('spawn: bad options are TypeErrors thrown before anything starts (NaN, ±Infinity, out of range, huge lengths)', (t) => {
+  const ok: SpawnOptions = { file: '/bin/true', argv: ['true'], envp: [], stdio: [-1, -1, -1], timeoutMs: 10_000 };
+  const hugeArgv: string[] = [];
+  hugeArgv.length = 2 ** 32 - 1; // a forged length: must not allocate or abort
+  const hugeGroups: number[] = [];
+  hugeGroups.length = 2 ** 31;
+  const bad: [string, Partial<Record<keyof SpawnOptions, unknown>>][] = [
+    ['empty file', { file: '' }],
+    ['NUL in argv', { argv: ['a\0b'] }],
+    ['stdio of 2', { stdio: [-1, -1] }],
+    ['uid NaN (would be root)', { uid: NaN }],
+    ['uid Infinity', { uid: Infinity }],
+    ['uid -Infinity', { uid: -Infinity }],
+    ['uid -1', { uid: -1 }],
+    ['uid 2^32', { uid: 2 ** 32 }],
+    ['uid fraction', { uid: 0.5 }],
+    ['gid NaN', { gid: NaN }],
+    ['groups [NaN]', { groups: [NaN] }],
+    ['groups huge length', { groups: hugeGroups }],
+    ['oomScoreAdj Infinity', { oomScoreAdj: Infinity }],
+    ['oomScoreAdj 1001', { oomScoreAdj: 1001 }],
+    ['stdio NaN', { stdio: [NaN, -1, -1] }],
+    ['stdio -2', { stdio: [-2, -1, -1] }],
+    ['argv huge length', { argv: hugeArgv }],
+    ['timeoutMs NaN', { timeoutMs: NaN }],
+    ['timeoutMs missing', { timeoutMs: undefined }],
+    ['timeoutMs 0', { timeoutMs: 0 }],
+  ];
+  let called = 0;
+  for (const [what, o] of bad) {
+    t.throws(() => n.spawn({ ...ok, ...o } as SpawnOptions, () => { called++; }), { instanceOf: TypeError }, what);
+  }
+  t.is(called, 0, 'no callback for a rejected call');
 });
 
-// ---------- watchExit ----------
+// ---------- ProcessHandle.watch ----------
 
-test('watchExit: exit code, signal and rusage of a reaped child', async (t) => {
-  const a = spawnWatched(t, { file: '/bin/sh', argv: ['sh', '-c', 'i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; exit 7'] });
+test('watch: exit code, signal and rusage of a reaped child', async (t) => {
+  const a = await spawnWatched(t, { file: '/bin/sh', argv: ['sh', '-c', 'i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; exit 7'] });
   const info = await a.exit;
   t.is(info.exitCode, 7);
   t.is(info.signal, null);
@@ -422,33 +465,36 @@ test('watchExit: exit code, signal and rusage of a reaped child', async (t) => {
   t.true(info.rusage!.maxRssKb > 0);
   t.false(fs.existsSync(`/proc/${a.pid}`), 'reaped: no zombie left');
 
-  const b = spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'] });
-  n.pidfdSendSignal(b.pidfd, 15);
+  const b = await spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'] });
+  b.process.signal(15);
   const ib = await b.exit;
   t.deepEqual([ib.exitCode, ib.signal, ib.reaped], [null, 15, true]);
 });
 
-test('watchExit: close() stops the callback; reap=false reports without reaping', async (t) => {
-  const r = n.spawn({ file: '/bin/sleep', argv: ['sleep', '100'], envp: [], stdio: [-1, -1, -1] });
+test('watch: close() stops the callback; reap=false reports without reaping', async (t) => {
+  const r = await rawSpawn({ file: '/bin/sleep', argv: ['sleep', '100'], envp: [], stdio: [-1, -1, -1], timeoutMs: 10_000 });
+  t.teardown(() => { try { process.kill(r.pid, 'SIGKILL'); } catch { /* gone */ } });
   let called = 0;
-  const w = n.watchExit(r.pidfd, r.pid, true, () => { called++; });
+  const w = r.process;
+  w.watch(true, () => { called++; });
+  t.throws(() => w.watch(true, () => {}), { instanceOf: TypeError }, 'one watch per handle');
   w.close();
   w.close();
   process.kill(r.pid, 'SIGKILL');
   await until('zombie', () => statusField(r.pid, 'State').startsWith('Z'));
   // A second watcher without reaping sees it end but leaves it as it is.
-  const info2 = await new Promise<ExitInfo>((resolve) => n.watchExit(n.pidfdOpen(r.pid), r.pid, false, resolve));
+  const info2 = await new Promise<ExitInfo>((resolve) => n.openProcess(r.pid).watch(false, resolve));
   t.deepEqual(info2, { exitCode: null, signal: null, reaped: false });
   t.true(statusField(r.pid, 'State').startsWith('Z'));
   // And a third reaps it.
-  const info3 = await new Promise<ExitInfo>((resolve) => n.watchExit(n.pidfdOpen(r.pid), r.pid, true, resolve));
+  const info3 = await new Promise<ExitInfo>((resolve) => n.openProcess(r.pid).watch(true, resolve));
   t.is(info3.signal, 9);
   t.true(info3.reaped);
   await sleepMs(20); // give a wrongly-late first callback the chance to show up
   t.is(called, 0);
 });
 
-test('watchExit alongside child_process: both see their exits', async (t) => {
+test('watch alongside child_process: both see their exits', async (t) => {
   const natives = [0, 1, 2].map((i) => spawnWatched(t, { file: '/bin/sh', argv: ['sh', '-c', `sleep 0.0${i + 1}; exit ${i + 10}`] }));
   const cps = [0, 1, 2].map(
     (i) =>
@@ -458,42 +504,51 @@ test('watchExit alongside child_process: both see their exits', async (t) => {
         c.on('exit', (code) => resolve(code));
       }),
   );
-  t.deepEqual((await Promise.all(natives.map((s) => s.exit))).map((i) => i.exitCode), [10, 11, 12]);
+  t.deepEqual((await Promise.all((await Promise.all(natives)).map((s) => s.exit))).map((i) => i.exitCode), [10, 11, 12]);
   t.deepEqual(await Promise.all(cps), [20, 21, 22]);
   const out = cp.execFileSync('/bin/echo', ['still works'], { encoding: 'utf8' });
   t.is(out, 'still works\n');
 });
 
-test('watchExit: ref/unref exist and do not break delivery', async (t) => {
-  const s = n.spawn({ file: '/bin/true', argv: ['true'], envp: [], stdio: [-1, -1, -1] });
+test('watch: ref/unref exist and do not break delivery', async (t) => {
+  const s = await rawSpawn({ file: '/bin/true', argv: ['true'], envp: [], stdio: [-1, -1, -1], timeoutMs: 10_000 });
   const info = await new Promise<ExitInfo>((resolve) => {
-    const w = n.watchExit(s.pidfd, s.pid, true, resolve);
-    w.unref();
-    w.ref();
+    s.process.watch(true, resolve);
+    s.process.unref();
+    s.process.ref();
   });
   t.is(info.exitCode, 0);
 });
 
-test('watchExit: a worker thread that exits with a watch still open does not take the process down', async (t) => {
+test('a worker thread that exits with watches open (one child alive, one exiting during teardown, one spawn in flight) does not take the process down', async (t) => {
   const { Worker } = await import('node:worker_threads');
-  const addon = path.join(__dirname, '..', 'build', 'Release', 'corral.node');
+  const addon = process.env.CORRAL_ADDON ?? path.join(__dirname, '..', 'build', 'Release', 'corral.node');
   const code = `
     const a = require(${JSON.stringify(addon)});
-    const r = a.spawn({ file: '/bin/sleep', argv: ['sleep', '100'], envp: [], stdio: [-1, -1, -1] });
-    a.watchExit(r.pidfd, r.pid, true, () => {});
-    require('node:worker_threads').parentPort.postMessage(r.pid);
+    const sp = (argv) => new Promise((res, rej) => a.spawn({ file: argv[0], argv, envp: [], stdio: [-1, -1, -1], timeoutMs: 10000 }, (e, r) => e ? rej(e) : res(r)));
+    (async () => {
+      const r = await sp(['/bin/sleep', '100']);
+      r.process.watch(true, () => {});
+      const q = await sp(['/bin/sleep', '0.05']);
+      q.process.watch(true, () => {});
+      sp(['/bin/sleep', '0.01']).catch(() => {}); // a spawn still in flight at teardown
+      require('node:worker_threads').parentPort.postMessage([r.pid, q.pid]);
+    })();
   `;
   const w = new Worker(code, { eval: true });
-  const pid = await new Promise<number>((resolve, reject) => {
+  const [pid, q] = await new Promise<number[]>((resolve, reject) => {
     w.once('message', resolve);
     w.once('error', reject);
   });
-  live.add(pid);
+  live.add(pid!);
+  t.teardown(() => { try { process.kill(pid!, 'SIGKILL'); } catch { /* gone */ } });
   await w.terminate();
-  await sleepMs(50); // the worker's loop closes its handles after teardown; a crash would end this process
-  t.true(fs.existsSync(`/proc/${pid}`));
-  n.killPids(new Int32Array([pid]), 9);
-  const info = await new Promise<ExitInfo>((resolve) => n.watchExit(n.pidfdOpen(pid), pid, true, resolve));
-  live.delete(pid);
-  t.is(info.signal, 9);
+  await sleepMs(100); // the worker's loop closes its handles after teardown; a crash would end this process
+  t.true(fs.existsSync(`/proc/${pid}`), 'its children keep running');
+  // The teardown reaps the worker's children when they exit (no zombie for the life of the process).
+  await until('the short-lived child of the worker to be reaped', () => !fs.existsSync(`/proc/${q}`));
+  process.kill(pid!, 'SIGKILL');
+  await until('the killed child of the worker to be reaped', () => !fs.existsSync(`/proc/${pid}`));
+  live.delete(pid!);
+  t.pass();
 });

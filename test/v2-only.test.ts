@@ -23,7 +23,7 @@ import { detectCgroupLayout } from '../src/cgroups/detect.js';
 import { coresMinus, formatCpuList } from '../src/cgroups/cpulist.js';
 import { sharesToWeight } from '../src/cgroups/resources.js';
 import type { CgroupLayout, CgroupManager, TaskCgroup } from '../src/cgroups/types.js';
-import { native, type ExitInfo } from '../src/native.js';
+import { spawnProcess, type ExitInfo } from '../src/native.js';
 import { cpusAllowed, isRoot, newAllocId, procCgroups, startInGroup, waitFor, type Started } from './helpers/cgroups.js';
 import { bound, sandbox } from './helpers/sandbox.js';
 
@@ -66,7 +66,7 @@ function v2test(title: string, fn: (t: ExecutionContext, m: CgroupManager, paren
 function create(m: CgroupManager, task: string, resources: Parameters<CgroupManager['create']>[2] = {}): TaskCgroup {
   return m.create(newAllocId(), task, resources);
 }
-function start(g: TaskCgroup, file: string, args: string[]): Started {
+function start(g: TaskCgroup, file: string, args: string[]): Promise<Started> {
   return startInGroup(g, file, args);
 }
 /**
@@ -109,16 +109,16 @@ v2test('clone3 placement: the child is in its group from its first instruction',
   const fd = fs.openSync(out, 'w');
   try {
     // The child's very first action (cat reading /proc/self/cgroup) already sees the group.
-    const r = native().spawn({ file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], envp: [], stdio: [-1, fd, fd], cgroupDir: g.placement.cgroupDir! });
+    const r = await spawnProcess({ file: '/bin/cat', argv: ['cat', '/proc/self/cgroup'], envp: [], stdio: [-1, fd, fd], cgroupDir: g.placement.cgroupDir!, timeoutMs: 30_000 });
     t.is(r.placement, 'clone3', 'placed by clone3(CLONE_INTO_CGROUP)');
-    const info = await new Promise<ExitInfo>((res) => native().watchExit(r.pidfd, r.pid, true, res));
+    const info = await new Promise<ExitInfo>((res) => r.process.watch(true, res));
     t.is(info.exitCode, 0);
     t.is(fs.readFileSync(out, 'utf8').trim(), `0::/${parent}/share.slice/${g.name}.scope`);
   } finally {
     fs.closeSync(fd);
     fs.rmSync(out, { force: true });
   }
-  const s = start(g, 'sleep', ['60']);
+  const s = await start(g, 'sleep', ['60']);
   t.is(procCgroups(s.pid)[''], `/${parent}/share.slice/${g.name}.scope`);
   t.deepEqual(g.pids(), [s.pid]);
   await destroy(g, s);
@@ -135,7 +135,7 @@ v2test('the shared cpuset pool is rewritten for every running shared task when a
 
   // Three shared tasks, each a small process tree (a shell with two children): every process counts.
   const shared = ['a', 'b', 'c'].map((n) => create(m, `shared-${n}`));
-  const sharedProcs = shared.map((g) => start(g, 'sh', ['-c', 'sleep 120 & sleep 120 & wait']));
+  const sharedProcs = await Promise.all(shared.map((g) => start(g, 'sh', ['-c', 'sleep 120 & sleep 120 & wait'])));
   for (const g of shared) await waitFor(() => procsOf(g).length === 3, { what: `3 processes in ${g.name}`, timeoutMs: 5000 });
   const allowed = () => shared.flatMap((g) => procsOf(g).map((pid) => `${g.taskName}:${pid}=${cpusAllowed(pid)}`));
   const expectAll = async (want: string, when: string) => {
@@ -152,7 +152,7 @@ v2test('the shared cpuset pool is rewritten for every running shared task when a
   await expectAll(all, 'before the reservation');
 
   const res = create(m, 'reserved', { resources: { cores: reserved } });
-  const r = start(res, 'sleep', ['120']);
+  const r = await start(res, 'sleep', ['120']);
   t.is(cpusAllowed(r.pid), formatCpuList(reserved), 'the reserving task runs on its cores only');
   t.is(read(res, 'cpuset.cpus'), formatCpuList(reserved));
   await expectAll(formatCpuList(pool), 'while the reservation holds');
@@ -160,7 +160,7 @@ v2test('the shared cpuset pool is rewritten for every running shared task when a
 
   // A shared task that starts during the reservation gets the reduced pool, and the full one after.
   const late = create(m, 'shared-late');
-  const l = start(late, 'sleep', ['120']);
+  const l = await start(late, 'sleep', ['120']);
   t.is(cpusAllowed(l.pid), formatCpuList(pool));
 
   await destroy(res, r);
@@ -178,7 +178,7 @@ v2test('memory.max is enforced: the OOM kill shows in memory.events oom_kill and
   t.is(read(g, 'memory.max'), String(limit));
   t.regex(read(g, 'memory.events'), /^oom_kill 0$/m);
   // dd allocates one 64 MiB buffer and fills it from /dev/zero: twice the limit.
-  const s = start(g, '/bin/dd', ['if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1']);
+  const s = await start(g, '/bin/dd', ['if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1']);
   const info = await exitOf(s);
   t.is(info.signal, 9, 'killed by the OOM killer');
   const events = read(g, 'memory.events');
@@ -203,8 +203,8 @@ v2test('cpu.weight is written from shares and the scheduler honours it', async (
   const heavy = create(m, 'heavy', { resources: { cpuShares: 262144 } });
   const light = create(m, 'light', { resources: { cpuShares: 2 } });
   const spin = ['-c', core, '/bin/sh', '-c', 'while :; do :; done'];
-  const hs = start(heavy, taskset, spin);
-  const ls = start(light, taskset, spin);
+  const hs = await start(heavy, taskset, spin);
+  const ls = await start(light, taskset, spin);
   const usage = (g: TaskCgroup) => Number(/^usage_usec (\d+)$/m.exec(read(g, 'cpu.stat'))![1]);
   const h0 = usage(heavy);
   const l0 = usage(light);
@@ -220,7 +220,7 @@ v2test('cpu.weight is written from shares and the scheduler honours it', async (
 v2test('kill is one write to cgroup.kill, even for a forking tree', async (t, m) => {
   const g = create(m, 'tree');
   t.true(fs.existsSync(path.join(g.placement.cgroupDir!, 'cgroup.kill')), 'the kernel has cgroup.kill');
-  const s = start(g, 'sh', ['-c', 'for i in 1 2 3 4; do sleep 120 & done; (while :; do sleep 120 & wait; done) & wait']);
+  const s = await start(g, 'sh', ['-c', 'for i in 1 2 3 4; do sleep 120 & done; (while :; do sleep 120 & wait; done) & wait']);
   await waitFor(() => procsOf(g).length >= 6, { what: 'a tree of 6+ processes', timeoutMs: 5000 });
   const pids = procsOf(g);
   const k = await g.kill({ timeoutMs: ms(5000) });

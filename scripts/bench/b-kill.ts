@@ -13,6 +13,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { NativeAddon } from '../../src/native.js';
+import { CgroupIO } from '../../src/cgroups/io.js';
 import type { CgroupManager, TaskCgroup } from '../../src/cgroups/types.js';
 import {
   BENCH_PARENT, UNIFIED, binPath, checkWithin, errMsg, hasUnified, measure, median, missing, msSince, nowNs, onCleanup, readProcs,
@@ -160,9 +161,8 @@ export async function run(o: BenchOptions): Promise<Section> {
       run: async (n, m) => ({
         ms: await unifiedRun(n, m, async (dir) => {
           const t0 = nowNs();
-          const inWorker = await new Promise<number>((res, rej) =>
-            nv.groupKill({ method: 'cgroup.kill', procsPath: path.join(dir, 'cgroup.procs'), controlDir: dir, timeoutMs: 120_000 }, (err, r) => (err ? rej(err) : res((r?.elapsedNs ?? 0) / 1e6))),
-          );
+          const r = await new CgroupIO(() => nv).groupKill('cgroup.kill', path.join(dir, 'cgroup.procs'), dir, 120_000);
+          const inWorker = r.elapsedNs / 1e6;
           const ms = msSince(t0);
           (inWorkerRuns[`${n}/${m}`] ??= []).push(inWorker);
           return ms;
@@ -181,9 +181,7 @@ export async function run(o: BenchOptions): Promise<Section> {
         const pop = await populate(n, m, [path.join(dir, 'cgroup.procs')]);
         try {
           const t0 = nowNs();
-          await new Promise<void>((res, rej) =>
-            nv.groupKill({ method: 'freezer-v1', procsPath: path.join(dir, 'cgroup.procs'), controlDir: dir, timeoutMs: 120_000 }, (err) => (err ? rej(err) : res())),
-          );
+          await new CgroupIO(() => nv).groupKill('freezer-v1', path.join(dir, 'cgroup.procs'), dir, 120_000);
           return { ms: msSince(t0) };
         } finally {
           await finish(pop, dir);
@@ -309,7 +307,7 @@ export async function run(o: BenchOptions): Promise<Section> {
   notes.push(
     'tree-kill is run only up to N=100: it spawns one `ps -o pid --ppid P` per process, each scanning all of /proc, so its cost is quadratic (a trial on this machine: N=100 in 2.4 s, N=1000 in 126 s, beyond the 10-minute budget).',
     'tree-kill populations (pause rows) are a process tree in which every 10th child double-forked a setsid\'d daemon (as services do); the daemons are no longer in the root\'s tree, so tree-kill cannot see them: they are the survivors shown, counted in cgroup.procs 200 ms after tree-kill called back. Its time is until its callback, not until the group is empty (it never is). The forking row uses the forking population for every method.',
-    'Kernel limit: bash writes cgroup.kill and re-reads cgroup.procs until empty, timed with $EPOCHREALTIME inside bash (excludes bash start-up). corral times are taken in JS around the call, so they include the hop to a libuv worker and back to the event loop; "groupKill in-worker" is the native call\'s own elapsedNs (ms), timed inside the worker as bash times itself.',
+    'Kernel limit: bash writes cgroup.kill and re-reads cgroup.procs until empty, timed with $EPOCHREALTIME inside bash (excludes bash start-up). corral times are taken in JS around the call; its waits are events on the loop (cgroup.events notifications on cgroup2, timers on v1), no worker hop. "groupKill in-worker" is groupKill\'s own elapsedNs (ms), from its first write to the empty group.',
     'The forking row: 100 processes forking flat out on 2 cores; every waiter (bash loop, worker thread, event loop) competes with them for a CPU, so that row measures scheduling latency as much as killing.',
     'v1 freezer path: freeze, wait for FROZEN, SIGKILL every pid, thaw, wait until empty — the only whole-group kill v1 offers; it is compared with the v2 kernel limit because v1 has no cgroup.kill.',
   );

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
-import type { NativeAddon } from '../../src/native.js';
+import { spawnProcess, type NativeAddon } from '../../src/native.js';
 import type { CgroupManager } from '../../src/cgroups/types.js';
 import { DEFAULT_LOCK_DIR } from '../../src/cgroups/lock.js';
 import type { TaskDriver } from '../../src/drivers/contract.js';
@@ -37,19 +37,14 @@ async function pool(count: number, conc: number, fn: (i: number) => Promise<void
 
 /** Spawns /bin/true with the native addon (placed by `placement`) and resolves when it has been reaped. */
 export function nativeRun(n: NativeAddon, placement: { cgroupDir?: string; joinProcs?: string[] }): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let r;
-    try {
-      r = n.spawn({ file: '/bin/true', argv: ['/bin/true'], envp: ENVP, stdio: [-1, -1, -1], ...placement });
-    } catch (err) {
-      reject(err);
-      return;
-    }
-    n.watchExit(r.pidfd, r.pid, true, (info) => {
-      if (info.exitCode === 0) resolve();
-      else reject(new Error(`/bin/true ended with ${JSON.stringify(info)}`));
-    });
-  });
+  return spawnProcess({ file: '/bin/true', argv: ['/bin/true'], envp: ENVP, stdio: [-1, -1, -1], timeoutMs: 30_000, ...placement }, n).then(
+    (r) => new Promise<void>((resolve, reject) => {
+      r.process.watch(true, (info) => {
+        if (info.exitCode === 0) resolve();
+        else reject(new Error(`/bin/true ended with ${JSON.stringify(info)}`));
+      });
+    }),
+  );
 }
 
 export async function run(o: BenchOptions): Promise<Section> {

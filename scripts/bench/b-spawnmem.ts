@@ -7,6 +7,7 @@
 import * as cp from 'node:child_process';
 import { checkFaster, errMsg, measure, missing, nowNs, rssBytes, usSince, type Measure, type Row, type Section, type BenchOptions } from './lib.js';
 import { loadNative } from './corral.js';
+import { spawnProcess } from '../../src/native.js';
 
 const MiB = 1024 * 1024;
 const CHUNK = 256 * MiB;
@@ -42,9 +43,9 @@ export async function run(o: BenchOptions): Promise<Section> {
     if (!nat.ok) throw new Error(nat.reason);
     const n = nat.value;
     const t0 = nowNs();
-    const r = n.spawn({ file: '/bin/true', argv: ['/bin/true'], envp: ['PATH=/usr/bin:/bin'], stdio: [-1, -1, -1] });
+    const r = await spawnProcess({ file: '/bin/true', argv: ['/bin/true'], envp: ['PATH=/usr/bin:/bin'], stdio: [-1, -1, -1], timeoutMs: 30_000 }, n);
     const callUs = usSince(t0);
-    await new Promise<void>((res) => n.watchExit(r.pidfd, r.pid, true, () => res()));
+    await new Promise<void>((res) => r.process.watch(true, () => res()));
     return { callUs, totalUs: usSince(t0) };
   };
   if (nat.ok) {

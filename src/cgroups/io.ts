@@ -1,17 +1,23 @@
 /**
  * The cgroups layer's access to control files and waits, through the native addon (batched writes
- * and reads; freeze/kill waits off the main thread). Errors become CgroupError / CgroupTimeoutError.
+ * and reads; group creation off the loop with applyAsync; freeze/kill waits as events on the loop,
+ * see waits.ts). Errors become CgroupError / CgroupTimeoutError.
  * The addon can be replaced (tests inject a fake to exercise error paths).
  */
 import * as fs from 'node:fs';
-import { native, type GroupKillMethod, type GroupKillResult, type NativeAddon, type NativeError, type NativeErrorInfo } from '../native.js';
-import { CgroupError, CgroupTimeoutError } from '../errors.js';
+import { native, type FsOp, type NativeAddon, type NativeErrorInfo } from '../native.js';
+import { CgroupError } from '../errors.js';
 import { parseSignal } from '../signals.js';
+import { GroupOps, type GroupKillMethod, type GroupKillResult } from './waits.js';
 
+export type { GroupKillMethod, GroupKillResult } from './waits.js';
 export type AddonProvider = () => NativeAddon;
 
 export class CgroupIO {
-  constructor(private readonly addon: AddonProvider = native) {}
+  private readonly ops: GroupOps;
+  constructor(private readonly addon: AddonProvider = native) {
+    this.ops = new GroupOps(addon);
+  }
 
   get native(): NativeAddon {
     return this.addon();
@@ -63,49 +69,43 @@ export class CgroupIO {
     }
   }
 
+  /** Signals every member (each confirmed through a pidfd). Returns the number signalled. */
   signalGroup(procsPath: string, signal: number): number {
-    try {
-      return this.addon().signalGroup(procsPath, signal);
-    } catch (err) {
-      throw CgroupError.from(err, procsPath);
-    }
+    return this.ops.signal(procsPath, signal);
   }
 
+  /** Empties a group with `method`, bounded by timeoutMs from the call; waits are loop events. */
   groupKill(method: GroupKillMethod, procsPath: string, controlDir: string, timeoutMs: number): Promise<GroupKillResult> {
-    return new Promise((resolve, reject) => {
-      try {
-        this.addon().groupKill({ method, procsPath, controlDir, timeoutMs }, (err, result) => {
-          if (err) reject(waitError(err, controlDir, timeoutMs, 'be emptied'));
-          else resolve(result ?? { signalled: 0, elapsedNs: 0 });
-        });
-      } catch (err) {
-        reject(CgroupError.from(err, controlDir));
-      }
-    });
+    return this.ops.groupKill(method, procsPath, controlDir, timeoutMs);
   }
 
-  waitFrozen(controlDir: string, version: 1 | 2, frozen: boolean, timeoutMs: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      try {
-        this.addon().waitFrozen(controlDir, version, frozen, timeoutMs, (err) => {
-          if (err) reject(waitError(err, controlDir, timeoutMs, frozen ? 'freeze' : 'thaw'));
-          else resolve();
-        });
-      } catch (err) {
-        reject(CgroupError.from(err, controlDir));
-      }
-    });
+  /** Until a v1 freezer.state reads FROZEN/THAWED or a v2 cgroup.events has frozen 1/0; CgroupTimeoutError on expiry. */
+  async waitFrozen(controlDir: string, version: 1 | 2, frozen: boolean, timeoutMs: number): Promise<void> {
+    return this.ops.waitFrozen(controlDir, version, frozen, timeoutMs);
   }
 
-  waitEmpty(procsPath: string, timeoutMs: number): Promise<void> {
+  /** Until the group's cgroup.procs is empty; CgroupTimeoutError on expiry. */
+  async waitEmpty(procsPath: string, timeoutMs: number): Promise<void> {
+    return this.ops.waitEmpty(procsPath, timeoutMs);
+  }
+
+  /**
+   * mkdir / write / rmdir steps in order, off the event loop (libuv pool): cgroup creation and its
+   * limit writes can stall in the kernel. Throws the CgroupError of the first failed step (later
+   * steps did not run); `index` on it says which.
+   */
+  applyAsync(ops: readonly FsOp[]): Promise<void> {
     return new Promise((resolve, reject) => {
       try {
-        this.addon().waitEmpty(procsPath, timeoutMs, (err) => {
-          if (err) reject(waitError(err, procsPath, timeoutMs, 'become empty'));
-          else resolve();
+        this.addon().applyAsync([...ops], (err) => {
+          if (!err) return resolve();
+          const op = ops[err.index];
+          const e = CgroupError.from(err, op?.[1] ?? '');
+          (e as { index?: number }).index = err.index;
+          reject(e);
         });
       } catch (err) {
-        reject(CgroupError.from(err, procsPath));
+        reject(err);
       }
     });
   }
@@ -116,17 +116,6 @@ export function errorFromInfo(info: NativeErrorInfo, syscall: string, p: string,
   const code = info.code || 'EIO';
   const msg = `${code}: ${what ?? `${info.syscall || syscall} ${p}`} failed${info.message ? ` (${info.message})` : ''}`;
   return new CgroupError(code, Math.abs(info.errno ?? 0), info.syscall || syscall, info.path ?? p, msg);
-}
-
-function waitError(err: NativeError, p: string, timeoutMs: number, phase: string): Error {
-  if (err.code === 'ETIMEDOUT') {
-    // groupKill says which of its phases ran out ('freeze' or 'wait-empty'); a plain wait knows its own.
-    const ph = phase !== 'be emptied' ? phase : err.syscall === 'freeze' ? 'freeze' : 'become empty';
-    const e = new CgroupTimeoutError(ph, p, timeoutMs);
-    (e as { cause?: unknown }).cause = err;
-    return e;
-  }
-  return CgroupError.from(err, p);
 }
 
 /** mkdir of a cgroup directory (a cheap cgroupfs syscall; sync is fine on the main thread). */

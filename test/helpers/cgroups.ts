@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { native, type ExitInfo, type ExitWatch } from '../../src/native.js';
+import { spawnProcess, type ExitInfo, type ProcessHandle } from '../../src/native.js';
 import { detectCgroupLayout } from '../../src/cgroups/detect.js';
 import { DEFAULT_LOCK_DIR } from '../../src/cgroups/lock.js';
 import type { CgroupLayout, SpawnPlacement, TaskCgroup } from '../../src/cgroups/types.js';
@@ -60,7 +60,7 @@ export interface Started {
  * placed in: cleanupParent closes the leftovers under its parent only (concurrent tests in one file
  * keep theirs).
  */
-const openWatches = new Map<ExitWatch, string[]>();
+const openWatches = new Map<ProcessHandle, string[]>();
 
 /**
  * Starts a process already inside a group (native spawn with the group's placement: clone3 into
@@ -69,11 +69,10 @@ const openWatches = new Map<ExitWatch, string[]>();
  * `exited` keeps the event loop alive); it closes itself when the process exits, and cleanupParent
  * closes any still open.
  */
-export function startInGroup(group: Pick<TaskCgroup, 'placement'> | SpawnPlacement, file: string, args: string[] = [], opts: { setsid?: boolean } = {}): Started {
+export async function startInGroup(group: Pick<TaskCgroup, 'placement'> | SpawnPlacement, file: string, args: string[] = [], opts: { setsid?: boolean } = {}): Promise<Started> {
   const placement: SpawnPlacement = 'placement' in group ? group.placement : group;
   const abs = path.isAbsolute(file) ? file : ['/bin', '/usr/bin'].map((d) => path.join(d, file)).find((p) => fs.existsSync(p)) ?? file;
-  const n = native();
-  const r = n.spawn({
+  const r = await spawnProcess({
     file: abs,
     argv: [file, ...args],
     envp: [`PATH=${process.env.PATH ?? '/usr/bin:/bin'}`],
@@ -81,10 +80,12 @@ export function startInGroup(group: Pick<TaskCgroup, 'placement'> | SpawnPlaceme
     setsid: opts.setsid ?? true,
     ...(placement.cgroupDir ? { cgroupDir: placement.cgroupDir } : {}),
     ...(placement.joinProcs ? { joinProcs: [...placement.joinProcs] } : {}),
+    timeoutMs: 30_000,
   });
   let resolveExit!: (i: ExitInfo) => void;
   const exited = new Promise<ExitInfo>((res) => { resolveExit = res; });
-  const w: ExitWatch = n.watchExit(r.pidfd, r.pid, true, (info) => {
+  const w = r.process;
+  w.watch(true, (info) => {
     openWatches.delete(w);
     resolveExit(info);
   });

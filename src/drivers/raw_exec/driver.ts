@@ -6,7 +6,7 @@
  * DriverCore's; this file holds raw_exec's hooks.
  */
 import { DriverUnavailableError, SpawnError, TaskExistsError, TaskNotFoundError } from '../../errors.js';
-import { native } from '../../native.js';
+import { native, spawnProcess, type ProcessHandle, type SpawnResult } from '../../native.js';
 import { TaskStore } from '../../store/task-store.js';
 import { sleepUnless } from '../../util/abort.js';
 import type { CgroupManager, TaskCgroup } from '../../cgroups/types.js';
@@ -121,15 +121,17 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     this.store.create(handle as unknown as TaskHandle, 'starting');
     const fds = new FdSet();
     let cg: TaskCgroup | undefined;
-    let spawned: { pid: number; pidfd: number } | undefined;
-    let sigPidfd = -1;
+    let spawned: SpawnResult | undefined;
+    let attached = false;
     const persisted = true;
     try {
       const out = v.stdoutFd ?? (v.stdoutPath ? fds.add(openOutput(v.stdoutPath)) : -1);
       const errFd = v.stderrFd ?? (v.stderrPath ? fds.add(openOutput(v.stderrPath)) : -1);
       if (mgr) cg = mgr.create(v.allocId, v.name, { resources: v.resources });
       const placement = cg?.placement ?? {};
-      spawned = native().spawn({
+      // Off the event loop (a thread of its own) and bounded: a frozen group is refused at once
+      // (CgroupFrozenError), a child that never gets to exec fails the start (CgroupTimeoutError).
+      spawned = await spawnProcess({
         file: v.file,
         argv: v.argv,
         envp: v.envp,
@@ -141,9 +143,9 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
         ...(placement.cgroupDir ? { cgroupDir: placement.cgroupDir } : {}),
         ...(placement.joinProcs ? { joinProcs: [...placement.joinProcs] } : {}),
         ...(v.oomScoreAdj !== undefined ? { oomScoreAdj: v.oomScoreAdj } : {}),
+        timeoutMs: this.config.killTimeoutMs,
       });
       fds.closeAll();
-      sigPidfd = native().pidfdOpen(spawned.pid);
       // Not reaped yet (only our watch reaps), so the stat is there even if it already exited.
       const st = readProcStat(spawned.pid);
       if (!st) throw new SpawnError(v.id, `/proc/${spawned.pid}/stat unreadable right after spawn`);
@@ -155,12 +157,13 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
       handle.startedAt = new Date().toISOString();
       this.store.put(handle as unknown as TaskHandle, { state: 'running' });
       const task = this.newTask(handle, cg, false);
-      task.attach(spawned.pidfd, sigPidfd, true);
+      task.attach(spawned.process, true);
+      attached = true;
       this.adopt(task);
       task.emitStarted(v.removedEnv);
       return JSON.parse(JSON.stringify(handle)) as TaskHandle;
     } catch (err) {
-      await this.undoStart(v.id, spawned, sigPidfd, cg, persisted).catch(() => {});
+      await this.undoStart(v.id, spawned, attached, cg, persisted).catch(() => {});
       throw err;
     } finally {
       fds.closeAll();
@@ -175,8 +178,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
   }
 
   /** Undoes a failed start: no process, no group, no record. Every step runs even if one before it failed. */
-  private async undoStart(id: string, spawned: { pid: number; pidfd: number } | undefined, sigPidfd: number, cg: TaskCgroup | undefined, persisted: boolean): Promise<void> {
-    const n = native();
+  private async undoStart(id: string, spawned: SpawnResult | undefined, attached: boolean, cg: TaskCgroup | undefined, persisted: boolean): Promise<void> {
     const errors: unknown[] = [];
     const step = async (f: () => unknown) => {
       try {
@@ -187,22 +189,26 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     };
     if (spawned) {
       await step(async () => {
+        // The handle owns the only pidfd: signal through it, and (unless the task's watch already
+        // does) watch it until the kill is reaped; it closes itself then.
+        const p = spawned.process;
         const exited = new Promise<void>((resolve, reject) => {
           try {
-            n.pidfdSendSignal(spawned.pidfd, 9);
+            p.signal(9);
           } catch {
             /* already gone */
           }
+          if (attached) return resolve();
           try {
-            n.watchExit(spawned.pidfd, spawned.pid, true, () => resolve());
+            p.watch(true, () => resolve());
           } catch (err) {
             reject(err);
           }
         });
         await sleepUnless(this.config.killTimeoutMs, [], exited);
+        if (!attached) p.close();
       });
     }
-    if (sigPidfd >= 0) await step(() => n.closeFd(sigPidfd));
     if (cg) await step(() => cg.destroy({ timeoutMs: this.config.killTimeoutMs }));
     else if (spawned && this.config.noCgroups) {
       await step(() => killUntilGone(() => sessionMembers(spawned.pid).map((p) => p.pid), this.config.killTimeoutMs, `task ${id}`));
@@ -303,25 +309,20 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     // Throws (nothing done yet) when a live process has the recorded identity but is not the task.
     let found = identifyTaskProcess(h, cg);
     this.claimRecord(h as unknown as TaskHandle, opts.force);
-    const n = native();
-    let a = -1;
-    let b = -1;
+    let proc: ProcessHandle | undefined;
     if (found.kind === 'task') {
       try {
-        a = n.pidfdOpen(s.pid);
-        b = n.pidfdOpen(s.pid);
-        // Checked again after opening: the pidfds now pin this very process.
+        proc = native().openProcess(s.pid);
+        // Checked again after opening: the pidfd now pins this very process.
         if (processStartTime(s.pid) !== s.startTime) found = { kind: 'gone', why: `the task (pid ${s.pid}) ended during recovery` };
       } catch {
         found = { kind: 'gone', why: `the task (pid ${s.pid}) ended during recovery` };
       }
-      if (found.kind === 'gone') {
-        if (a >= 0) n.closeFd(a);
-        if (b >= 0) n.closeFd(b);
-      }
+      // One owner: the task once attached, else this close (idempotent; never a second close of a number).
+      if (found.kind === 'gone') proc?.close();
     }
     const task = this.newTask(h, cg, true, found.kind === 'gone');
-    if (found.kind === 'task') task.attach(a, b, false);
+    if (found.kind === 'task' && proc) task.attach(proc, false);
     this.adopt(task);
     task.emitRecovered(found.kind === 'task');
     if (found.kind === 'gone') task.markGone(`exit status unknown: ${found.why}`);

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { AbortError, ExecTimeoutError } from '../../errors.js';
-import { type ExitInfo, type ExitWatch, native } from '../../native.js';
+import { spawnProcess, type ExitInfo, type ProcessHandle } from '../../native.js';
 import type { ExecTaskResult } from '../contract.js';
 import { reapedExit } from '../core/exit.js';
 import { killTree } from '../../util/proc.js';
@@ -48,7 +48,9 @@ export async function execInTask(task: RawExecTask, cmd: string[], timeoutMs: nu
   try {
     errFd = tempOutput();
     const placement = task.cgroup?.placement ?? {};
-    const spawned = native().spawn({
+    // Off the event loop and bounded by the exec's own timeout: a frozen task group is refused at
+    // once (CgroupFrozenError), a command that never gets to exec is a CgroupTimeoutError.
+    const spawned = await spawnProcess({
       file,
       argv: cmd,
       envp: Object.entries(st.env).map(([k, v]) => `${k}=${v}`),
@@ -58,16 +60,17 @@ export async function execInTask(task: RawExecTask, cmd: string[], timeoutMs: nu
       stdio: [-1, outFd, errFd],
       ...(placement.cgroupDir ? { cgroupDir: placement.cgroupDir } : {}),
       ...(placement.joinProcs ? { joinProcs: [...placement.joinProcs] } : {}),
+      timeoutMs: Math.min(Math.max(1, Math.ceil(timeoutMs)), 86_400_000),
     });
     const pid = spawned.pid;
     // Within a cgroup the exec'd tree is among the group's pids; without one, anywhere.
     const kill = () => killTree(pid, killBoundMs, task.cgroup ? () => task.pids() : undefined);
-    let watch: ExitWatch | undefined;
+    let watch: ProcessHandle | undefined = spawned.process;
     let why: 'timeout' | 'shutdown' | undefined;
     let timer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
     const info = await new Promise<ExitInfo | undefined>((resolve) => {
-      watch = native().watchExit(spawned.pidfd, pid, true, (i) => {
+      spawned.process.watch(true, (i) => {
         watch = undefined;
         resolve(i);
       });

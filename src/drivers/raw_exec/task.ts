@@ -5,7 +5,7 @@
  * Shutdown/Wait/Stats.
  */
 import { AbortError, StopTimeoutError, TaskNotRunningError } from '../../errors.js';
-import { type ExitInfo, type ExitWatch, type Rusage, native } from '../../native.js';
+import type { ExitInfo, ProcessHandle, Rusage } from '../../native.js';
 import type { TaskCgroup } from '../../cgroups/types.js';
 import { sleep } from '../../util/abort.js';
 import type { ExitResult, TaskHandle, TaskResourceUsage, TaskStatus } from '../contract.js';
@@ -56,8 +56,8 @@ export class RawExecTask implements CoreTask {
   readonly gone: boolean;
   private readonly emit: Emit;
   private readonly killTimeoutMs: number;
-  private watch: ExitWatch | undefined;
-  private sigPidfd = -1;
+  /** The main process: one pidfd, owned by this handle, for watching and signalling. */
+  private proc: ProcessHandle | undefined;
   private result: ExitResult | undefined;
   private resolveExit!: (r: ExitResult) => void;
   /** Resolves once with the exit result; never rejects. */
@@ -100,12 +100,12 @@ export class RawExecTask implements CoreTask {
   }
 
   /**
-   * Starts watching the main process. `watchPidfd` is handed to watchExit (which owns it from then on);
-   * `sigPidfd` is a second pidfd kept for signalling, closed when the process is gone.
+   * Starts watching the main process. The task owns `proc` from here on: it signals through it, and
+   * it is closed once the exit is delivered (or at detach).
    */
-  attach(watchPidfd: number, sigPidfd: number, reap: boolean): void {
-    this.sigPidfd = sigPidfd;
-    this.watch = native().watchExit(watchPidfd, this.state.pid, reap, (info) => this.onExit(info));
+  attach(proc: ProcessHandle, reap: boolean): void {
+    this.proc = proc;
+    proc.watch(reap, (info) => this.onExit(info));
   }
 
   /** Marks a task found dead at recovery. */
@@ -122,7 +122,6 @@ export class RawExecTask implements CoreTask {
   }
 
   private onExit(info: ExitInfo): void {
-    this.watch = undefined;
     if (info.rusage) this.rusage = info.rusage;
     const oomKilled = this.readOom();
     this.finish(info.reaped
@@ -134,21 +133,10 @@ export class RawExecTask implements CoreTask {
     if (this.result) return;
     this.result = r;
     this.completedAt = new Date().toISOString();
-    this.closeSigPidfd();
+    this.proc?.close();
     const d = describeExit(r);
     this.emit('exited', d.message, d.annotations);
     this.resolveExit(r);
-  }
-
-  private closeSigPidfd(): void {
-    if (this.sigPidfd >= 0) {
-      try {
-        native().closeFd(this.sigPidfd);
-      } catch {
-        /* closed */
-      }
-      this.sigPidfd = -1;
-    }
   }
 
   emitStarted(removedEnv: string[]): void {
@@ -162,9 +150,9 @@ export class RawExecTask implements CoreTask {
 
   /** Sends a signal to the main process (through its pidfd: never to a reused pid). */
   signal(sig: number): void {
-    if (!this.running || this.sigPidfd < 0) throw new TaskNotRunningError(this.id);
+    if (!this.running || !this.proc || this.proc.closed) throw new TaskNotRunningError(this.id);
     try {
-      native().pidfdSendSignal(this.sigPidfd, sig);
+      this.proc.signal(sig);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ESRCH') return; // exiting right now
       throw err;
@@ -269,9 +257,7 @@ export class RawExecTask implements CoreTask {
 
   /** Stops watching (driver shutdown): the task keeps running. */
   detach(): void {
-    this.watch?.close();
-    this.watch = undefined;
-    this.closeSigPidfd();
+    this.proc?.close();
   }
 
   status(): TaskStatus {

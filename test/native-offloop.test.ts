@@ -1,0 +1,236 @@
+// The event loop never waits on the kernel (issue: off-loop spawn, event-driven group waits, one owner
+// per fd). Kernel tests as root: a spawn into a frozen group fails at once with CgroupFrozenError; a
+// spawn whose child freezes while joining is bounded (CgroupTimeoutError) while a 10 ms heartbeat keeps
+// ticking, and its thread cleans up once the group thaws; every error path leaves our fd count as it
+// was; group waits complete while every libuv pool thread is blocked. Groups live under
+// corral-test-offloop-<random>.
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { native, spawnProcess, type ExitInfo, type SpawnOptions } from '../src/native.js';
+import { CgroupIO } from '../src/cgroups/io.js';
+import { CgroupFrozenError, CgroupTimeoutError } from '../src/errors.js';
+import { hostLayout } from './helpers/cgroups.js';
+
+const n = native();
+const PARENT = `corral-test-offloop-${randomBytes(4).toString('hex')}`;
+const layout = hostLayout();
+const V2 = layout.unifiedMount ?? '/sys/fs/cgroup/unified';
+const FREEZER = layout.v1Mounts.freezer;
+const SLOW = Math.max(1, Number(process.env.CORRAL_TEST_SLOWDOWN ?? 1) || 1);
+const created: string[] = [];
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-offloop-'));
+const live = new Set<number>();
+
+const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const fdCount = () => fs.readdirSync('/proc/self/fd').length;
+/** Our open fds with what they are (for a readable difference when a count is off). */
+const fdList = () => fs.readdirSync('/proc/self/fd').map((f) => { try { return `${f}->${fs.readlinkSync(`/proc/self/fd/${f}`)}`; } catch { return f; } });
+/** No fd of ours that was not open at `before` (fds closed meanwhile by Node itself are fine). */
+function noNewFds(t: import('ava').ExecutionContext, before: string[], what: string): void {
+  const extra = fdList().filter((f) => !before.includes(f));
+  t.deepEqual(extra, [], what);
+}
+/** Lets libuv run the close callbacks (where a closed handle's fd is released) of what just finished. */
+const settle = () => new Promise<void>((r) => setImmediate(() => setImmediate(r)));
+
+async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs = 5000 * SLOW): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (let step = 2; ; step = Math.min(step * 2, 50)) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleepMs(step);
+  }
+}
+
+function mkgroup(root: string, name: string): string {
+  const parent = path.join(root, PARENT);
+  if (!fs.existsSync(parent)) {
+    fs.mkdirSync(parent);
+    created.push(parent);
+  }
+  const dir = path.join(parent, name);
+  fs.mkdirSync(dir);
+  created.push(dir);
+  return dir;
+}
+
+function thawAll(): void {
+  for (const dir of created) {
+    for (const [f, v] of [['freezer.state', 'THAWED'], ['cgroup.freeze', '0']] as const) {
+      try { fs.writeFileSync(path.join(dir, f), v); } catch { /* not this kind */ }
+    }
+  }
+}
+
+test.after.always(async () => {
+  thawAll();
+  for (const pid of live) {
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+  for (const dir of [...created].reverse()) {
+    const end = Date.now() + 10_000;
+    for (;;) {
+      try {
+        for (const p of fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+          try { process.kill(Number(p), 'SIGKILL'); } catch { /* gone */ }
+        }
+        fs.rmdirSync(dir);
+        break;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || Date.now() > end) break;
+        await sleepMs(20);
+      }
+    }
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+/** A 10 ms heartbeat; stop() returns the longest gap between two beats (ms). */
+function heartbeat(): { stop: () => number } {
+  let last = performance.now();
+  let max = 0;
+  const iv = setInterval(() => {
+    const now = performance.now();
+    max = Math.max(max, now - last);
+    last = now;
+  }, 10);
+  return { stop: () => { clearInterval(iv); return Math.max(max, performance.now() - last); } };
+}
+
+const base = (o: Partial<SpawnOptions>): SpawnOptions => ({ file: '/bin/sleep', argv: ['sleep', '100'], envp: [], stdio: [-1, -1, -1], timeoutMs: 10_000, ...o });
+
+test.serial('spawn into a frozen group: CgroupFrozenError at once naming the group, nothing started, loop free, fds as before', async (t) => {
+  const cases: [string, string, Partial<SpawnOptions>][] = [];
+  const u = mkgroup(V2, 'frozen.scope');
+  fs.writeFileSync(path.join(u, 'cgroup.freeze'), '1');
+  cases.push(['v2 cgroupDir (clone3)', u, { cgroupDir: u }]);
+  cases.push(['v2 joined cgroup.procs', u, { joinProcs: [path.join(u, 'cgroup.procs')] }]);
+  if (FREEZER) {
+    const f = mkgroup(FREEZER, 'frozen');
+    fs.writeFileSync(path.join(f, 'freezer.state'), 'FROZEN');
+    const child = mkgroup(FREEZER, 'frozen/child'); // frozen through its parent
+    cases.push(['v1 freezer', f, { joinProcs: [path.join(f, 'cgroup.procs')] }]);
+    cases.push(['v1 freezer, frozen parent', child, { joinProcs: [path.join(child, 'cgroup.procs')] }]);
+  } else {
+    t.log(`v1 cases skipped: no v1 freezer (mode ${layout.mode})`);
+  }
+  await settle();
+  const fds = fdList();
+  const hb = heartbeat();
+  for (const [what, dir, o] of cases) {
+    const t0 = performance.now();
+    const e = await t.throwsAsync(spawnProcess(base(o)), { instanceOf: CgroupFrozenError }, what);
+    t.is(e!.code, 'ERR_CGROUP_FROZEN');
+    t.is(e!.path, dir, what);
+    t.log(`${what}: refused in ${(performance.now() - t0).toFixed(1)} ms`);
+    t.is(fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8'), '', `${what}: nothing joined`);
+  }
+  t.log(`heartbeat max gap ${hb.stop().toFixed(1)} ms`);
+  await settle();
+  noNewFds(t, fds, 'no fd left by the refused spawns');
+});
+
+for (const kind of ['v2', 'v1'] as const) {
+  test.serial(`spawn whose child freezes while joining (${kind}): CgroupTimeoutError within the bound, loop ticking; cleaned up after thaw`, async (t) => {
+    if (kind === 'v1' && !FREEZER) { t.log(`skipped: no v1 freezer (mode ${layout.mode})`); t.pass(); return; }
+    const dir = kind === 'v2' ? mkgroup(V2, 'freezes.scope') : mkgroup(FREEZER!, 'freezes');
+    const ctl = kind === 'v2' ? ['cgroup.freeze', '1', '0'] : ['freezer.state', 'FROZEN', 'THAWED'];
+    t.teardown(() => { try { fs.writeFileSync(path.join(dir, ctl[0]!), ctl[2]!); } catch { /* gone */ } });
+    fs.writeFileSync(path.join(dir, ctl[0]!), ctl[1]!);
+    // A path the cheap freeze check does not recognise as a group (a symlink elsewhere to its
+    // cgroup.procs): the child joins the frozen group and freezes before execve, as it would if
+    // the group froze between the check and the join.
+    const link = path.join(tmp, `procs-${kind}`);
+    fs.symlinkSync(path.join(dir, 'cgroup.procs'), link);
+    await settle();
+    const fds = fdCount();
+    const before = fdList();
+    const hb = heartbeat();
+    const t0 = performance.now();
+    const e = await t.throwsAsync(spawnProcess(base({ joinProcs: [link], timeoutMs: 300 })), { instanceOf: CgroupTimeoutError });
+    const took = performance.now() - t0;
+    const gap = hb.stop();
+    t.log(`timed out after ${took.toFixed(0)} ms (bound 300), heartbeat max gap ${gap.toFixed(1)} ms`);
+    t.is(e!.timeoutMs, 300);
+    t.regex(e!.message, /did not start a process within 300 ms/);
+    t.true(took < 300 + 2000 * SLOW, `rejected ${took.toFixed(0)} ms after the call`);
+    // The child (frozen in the group) was SIGKILLed; v2 lets it die at once, v1 once thawed.
+    fs.writeFileSync(path.join(dir, ctl[0]!), ctl[2]!);
+    await until('the frozen child to be gone', () => fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8') === '');
+    // The spawn thread reaps it and closes its pidfd.
+    const extra = () => fdList().filter((f) => !before.includes(f));
+    const ok = await until(`our fds back to what they were`, () => fdCount() <= fds && extra().length === 0).catch(() => false);
+    t.true(ok, `new fds: ${extra().join(' ')}; ${fdCount()} now, ${fds} before`);
+  });
+}
+
+test('fd accounting: every spawn error path and every delivered handle leave our fd count as it was', async (t) => {
+  const missing = path.join(V2, PARENT, 'no-such.scope');
+  await settle();
+  const fds = fdList();
+  const errors: [string, Partial<SpawnOptions>][] = [
+    ['execve ENOENT', { file: '/nonexistent/prog' }],
+    ['chdir ENOENT', { file: '/bin/true', cwd: '/nonexistent-cwd' }],
+    ['dup2 EBADF', { file: '/bin/true', stdio: [-1, 987, -1] }],
+    ['cgroupDir ENOENT', { file: '/bin/true', cgroupDir: missing }],
+    ['join ENOENT', { file: '/bin/true', joinProcs: [path.join(missing, 'cgroup.procs')] }],
+  ];
+  for (const [what, o] of errors) await t.throwsAsync(spawnProcess(base(o)), undefined, what);
+  await settle();
+  noNewFds(t, fds, 'after the failed spawns');
+  // Successful spawns, concurrently: each ProcessHandle closes its pidfd once the exit is delivered.
+  const rs = await Promise.all(Array.from({ length: 30 }, () => spawnProcess(base({ file: '/bin/true', argv: ['true'] }))));
+  t.is(fdList().filter((f) => !fds.includes(f) && f.endsWith('anon_inode:[pidfd]')).length, 30, 'one pidfd per live handle');
+  await Promise.all(rs.map((r) => new Promise<ExitInfo>((res) => r.process.watch(true, res))));
+  await settle();
+  noNewFds(t, fds, 'after the exits');
+  // close() without a watch, and openProcess on our own pid.
+  const r = await spawnProcess(base({}));
+  live.add(r.pid);
+  r.process.signal(9);
+  r.process.close();
+  const h = n.openProcess(r.pid);
+  await new Promise<ExitInfo>((res) => h.watch(true, res));
+  live.delete(r.pid);
+  await settle();
+  noNewFds(t, fds, 'after close() and openProcess');
+});
+
+test.serial('group waits and kills hold no pool thread: they finish while every libuv pool thread is blocked', async (t) => {
+  // Block the whole pool: reads of FIFOs with no writer wait in the pool until a writer comes.
+  const size = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+  const fifos = Array.from({ length: size }, (_, i) => path.join(tmp, `fifo-${i}`));
+  const { execFileSync } = await import('node:child_process');
+  for (const f of fifos) execFileSync('mkfifo', [f]);
+  const blocked = fifos.map((f) => fs.promises.readFile(f));
+  let unblocked = false;
+  const unblock = () => {
+    if (unblocked) return;
+    unblocked = true;
+    for (const f of fifos) { const fd = fs.openSync(f, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK); fs.closeSync(fd); }
+  };
+  t.teardown(unblock);
+  await sleepMs(50);
+  const io = new CgroupIO();
+  const g = mkgroup(V2, 'nopool.scope');
+  // spawn runs on a thread of its own: also fine with the pool blocked.
+  const r = await spawnProcess(base({ cgroupDir: g }));
+  const exit = new Promise<ExitInfo>((res) => r.process.watch(true, res));
+  const hb = heartbeat();
+  fs.writeFileSync(path.join(g, 'cgroup.freeze'), '1');
+  await io.waitFrozen(g, 2, true, 5000 * SLOW);
+  fs.writeFileSync(path.join(g, 'cgroup.freeze'), '0');
+  await io.waitFrozen(g, 2, false, 5000 * SLOW);
+  const k = await io.groupKill('cgroup.kill', path.join(g, 'cgroup.procs'), g, 5000 * SLOW);
+  t.is((await exit).signal, 9);
+  await io.waitEmpty(path.join(g, 'cgroup.procs'), 1000);
+  t.log(`with ${size} pool threads blocked: freeze, thaw, kill (${(k.elapsedNs / 1e6).toFixed(2)} ms); heartbeat max gap ${hb.stop().toFixed(1)} ms`);
+  unblock();
+  await Promise.all(blocked);
+  t.pass();
+});
