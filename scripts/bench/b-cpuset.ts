@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { createCgroupManager } from '../../src/cgroups/factory.js';
 import { formatCpuList, parseCpuList } from '../../src/cgroups/cpulist.js';
 import type { CgroupManager, TaskCgroup } from '../../src/cgroups/types.js';
-import { native, type ExitWatch } from '../../src/native.js';
+import { native, spawnProcess, type ProcessHandle } from '../../src/native.js';
 import {
   BENCH_PARENT, checkWithin, errMsg, measure, missing, nowNs, onCleanup, removeCgroupTree, rootMems, timeLeftMs, usSince, v1Mounts,
   type Measure, type Row, type Section, type BenchOptions,
@@ -52,21 +52,22 @@ export async function run(o: BenchOptions): Promise<Section> {
   const n = native();
 
   // The shared tasks: groups and a sleeping process each, kept running across the Ns.
-  const shared: Array<{ g: TaskCgroup; pid: number; watch: ExitWatch }> = [];
+  const shared: Array<{ g: TaskCgroup; pid: number; watch: ProcessHandle }> = [];
   onCleanup(async () => {
     for (const s of shared) {
       try { process.kill(s.pid, 'SIGKILL'); } catch { /* gone */ }
       await s.g.destroy().catch(() => undefined);
     }
   });
-  const grow = (to: number) => {
+  const grow = async (to: number) => {
     while (shared.length < to) {
       const g = mgr.create(randomUUID(), `s${shared.length}`);
       // v1: the process joins the share group only (what a reservation change touches); its per-task
       // groups stay empty, which saves five RCU-bound joins per start and changes nothing measured here.
       const placement = mgr.version === 'v1' && g.paths.cpuset ? { joinProcs: [path.join(g.paths.cpuset, 'cgroup.procs')] } : g.placement;
-      const r = n.spawn({ file: '/bin/sleep', argv: ['sleep', '3600'], envp: ENVP, stdio: [-1, -1, -1], ...placement });
-      shared.push({ g, pid: r.pid, watch: n.watchExit(r.pidfd, r.pid, true, () => undefined) });
+      const r = await spawnProcess({ file: '/bin/sleep', argv: ['sleep', '3600'], envp: ENVP, stdio: [-1, -1, -1], timeoutMs: 30_000, ...placement }, n);
+      r.process.watch(true, () => undefined);
+      shared.push({ g, pid: r.pid, watch: r.process });
     }
   };
   const shareCpusFile = () => {
@@ -110,7 +111,7 @@ export async function run(o: BenchOptions): Promise<Section> {
     }
     const tg = nowNs();
     try {
-      grow(N);
+      await grow(N);
       growOld(N);
     } catch (err) {
       notes.push(`N = ${N}: could not start the shared tasks: ${errMsg(err)}`);
