@@ -95,8 +95,21 @@ export async function removeContainersWithLabel(key: string, value: string): Pro
   return n;
 }
 
-// sandbox(t) removes the containers carrying its labels at teardown in files that use docker.
-setContainerSweeper(removeContainersWithLabel);
+/** Removes containers by id (force, with anonymous volumes). Never throws. */
+export async function removeContainers(ids: string[]): Promise<number> {
+  let n = 0;
+  for (const id of ids) {
+    try {
+      await docker.getContainer(id).remove({ force: true, v: true });
+      n++;
+    } catch { /* already gone, or dockerd down */ }
+  }
+  return n;
+}
+
+// sandbox(t) removes the containers carrying its labels, and those recorded in its state dir, at
+// teardown in files that use docker.
+setContainerSweeper(removeContainersWithLabel, removeContainers);
 
 export async function exists(id: string): Promise<boolean> {
   try {

@@ -51,10 +51,32 @@ export interface Sandbox {
   defer(fn: () => unknown): void;
 }
 
-/** Registered by the docker helper when a test file uses docker: removes a sandbox's containers. */
+/**
+ * Registered by the docker helper when a test file uses docker: removes the containers carrying a
+ * label, and containers by id.
+ */
 let containerSweeper: ((label: string, value: string) => Promise<unknown>) | undefined;
-export function setContainerSweeper(fn: (label: string, value: string) => Promise<unknown>): void {
-  containerSweeper = fn;
+let containerRemover: ((ids: string[]) => Promise<unknown>) | undefined;
+export function setContainerSweeper(byLabel: (label: string, value: string) => Promise<unknown>, byId?: (ids: string[]) => Promise<unknown>): void {
+  containerSweeper = byLabel;
+  containerRemover = byId;
+}
+
+/**
+ * Containers the docker driver recorded in a state dir (tasks/*.json): a `corral run --driver docker`
+ * whose container carries no test label is still removed when its test fails.
+ */
+function recordedContainers(stateDir: string): string[] {
+  const ids: string[] = [];
+  let files: string[];
+  try { files = fs.readdirSync(path.join(stateDir, 'tasks')); } catch { return ids; }
+  for (const f of files) {
+    try {
+      const r = JSON.parse(fs.readFileSync(path.join(stateDir, 'tasks', f), 'utf8')) as { driver?: string; driverState?: { containerId?: unknown } };
+      if (r.driver === 'docker' && typeof r.driverState?.containerId === 'string') ids.push(r.driverState.containerId);
+    } catch { /* not a record */ }
+  }
+  return ids;
 }
 
 /** A clean-up step that may not hang the teardown: bounded, errors collected rather than thrown. */
@@ -86,6 +108,8 @@ export function sandbox(t: Pick<ExecutionContext, 'teardown'>, tag = 'test'): Sa
     const errors: string[] = [];
     for (const fn of deferred.reverse()) await bounded('deferred clean-up', fn, bound(30_000), errors);
     // Containers first: on v2 their processes live under the sandbox's slice.
+    const recorded = recordedContainers(stateDir);
+    if (containerRemover && recorded.length > 0) await bounded('recorded container removal', () => containerRemover!(recorded), bound(60_000), errors);
     if (containerSweeper) await bounded('container removal', () => containerSweeper!(TEST_LABEL, name), bound(60_000), errors);
     for (const p of [name, `${name}.slice`]) {
       const left = await cleanupParent(p, bound(10_000));
