@@ -63,12 +63,6 @@ export function isLive(st: ProcStat | undefined): st is ProcStat {
   return st !== undefined && st.state !== 'Z' && st.state !== 'X';
 }
 
-/** The start time (field 22) of a live, non-zombie process, or undefined when there is none: with the pid, a process's identity. */
-export function processStartTime(pid: number): number | undefined {
-  const st = readProcStat(pid);
-  return isLive(st) ? st.starttime : undefined;
-}
-
 export function allPids(): number[] {
   const out: number[] = [];
   for (const name of fs.readdirSync('/proc')) if (/^\d+$/.test(name)) out.push(Number(name));

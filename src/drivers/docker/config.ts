@@ -9,6 +9,7 @@ import { InvalidConfigError } from '../../errors.js';
 import { isObject, optBool, optMs, plainString, stringArray } from '../../util/validate.js';
 import type { TaskConfig } from '../contract.js';
 import { type ResourceLimits, optAbsolutePath, validateBaseTask, validateEnv } from '../core/task-config.js';
+import type { ContainerCreate } from './client.js';
 import { detectCgroupLayout } from '../../cgroups/detect.js';
 import { onlineCores, readCpuListFile } from '../../cgroups/options.js';
 import {
@@ -128,25 +129,11 @@ export interface DockerTaskSpec {
   image: string;
   forcePull: boolean;
   containerName: string;
-  createOptions: {
-    Image: string;
-    Cmd?: string[];
-    Entrypoint?: string[];
+  /** What the container is created with (the name is given apart); always Env, Labels and HostConfig.Privileged. */
+  createOptions: ContainerCreate & {
     Env: string[];
     Labels: Record<string, string>;
-    WorkingDir?: string;
-    User?: string;
-    HostConfig: {
-      NetworkMode?: string;
-      Binds?: string[];
-      Privileged: boolean;
-      Memory?: number;
-      MemorySwap?: number;
-      CpuShares?: number;
-      CpusetCpus?: string;
-      PidsLimit?: number;
-      CgroupParent?: string;
-    };
+    HostConfig: NonNullable<ContainerCreate['HostConfig']> & { Privileged: boolean };
   };
 }
 

@@ -73,7 +73,7 @@ export class ImageCoordinator {
     let last = 0;
     await bounded('pull image', this.o.pullTimeoutMs, this.o.signal, (signal) => new Promise<void>((resolve, reject) => {
       this.o.docker.pull(ref, { abortSignal: signal }, (err: unknown, stream?: NodeJS.ReadableStream) => {
-        if (err || !stream) return reject(err ?? new Error('no pull stream'));
+        if (err || !stream) return reject(err ?? new DockerError('pull image', `${ref}: the engine returned no pull stream`));
         const onAbort = () => destroyStream(stream);
         signal.addEventListener('abort', onAbort, { once: true });
         this.o.docker.modem.followProgress(stream, (err2, output) => {

@@ -18,6 +18,7 @@
  */
 import { InvalidConfigError } from '../../errors.js';
 import { type Logger, stderrLogger } from '../../util/logger.js';
+import { optMs } from '../../util/validate.js';
 import { bounded, type ContainerInfo } from './client.js';
 
 export const LABEL_ALLOC_ID = 'io.corral.alloc_id';
@@ -167,11 +168,9 @@ export function ownership(c: ContainerInfo, agentId: string, opts: OwnershipOpti
   return rule;
 }
 
-function checkDuration(field: string, v: unknown, min: number): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < min) {
-    throw new InvalidConfigError(field, v, `must be a number of milliseconds ≥ ${min}`);
-  }
-  return Math.floor(v);
+/** A duration option (whole milliseconds, at least `min`). */
+function checkDuration(field: string, v: unknown, dflt: number, min: number): number {
+  return Math.floor(optMs(field, v, dflt, min));
 }
 
 export class DanglingContainerReconciler {
@@ -214,9 +213,9 @@ export class DanglingContainerReconciler {
     for (const k of ['unsafeMatchAllocIdOnly', 'unsafeMatchNomadShaped'] as const) {
       if (typeof this[k] !== 'boolean') throw new InvalidConfigError(`gc.danglingContainers.${k}`, opts[k], 'must be a boolean');
     }
-    this.periodMs = checkDuration('gc.danglingContainers.periodMs', opts.periodMs ?? DEFAULT_RECONCILE_PERIOD_MS, 1);
-    this.creationGraceMs = checkDuration('gc.danglingContainers.creationGraceMs', opts.creationGraceMs ?? DEFAULT_CREATION_GRACE_MS, 0);
-    const floor = checkDuration('callTimeoutFloorMs', opts.callTimeoutFloorMs ?? DEFAULT_CALL_TIMEOUT_FLOOR_MS, 1);
+    this.periodMs = checkDuration('gc.danglingContainers.periodMs', opts.periodMs ?? undefined, DEFAULT_RECONCILE_PERIOD_MS, 1);
+    this.creationGraceMs = checkDuration('gc.danglingContainers.creationGraceMs', opts.creationGraceMs ?? undefined, DEFAULT_CREATION_GRACE_MS, 0);
+    const floor = checkDuration('callTimeoutFloorMs', opts.callTimeoutFloorMs ?? undefined, DEFAULT_CALL_TIMEOUT_FLOOR_MS, 1);
     this.callTimeoutMs = Math.max(floor, this.periodMs);
     this.agentId = opts.agentId;
     this.docker = opts.docker;

@@ -7,12 +7,7 @@ import type * as fs from 'node:fs';
 import { InvalidConfigError } from '../../errors.js';
 import { type NssGroup, type NssUser, native } from '../../native.js';
 
-export interface UserInfo {
-  name: string;
-  uid: number;
-  gid: number;
-  home: string;
-  shell: string;
+export interface UserInfo extends Omit<NssUser, 'groups'> {
   /** Supplementary groups (getgrouplist, as initgroups gives them), the effective gid not repeated. */
   groups: number[];
 }
