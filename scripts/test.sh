@@ -13,14 +13,17 @@
 # a lane that fails without a failing test (a crashed worker, leftovers, a touched foreign task)
 # counts as one failure. Exit 0 only when every lane passed.
 # Env: CORRAL_TEST_RUN_ID (default: a new one; names every cgroup/dir/container of this run),
-#      CORRAL_SKIP_V2=1 (no v2 lane), CORRAL_SKIP_FOREIGN=1 (no foreign-task proof), and
-#      CORRAL_TEST_SLOWDOWN (stretches every wait's bound).
+#      CORRAL_SKIP_V2=1 (no v2 lane), CORRAL_SKIP_ASAN=1 (no asan lane), CORRAL_SKIP_FOREIGN=1 (no
+#      foreign-task proof), CORRAL_SKIP_SETUP=1 (no setup-host/docker-up: repeated runs on a checkout
+#      already built, e.g. the loaded runs), and CORRAL_TEST_SLOWDOWN (stretches every wait's bound).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then echo "test: corral's tests need root (real cgroups, real processes)" >&2; exit 1; fi
-bash scripts/setup-host.sh
-bash scripts/docker-up.sh
+if [ -z "${CORRAL_SKIP_SETUP-}" ]; then
+  bash scripts/setup-host.sh
+  bash scripts/docker-up.sh
+fi
 
 CORRAL_TEST_RUN_ID=${CORRAL_TEST_RUN_ID:-$(date +%H%M%S)$(printf '%04x' $((RANDOM)))}
 export CORRAL_TEST_RUN_ID
@@ -72,7 +75,7 @@ lane host npx --no-install ava
 mapfile -t exclusive < <(find test -name '*.exclusive.test.ts' -not -path '*/node_modules/*' | sort)
 if ((${#exclusive[@]})); then lane host-exclusive npx --no-install ava --concurrency=1 "${exclusive[@]}"; fi
 check "host leftovers" bash scripts/check-leftovers.sh
-if [ -n "$(npm pkg get scripts.test:asan 2>/dev/null | tr -d '{}"' )" ]; then lane asan npm run --silent test:asan; fi
+if [ -z "${CORRAL_SKIP_ASAN-}" ] && [ -n "$(npm pkg get scripts.test:asan 2>/dev/null | tr -d '{}"' )" ]; then lane asan npm run --silent test:asan; fi
 
 if [ -n "$foreign" ]; then
   check "foreign task untouched" bash scripts/foreign-task.sh check "$foreign"
