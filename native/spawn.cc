@@ -251,14 +251,21 @@ void Deliver(Hub* hub, Job* j, bool timed_out) {
   j->ReleaseNapi(env);
 }
 
+// A few results per turn of the loop: each delivery runs its caller's continuation (a start records
+// its task, for one), so hundreds delivered back to back would hold the loop for their sum.
+constexpr size_t kDeliverPerTurn = 4;
+
 void OnAsync(uv_async_t* a) {
   Hub* hub = static_cast<Hub*>(a->data);
-  std::vector<Job*> done;
+  std::vector<Job*> batch;
   {
     std::lock_guard<std::mutex> lock(hub->mu);
-    done.swap(hub->done);
+    size_t n = hub->done.size() < kDeliverPerTurn ? hub->done.size() : kDeliverPerTurn;
+    batch.assign(hub->done.begin(), hub->done.begin() + static_cast<std::ptrdiff_t>(n));
+    hub->done.erase(hub->done.begin(), hub->done.begin() + static_cast<std::ptrdiff_t>(n));
+    if (!hub->done.empty()) uv_async_send(hub->async);  // the rest on a later turn
   }
-  for (Job* j : done) {
+  for (Job* j : batch) {
     Deliver(hub, j, false);
     j->Unref();
   }

@@ -111,6 +111,11 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
 
   protected async start(cfg: TaskConfig<RawExecTaskConfig>): Promise<TaskHandle> {
     if (!this.config.enabled) throw new DriverUnavailableError(RAW_EXEC, 'it is disabled in the plugin config (enabled: false)');
+    // Validation (command lookup, cpuset reads), the record write and the cgroup creation below are
+    // synchronous (a few ms together): one start's share per turn of the loop, so that many
+    // concurrent starts interleave with everything else the agent does instead of running back to
+    // back. The spawn itself runs off the loop.
+    await this.nextTurn();
     const mgr = this.cgroupManager();
     const v = await validateTask(cfg, { plugin: this.config, ...(mgr ? { usableCores: mgr.usableCores(), controllers: mgr.controllers() } : {}) });
     if (this.tasks.has(v.id)) throw new TaskExistsError(v.id);
@@ -168,6 +173,14 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     } finally {
       fds.closeAll();
     }
+  }
+
+  private turn: Promise<void> = Promise.resolve();
+  /** Resolves on a later turn of the event loop than every earlier caller's. */
+  private nextTurn(): Promise<void> {
+    const p = this.turn.then(() => new Promise<void>((resolve) => setImmediate(resolve)));
+    this.turn = p;
+    return p;
   }
 
   private newTask(handle: TaskHandle<RawExecDriverState>, cgroup: TaskCgroup | undefined, recovered: boolean, gone = false): RawExecTask {
