@@ -5,6 +5,7 @@
  * capabilities() and the scenario reads it; nothing here branches on the driver's name.
  */
 import test, { type ExecutionContext } from 'ava';
+import * as fs from 'node:fs';
 import { RawExecDriver } from '../src/drivers/raw_exec/index.js';
 import { DockerDriver } from '../src/drivers/docker/index.js';
 import { silentLogger } from '../src/util/logger.js';
@@ -67,6 +68,21 @@ function setup(t: ExecutionContext, f: Flavor, tag: string): { sb: Sandbox; d: D
   return { sb, d };
 }
 
+/**
+ * A marker a task's script touches once its traps are set, and a wait for it seen through execTask
+ * (the host's /tmp for raw_exec, the container's for docker): the stop signal then finds the trap in
+ * place, however slow the machine, with no sleep.
+ */
+function marker(sb: Sandbox, what: string): string {
+  const file = `/tmp/${sb.name}-${what}-ready`;
+  sb.defer(() => fs.rmSync(file, { force: true }));
+  return file;
+}
+async function ready(d: Driver, id: string, file: string): Promise<void> {
+  await waitFor(async () => (await d.execTask(id, ['sh', '-c', `test -e ${file}`], { timeoutMs: bound(30_000) })).exitResult.exitCode === 0,
+    { what: `${file} in task ${id}`, timeoutMs: 60_000, intervalMs: 100 });
+}
+
 function collect(d: TaskDriver): { events: TaskEvent[]; stop: () => Promise<void> } {
   const ac = new AbortController();
   const events: TaskEvent[] = [];
@@ -112,14 +128,13 @@ for (const f of flavors) {
 
   run(`${f.name} › signalTask reaches the task; bad names refused; an exited task refuses signal and exec alike`, async (t) => {
     const { sb, d } = setup(t, f, 'signal');
-    const cfg = f.task(sb, 'trap "exit 7" USR1; touch /tmp/ready-$$; while :; do sleep 0.05; done');
+    const m = marker(sb, 'signal');
+    const cfg = f.task(sb, `trap "exit 7" USR1; touch ${m}; while :; do sleep 0.05; done`);
     await d.startTask(cfg);
     await t.throwsAsync(d.signalTask(cfg.id, 'NOPE'), { instanceOf: InvalidConfigError, message: /signal "NOPE"/ });
-    // The trap is set before the loop starts; poll by signalling until the task reports its exit.
-    await waitFor(async () => {
-      await d.signalTask(cfg.id, 'sigusr1').catch(() => {});
-      return d.inspectTask(cfg.id).state === 'exited';
-    }, { timeoutMs: bound(30_000), intervalMs: 200, what: 'the task handles SIGUSR1' });
+    // One signal, once the trap is set (a SIGUSR1 before it would end the shell by the signal).
+    await ready(d, cfg.id, m);
+    await d.signalTask(cfg.id, 'sigusr1');
     const r = await d.waitTask(cfg.id);
     t.is(r.exitCode, 7);
     t.is(r.signal, null);
@@ -132,14 +147,16 @@ for (const f of flavors) {
   run(`${f.name} › stopTask: a task ignoring the signal is killed after the timeout; one handling it exits by itself`, async (t) => {
     const { sb, d } = setup(t, f, 'stop');
     const ev = collect(d);
-    const stubborn = f.task(sb, 'trap "" TERM; while :; do sleep 0.05; done');
-    const polite = f.task(sb, 'trap "exit 0" TERM; while :; do sleep 0.05; done');
+    const [m1, m2] = [marker(sb, 'stubborn'), marker(sb, 'polite')];
+    const stubborn = f.task(sb, `trap "" TERM; touch ${m1}; while :; do sleep 0.05; done`);
+    const polite = f.task(sb, `trap "exit 0" TERM; touch ${m2}; while :; do sleep 0.05; done`);
     await d.startTask(stubborn);
     await d.startTask(polite);
     await t.throwsAsync(d.stopTask(stubborn.id, { signal: 'SIGFOO' }), { instanceOf: InvalidConfigError });
     await t.throwsAsync(d.stopTask(stubborn.id, { timeoutMs: -1 }), { instanceOf: InvalidConfigError });
-    // Let the shells set their traps before the stop signal arrives.
-    await new Promise((r) => setTimeout(r, bound(1000)));
+    // The shells' traps are set before the stop signal arrives.
+    await ready(d, stubborn.id, m1);
+    await ready(d, polite.id, m2);
     const t0 = Date.now();
     await d.stopTask(stubborn.id, { timeoutMs: 500 });
     t.true(Date.now() - t0 >= 450, 'waited for the timeout');
@@ -202,9 +219,10 @@ for (const f of flavors) {
 
   run(`${f.name} › recovery: a second driver on the state dir finds the task, stops it and reports how it ended (as its capabilities say)`, async (t) => {
     const { sb, d } = setup(t, f, 'recover');
-    const cfg = f.task(sb, 'trap "exit 5" TERM; while :; do sleep 0.05; done');
+    const m = marker(sb, 'recover');
+    const cfg = f.task(sb, `trap "exit 5" TERM; touch ${m}; while :; do sleep 0.05; done`);
     await d.startTask(cfg);
-    await new Promise((r) => setTimeout(r, bound(1000)));
+    await ready(d, cfg.id, m);
     await d.shutdown();
     const d2 = f.driver(sb);
     sb.defer(() => d2.shutdown());
@@ -229,12 +247,16 @@ for (const f of flavors) {
     const { sb, d } = setup(t, f, 'shutdown');
     const cfg = f.task(sb, 'sleep 300');
     await d.startTask(cfg);
-    const fp = (async () => { let n = 0; for await (const _ of d.fingerprint({ intervalMs: 100_000 })) n++; return n; })();
+    let fingerprints = 0;
+    const fp = (async () => { for await (const _ of d.fingerprint({ intervalMs: 100_000 })) fingerprints++; return fingerprints; })();
     const st = (async () => { let n = 0; for await (const _ of d.taskStats(cfg.id, { intervalMs: 100_000 })) n++; return n; })();
     const ev = (async () => { let n = 0; for await (const _ of d.taskEvents()) n++; return n; })();
     const wait = d.waitTask(cfg.id);
-    const exec = d.execTask(cfg.id, ['sleep', '100']);
-    await new Promise((r) => setTimeout(r, bound(1500)));
+    const m = marker(sb, 'exec');
+    const exec = d.execTask(cfg.id, ['sh', '-c', `touch ${m}; sleep 100`]);
+    // Shut down with all of them in flight: the first fingerprint sent, the exec running.
+    await waitFor(() => fingerprints >= 1, { what: 'the first fingerprint', timeoutMs: 30_000 });
+    await ready(d, cfg.id, m);
     await d.shutdown();
     await t.throwsAsync(wait, { instanceOf: AbortError });
     await t.throwsAsync(exec, { instanceOf: AbortError });
