@@ -115,10 +115,10 @@ rtest('loop mode: passes every period until the signal', async (t) => {
   t.true(passes.some((x) => x.removed.some((d: { id: string }) => d.id === c.id)));
 });
 
-test('usage errors: one line on stderr, exit 2; unreachable Docker: exit 1', async (t) => {
+test('usage errors: one line on stderr, exit 125 (a failure of corral itself); unreachable Docker: exit 1', async (t) => {
   for (const argv of [['--period', 'soon'], ['--creation-grace', '-1s'], ['--bogus'], ['--period', '0'], ['extra'], ['--label', '=x'], ['--state-dir', 'relative']]) {
     const r = await run(argv);
-    t.is(r.code, 2, `${argv.join(' ')}: ${r.stderr}`);
+    t.is(r.code, 125, `${argv.join(' ')}: ${r.stderr}`);
     t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
   }
   const dir = stateDir();
