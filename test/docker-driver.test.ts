@@ -164,8 +164,9 @@ test('taskStats: Docker stats mapped to TaskResourceUsage, ends on abort', async
   t.true(samples[1]!.timestamp - samples[0]!.timestamp >= 900);
   await t.throwsAsync(async () => { for await (const _ of driver.taskStats(cfg.id, { intervalMs: 0 })) { /* */ } }, { code: 'ERR_INVALID_CONFIG' });
   // A stats stream ends by itself when the task exits.
-  const ended = (async () => { let n = 0; for await (const _ of driver.taskStats(cfg.id, { intervalMs: 200 })) n++; return n; })();
-  await new Promise((r) => setTimeout(r, 1500));
+  let sampled = 0;
+  const ended = (async () => { for await (const _ of driver.taskStats(cfg.id, { intervalMs: 200 })) sampled++; return sampled; })();
+  await eventually(() => sampled >= 1, 30_000, 50);
   await driver.stopTask(cfg.id, { timeoutMs: 100 });
   t.true((await ended) >= 1);
   await driver.destroyTask(cfg.id);
@@ -425,11 +426,13 @@ test.serial('shutdown ends every loop, stream and timer; containers keep running
   const d = newDriver({ gc: { danglingContainers: { enabled: true, periodMs: 60_000 } }, fingerprintIntervalMs: 50 });
   const cfg = task('life', { command: 'sleep', args: ['300'] });
   const h = await d.startTask(cfg);
-  const fp = (async () => { let n = 0; for await (const _ of d.fingerprint({ intervalMs: 20 })) n++; return n; })();
-  const st = (async () => { let n = 0; for await (const _ of d.taskStats(cfg.id, { intervalMs: 100 })) n++; return n; })();
+  const seen = { fp: 0, st: 0 };
+  const fp = (async () => { for await (const _ of d.fingerprint({ intervalMs: 20 })) seen.fp++; return seen.fp; })();
+  const st = (async () => { for await (const _ of d.taskStats(cfg.id, { intervalMs: 100 })) seen.st++; return seen.st; })();
   const ev = (async () => { let n = 0; for await (const _ of d.taskEvents()) n++; return n; })();
   const wait = d.waitTask(cfg.id);
-  await new Promise((r) => setTimeout(r, 1500));
+  // Shut down with every loop running: two fingerprints and a stats sample seen.
+  await eventually(() => seen.fp >= 2 && seen.st >= 1, 30_000, 20);
   t.true(d.reconciler.running);
   await d.shutdown();
   t.true((await fp) >= 2);
@@ -440,7 +443,8 @@ test.serial('shutdown ends every loop, stream and timer; containers keep running
   await t.throwsAsync(d.startTask(task('after', { command: 'true' })), { code: 'ERR_DRIVER_UNAVAILABLE' });
   const containerId = (h.driverState as { containerId: string }).containerId;
   t.true((await docker.getContainer(containerId).inspect()).State.Running);
-  await new Promise((r) => setTimeout(r, 100));
+  // Timers cleared by the shutdown are gone once the loop has turned.
+  await eventually(() => process.getActiveResourcesInfo().every((r) => r !== 'Timeout'), 2000, 10).catch(() => undefined);
   const res = process.getActiveResourcesInfo();
   t.is(res.filter((r) => r === 'Timeout').length, 0, res.join(','));
   // Constructor signal: the same.
@@ -448,7 +452,7 @@ test.serial('shutdown ends every loop, stream and timer; containers keep running
   const d2 = newDriver({ signal: ac.signal, gc: { danglingContainers: { enabled: true } } });
   t.true(d2.reconciler.running);
   ac.abort();
-  await new Promise((r) => setTimeout(r, 50));
+  await eventually(() => !d2.reconciler.running, 5000, 10).catch(() => undefined);
   t.false(d2.reconciler.running);
   await docker.getContainer(containerId).remove({ force: true });
 });
