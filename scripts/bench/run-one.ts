@@ -13,6 +13,7 @@ const BENCHES: Record<string, () => Promise<{ run: (o: BenchOptions) => Promise<
   cpuset: () => import('./b-cpuset.js'),
   docker: () => import('./b-docker.js'),
   memory: () => import('./b-memory.js'),
+  loopdelay: () => import('./b-loopdelay.js'),
 };
 
 async function main(): Promise<void> {

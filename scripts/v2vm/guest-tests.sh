@@ -35,6 +35,12 @@ say "node + addon check took $(el "$t")s"
 # two emulated vCPUs for the test itself. Tests may read CORRAL_TEST_SLOWDOWN to stretch their own waits.
 export CORRAL_TEST_LANE=v2vm CORRAL_TEST_SLOWDOWN=${CORRAL_TEST_SLOWDOWN:-20}
 if [[ -n ${V2_NODE_OPTIONS-} ]]; then export NODE_OPTIONS="${NODE_OPTIONS:+$NODE_OPTIONS }$V2_NODE_OPTIONS"; fi
+# A crash must say where it happened: core dumps into guest RAM (the guest is thrown away, so the
+# lane prints what they are), and the kernel's segfault lines (they name the faulting object and
+# offset, e.g. "segfault at 0 ip ... in corral.node[7f..+1a000]") after the run.
+mkdir -p /tmp/cores && ulimit -c unlimited 2>/dev/null && echo '/tmp/cores/core.%e.%p.%s' > /proc/sys/kernel/core_pattern 2>/dev/null ||
+  say "core dumps not enabled (ulimit or core_pattern refused)"
+dmesg -c >/dev/null 2>&1 || true
 say "ava ${V2_AVA_ARGS:---timeout=10m --concurrency=1} on $# file(s): $*"
 t=$(now)
 # shellcheck disable=SC2086  # V2_AVA_ARGS is a list of flags
@@ -55,6 +61,17 @@ if ((rc)); then
       say "CRASH then PASS on re-run: $(echo $crashed) — the lane passes, but the crash is a real bug to find"
       rc=0
     fi
+  fi
+fi
+
+# Every crash of this run, wherever it happened (a re-run that passed included).
+segv=$(dmesg 2>/dev/null | grep -iE 'segfault|general protection|traps:|trap invalid opcode' || true)
+cores=$(ls /tmp/cores 2>/dev/null || true)
+if [[ -n $segv || -n $cores ]]; then
+  say "CRASH RECORD: kernel lines:"; printf '%s\n' "$segv" | sed 's/^/  /'
+  say "CRASH RECORD: core files (in guest RAM, gone with the guest): $(echo $cores)"
+  if command -v gdb >/dev/null; then
+    for c in /tmp/cores/*; do say "bt of $c"; gdb -q -batch -ex bt "$(command -v node)" "$c" 2>&1 | head -40 | sed 's/^/  /'; done
   fi
 fi
 
