@@ -10,7 +10,8 @@ import { randomUUID } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { RawExecDriver } from '../../src/drivers/raw_exec/index.js';
 import type { TaskConfig } from '../../src/drivers/contract.js';
-import { BENCH_PARENT, type BenchOptions, measure, onCleanup, type Check, type Row, type Section } from './lib.js';
+import { BENCH_PARENT, type BenchOptions, benchParents, measure, onCleanup, removeCgroupTree, type Check, type Row, type Section } from './lib.js';
+import { DEFAULT_LOCK_DIR } from '../../src/cgroups/lock.js';
 
 function goal(target: string, value: number, limit: number): Check {
   return { target, ratio: value / limit, ratioText: `${value.toFixed(1)} ms (goal <= ${limit})`, met: value <= limit };
@@ -25,6 +26,11 @@ export async function run(o: BenchOptions): Promise<Section> {
   onCleanup(async () => {
     await driver.shutdown().catch(() => {});
     fs.rmSync(stateDir, { recursive: true, force: true });
+    // The driver's parent groups (and the cpuset partition's lock file of that parent).
+    for (const d of benchParents(parent)) await removeCgroupTree(d).catch(() => {});
+    for (const f of fs.existsSync(DEFAULT_LOCK_DIR) ? fs.readdirSync(DEFAULT_LOCK_DIR) : []) {
+      if (f.endsWith(`-${parent}.lock`)) fs.rmSync(path.join(DEFAULT_LOCK_DIR, f), { force: true });
+    }
   });
   const max: number[] = [], p99: number[] = [], mean: number[] = [], gap: number[] = [], startMs: number[] = [];
   for (let r = 0; r < reps; r++) {
