@@ -58,7 +58,7 @@ async function checkCodes(tt: ExecutionContext, sb: Sandbox, cases: CodeCase[]):
   }
   for (const [i, [args, code, msg]] of cases.entries()) {
     const r = results[i]!;
-    tt.is(r.code, code, `${args.join(' ')}: ${r.stderr}`);
+    tt.is(r.code, code, `${args.join(' ')}: signal ${r.signal}, stderr ${r.stderr}`);
     if (msg) tt.regex(r.stderr, msg, args.join(' '));
     if (code >= 125) tt.is(r.stderr.trim().split('\n').length, 1, r.stderr);
   }

@@ -27,7 +27,9 @@ const live = new Set<number>();
 const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const fdCount = () => fs.readdirSync('/proc/self/fd').length;
 /** Our open fds with what they are (for a readable difference when a count is off). */
-const fdList = () => fs.readdirSync('/proc/self/fd').map((f) => { try { return `${f}->${fs.readlinkSync(`/proc/self/fd/${f}`)}`; } catch { return f; } });
+// An fd that cannot be read back was closed while we looked (readdir's own directory fd, or a transient
+// one of Node's): it is not held, so it does not count.
+const fdList = () => fs.readdirSync('/proc/self/fd').flatMap((f) => { try { return [`${f}->${fs.readlinkSync(`/proc/self/fd/${f}`)}`]; } catch { return []; } });
 /** No fd of ours that was not open at `before` (fds closed meanwhile by Node itself are fine). */
 function noNewFds(t: import('ava').ExecutionContext, before: string[], what: string): void {
   const extra = fdList().filter((f) => !before.includes(f));
