@@ -3,9 +3,8 @@
 // spawn whose child freezes while joining is bounded (CgroupTimeoutError) while a 10 ms heartbeat keeps
 // ticking, and its thread cleans up once the group thaws; every error path leaves our fd count as it
 // was; group waits complete while every libuv pool thread is blocked. Groups live under
-// corral-test-offloop-<random>.
+// corral-test-<run>-offloop-<pid>-<n>.
 import test from 'ava';
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -13,9 +12,11 @@ import { native, spawnProcess, type ExitInfo, type SpawnOptions } from '../src/n
 import { CgroupIO } from '../src/cgroups/io.js';
 import { CgroupFrozenError, CgroupTimeoutError } from '../src/errors.js';
 import { hostLayout } from './helpers/cgroups.js';
+import { uniqueName } from './helpers/names.js';
 
 const n = native();
-const PARENT = `corral-test-offloop-${randomBytes(4).toString('hex')}`;
+// One of the suite's names (corral-test-<run>-...): scripts/check-leftovers.sh sees what a crash leaves.
+const PARENT = uniqueName('offloop');
 const layout = hostLayout();
 const V2 = layout.unifiedMount ?? '/sys/fs/cgroup/unified';
 const FREEZER = layout.v1Mounts.freezer;
