@@ -28,14 +28,16 @@ fi
 CORRAL_TEST_RUN_ID=${CORRAL_TEST_RUN_ID:-$(date +%H%M%S)$(printf '%04x' $((RANDOM)))}
 export CORRAL_TEST_RUN_ID
 logs=$(mktemp -d "${TMPDIR:-/tmp}/corral-ci-logs.XXXXXX")
-trap 'rm -rf "$logs"' EXIT
+foreign_stopped=""
+# However the run ends (a lane's abort included), the foreign task is stopped and the logs removed.
+trap '[ -z "${foreign-}" ] || [ -n "$foreign_stopped" ] || bash scripts/foreign-task.sh stop "$foreign" >/dev/null 2>&1 || true; rm -rf "$logs"' EXIT
 echo "test: run id $CORRAL_TEST_RUN_ID (every cgroup parent, state dir and container of this run is named corral-test-$CORRAL_TEST_RUN_ID-...)"
 
 total_pass=0 total_fail=0 status=0 summary=()
 # count LOG RC: sets pass/fail from ava's default reporter output (✔ lines, ✘ [fail] lines, crashed
 # workers, timeouts, uncaught exceptions and unhandled rejections).
 count() {
-  local clean; clean=$(sed 's/\x1b\[[0-9;]*m//g' "$1")
+  local clean; clean=$(sed 's/\x1b\[[0-9;]*m//g' "$1" 2>/dev/null || true)  # a lost log counts via the exit code
   pass=$(grep -cE '^\s*✔ ' <<< "$clean" || true)
   pass=$((pass - $(grep -cE '^\s*✔ \[expected fail\]' <<< "$clean" || true)))
   fail=$(grep -cE '^\s*✘ \[(fail|unexpected pass)\]:' <<< "$clean" || true)
@@ -80,6 +82,7 @@ if [ -z "${CORRAL_SKIP_ASAN-}" ] && [ -n "$(npm pkg get scripts.test:asan 2>/dev
 if [ -n "$foreign" ]; then
   check "foreign task untouched" bash scripts/foreign-task.sh check "$foreign"
   check "foreign task stopped cleanly" bash scripts/foreign-task.sh stop "$foreign"
+  foreign_stopped=1
 fi
 
 if [ -f scripts/test-v2.sh ]; then
