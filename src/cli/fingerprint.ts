@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Fingerprint } from '../drivers/contract.js';
+import { DriverUnavailableError } from '../errors.js';
 import { DEFAULT_STATE_DIR } from '../store/task-store.js';
 import { createCliDriver, parseDriverKind } from './drivers.js';
 import { reportError, usageFromParseArgs } from './errors.js';
@@ -106,7 +107,7 @@ export async function fingerprintCommand(argv: string[], io: RunIo = { stdout: p
         ac.abort();
         break;
       }
-      if (!fp) throw new Error('the driver gave no fingerprint');
+      if (!fp) throw new DriverUnavailableError(kind, 'it gave no fingerprint');
       if (kind === 'raw_exec' && fp.health === 'healthy' && fp.attributes['driver.raw_exec.cgroups'] === 'on') {
         const why = cgroupWriteProblem(fp.attributes);
         if (why) fp = { ...fp, health: 'unhealthy', healthDescription: why };

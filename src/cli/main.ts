@@ -1,6 +1,7 @@
 /** The `corral` command: run | ps | stop | kill | stats | gc | fingerprint | reconcile. bin/corral.js calls main(). */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { CorralError } from '../errors.js';
 import { reportError, UsageError, EXIT_USAGE } from './errors.js';
 import { fingerprintCommand } from './fingerprint.js';
 import { killCommand, statsCommand, stopCommand } from './manage.js';
@@ -38,11 +39,11 @@ function lazy(file: string, exportName: string): Command {
       mod = require(file) as Record<string, unknown>;
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      if (e.code === 'MODULE_NOT_FOUND' && String(e.message).includes(file.slice(2))) throw new Error(`this build of corral has no ${exportName}`);
+      if (e.code === 'MODULE_NOT_FOUND' && String(e.message).includes(file.slice(2))) throw new CorralError('ERR_INCOMPLETE_INSTALL', `this build of corral has no ${exportName} (an incomplete install: reinstall corral)`);
       throw err;
     }
     const f = mod[exportName];
-    if (typeof f !== 'function') throw new Error(`this build of corral has no ${exportName}`);
+    if (typeof f !== 'function') throw new CorralError('ERR_INCOMPLETE_INSTALL', `this build of corral has no ${exportName} (an incomplete install: reinstall corral)`);
     return (f as Command)(argv, io);
   };
 }

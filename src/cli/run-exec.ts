@@ -5,7 +5,7 @@
  * (and the terminal restored) when this returns.
  */
 import * as fs from 'node:fs';
-import type { ExitResult, TaskDriver, TaskResourceUsage } from '../drivers/contract.js';
+import type { ExitResult, TaskDriver } from '../drivers/contract.js';
 import { DEFAULT_PATH } from '../drivers/raw_exec/config.js';
 import { createCliDriver, type DriverKind, type RunSpec, taskConfigFor } from './drivers.js';
 import { EXIT_USAGE, type FlagNames, commandFailure, inUserTerms, reportError } from './errors.js';
@@ -98,10 +98,9 @@ export async function execute(kind: DriverKind, spec: RunSpec & { tty: boolean }
     const durationMs = performance.now() - t0;
     statsAc.abort();
     await sampler;
-    const sampleStats = (driver as { sampleStats?: (id: string) => TaskResourceUsage }).sampleStats;
-    if (typeof sampleStats === 'function') {
+    if (driver.sampleStats) {
       try {
-        trackPeak(peak, sampleStats.call(driver, spec.id));
+        trackPeak(peak, driver.sampleStats(spec.id));
       } catch {
         /* best effort */
       }

@@ -127,6 +127,11 @@ export interface TaskDriver<D extends object = object> {
   destroyTask(taskId: string, opts?: { force?: boolean }): Promise<void>;
   inspectTask(taskId: string): TaskStatus;
   taskStats(taskId: string, opts: { intervalMs: number; signal?: AbortSignal }): AsyncIterable<TaskResourceUsage>;
+  /**
+   * One reading now, where the driver can take it without a round trip (raw_exec reads its cgroup):
+   * what `run()` and `corral run` use for the peaks just before the task's group is removed.
+   */
+  sampleStats?(taskId: string): TaskResourceUsage;
   taskEvents(opts?: { signal?: AbortSignal }): AsyncIterable<TaskEvent>;
   signalTask(taskId: string, signal: string): Promise<void>;
   execTask(taskId: string, cmd: string[], opts?: { timeoutMs?: number }): Promise<ExecTaskResult>;

@@ -5,6 +5,7 @@
  * one process for the life of the boot.
  */
 import * as fs from 'node:fs';
+import { CorralError } from '../errors.js';
 
 export interface TaskOwner {
   pid: number;
@@ -42,7 +43,7 @@ let self: TaskOwner | undefined;
 export function selfOwner(): TaskOwner {
   if (!self) {
     const startTime = processStartTime(process.pid);
-    if (startTime === undefined) throw new Error(`cannot read /proc/${process.pid}/stat: is /proc mounted?`);
+    if (startTime === undefined) throw new CorralError('ERR_PROC_UNREADABLE', `cannot read /proc/${process.pid}/stat: is /proc mounted?`);
     self = { pid: process.pid, startTime };
   }
   return { ...self };
