@@ -6,6 +6,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { detectCgroupLayout } from '../../src/cgroups/detect.js';
+import type { CgroupLayout } from '../../src/cgroups/types.js';
 
 /** What run-one.ts passes to every bench's run(). */
 export interface BenchOptions {
@@ -14,21 +16,16 @@ export interface BenchOptions {
 
 export const REPO = path.resolve(__dirname, '..', '..');
 export const CG = '/sys/fs/cgroup';
-/** Where cgroup2 is mounted: /sys/fs/cgroup/unified on a hybrid host, /sys/fs/cgroup on a v2 host. */
-export const UNIFIED = cgroup2Mount() ?? `${CG}/unified`;
-
-function cgroup2Mount(): string | undefined {
+/** The host's cgroup layout, as corral itself detects it (absent where no cgroup hierarchy is mounted). */
+const LAYOUT: CgroupLayout | undefined = (() => {
   try {
-    let found: string | undefined;
-    for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-      const [pre, post] = line.split(' - ');
-      if (pre && post?.startsWith('cgroup2 ')) found = pre.split(' ')[4];
-    }
-    return found;
+    return detectCgroupLayout();
   } catch {
     return undefined;
   }
-}
+})();
+/** Where cgroup2 is mounted: /sys/fs/cgroup/unified on a hybrid host, /sys/fs/cgroup on a v2 host. */
+export const UNIFIED = LAYOUT?.unifiedMount ?? `${CG}/unified`;
 
 // ---------- timing and statistics ----------
 
@@ -235,36 +232,17 @@ export const RUN_ID = process.env.CORRAL_BENCH_RUN ?? `${process.pid}`;
 /** Every cgroup the bench creates is under a parent with this name (the clean-up sweeps `corral-bench-*`). */
 export const BENCH_PARENT = `corral-bench-${RUN_ID}`;
 
-/** v1 controller → mount point, from /proc/self/mountinfo. */
+/** v1 controller → mount point (corral's detection). */
 export function v1Mounts(): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const [pre, post] = line.split(' - ');
-    if (!pre || !post) continue;
-    const fields = pre.split(' ');
-    const [fstype, , opts] = post.split(' ');
-    if (fstype !== 'cgroup') continue;
-    for (const o of (opts ?? '').split(',')) {
-      if (['rw', 'ro', 'relatime', 'noatime', 'nosuid', 'nodev', 'noexec'].includes(o)) continue;
-      out[o.startsWith('name=') ? o.slice(5) : o] = fields[4]!;
-    }
-  }
-  return out;
+  return { ...(LAYOUT?.v1Mounts ?? {}) };
 }
 
 export function hasUnified(): boolean {
-  try {
-    return fs.existsSync(`${UNIFIED}/cgroup.procs`) && fs.readFileSync('/proc/self/mountinfo', 'utf8').includes(' - cgroup2 ');
-  } catch {
-    return false;
-  }
+  return LAYOUT?.unifiedMount !== undefined && fs.existsSync(`${UNIFIED}/cgroup.procs`);
 }
 
 export function cgroupMode(): string {
-  const m = fs.readFileSync('/proc/self/mountinfo', 'utf8');
-  const rootIs2 = m.split('\n').some((l) => l.includes(' /sys/fs/cgroup ') && l.includes(' - cgroup2 '));
-  if (rootIs2) return 'v2';
-  return m.includes(' - cgroup2 ') ? 'hybrid' : 'v1';
+  return LAYOUT?.mode ?? 'v1';
 }
 
 export function mkdirp(dir: string): void {
