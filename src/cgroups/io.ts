@@ -79,9 +79,13 @@ export class CgroupIO {
     return this.ops.groupKill(method, procsPath, controlDir, timeoutMs);
   }
 
-  /** Until a v1 freezer.state reads FROZEN/THAWED or a v2 cgroup.events has frozen 1/0; CgroupTimeoutError on expiry. */
-  async waitFrozen(controlDir: string, version: 1 | 2, frozen: boolean, timeoutMs: number): Promise<void> {
-    return this.ops.waitFrozen(controlDir, version, frozen, timeoutMs);
+  /**
+   * Until a v1 freezer.state reads FROZEN/THAWED or a v2 cgroup.events has frozen 1/0; CgroupTimeoutError on expiry.
+   * `rewrite` (v1 freeze): keep writing FROZEN, with a THAWED now and then, since a v1 group whose members
+   * fork can stay FREEZING until the write is repeated (as runc does).
+   */
+  async waitFrozen(controlDir: string, version: 1 | 2, frozen: boolean, timeoutMs: number, opts: { rewrite?: boolean } = {}): Promise<void> {
+    return this.ops.waitFrozen(controlDir, version, frozen, timeoutMs, opts);
   }
 
   /** Until the group's cgroup.procs is empty; CgroupTimeoutError on expiry. */

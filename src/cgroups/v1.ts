@@ -327,7 +327,7 @@ export class V1TaskCgroup extends BaseTaskCgroup {
   async freeze(opts: { timeoutMs?: number } = {}): Promise<void> {
     const d = this.freezerDir();
     this.ctx.io.writeAll([[path.join(d, 'freezer.state'), 'FROZEN']]);
-    await this.ctx.io.waitFrozen(d, 1, true, opts.timeoutMs ?? this.ctx.freezeTimeoutMs);
+    await this.ctx.io.waitFrozen(d, 1, true, opts.timeoutMs ?? this.ctx.freezeTimeoutMs, { rewrite: true });
   }
 
   async thaw(opts: { timeoutMs?: number } = {}): Promise<void> {
