@@ -10,6 +10,7 @@
  *   timers backing off from 1 ms to 20 ms.
  * The deadline starts when the wait starts. On expiry: CgroupTimeoutError naming the phase.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { NativeAddon, EventsWatch } from '../native.js';
 import { CgroupError, CgroupTimeoutError } from '../errors.js';
@@ -129,14 +130,21 @@ export class GroupOps {
     try {
       return this.addon().signalGroup(procs, sig).signalled;
     } catch (err) {
-      throw CgroupError.from(err, procs);
+      const e = CgroupError.from(err, procs);
+      if (removed(e, procs)) return 0;
+      throw e;
     }
   }
 
   /** Empty: v2 by `populated 0` in cgroup.events (one small read), v1 by an empty cgroup.procs. */
   isEmpty(procs: string, v2: boolean): boolean {
-    if (v2) return /^populated 0$/m.test(this.read(path.join(path.dirname(procs), 'cgroup.events')));
-    return this.read(procs) === '';
+    try {
+      if (v2) return /^populated 0$/m.test(this.read(path.join(path.dirname(procs), 'cgroup.events')));
+      return this.read(procs) === '';
+    } catch (err) {
+      if (removed(err, procs)) return true;
+      throw err;
+    }
   }
 
   isFrozen(dir: string, version: 1 | 2, frozen: boolean): boolean {
@@ -208,6 +216,18 @@ export class GroupOps {
     const deadline = now() + timeoutMs;
     const out = { count: 0 };
     const elapsed = () => ({ signalled: out.count, elapsedNs: Number(process.hrtime.bigint() - t0) });
+    try {
+      return await this.killBy(method, procs, dir, timeoutMs, deadline, out, elapsed);
+    } catch (err) {
+      if (removed(err, procs)) return elapsed(); // another process (the task's owner) removed the emptied group meanwhile
+      throw err;
+    }
+  }
+
+  private async killBy(
+    method: GroupKillMethod, procs: string, dir: string, timeoutMs: number, deadline: number,
+    out: { count: number }, elapsed: () => GroupKillResult,
+  ): Promise<GroupKillResult> {
     switch (method) {
       case 'cgroup.kill':
         this.write(path.join(dir, 'cgroup.kill'), '1');
@@ -236,4 +256,12 @@ export class GroupOps {
         return elapsed();
     }
   }
+}
+
+/**
+ * The group's directory is gone (ENOENT and no directory left): the kernel removes only an empty
+ * cgroup, so a group that was removed under us holds nothing.
+ */
+function removed(err: unknown, procs: string): boolean {
+  return (err as { code?: string } | null)?.code === 'ENOENT' && !fs.existsSync(path.dirname(procs));
 }
