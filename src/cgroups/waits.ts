@@ -130,21 +130,14 @@ export class GroupOps {
     try {
       return this.addon().signalGroup(procs, sig).signalled;
     } catch (err) {
-      const e = CgroupError.from(err, procs);
-      if (removed(e, procs)) return 0;
-      throw e;
+      throw CgroupError.from(err, procs);
     }
   }
 
   /** Empty: v2 by `populated 0` in cgroup.events (one small read), v1 by an empty cgroup.procs. */
   isEmpty(procs: string, v2: boolean): boolean {
-    try {
-      if (v2) return /^populated 0$/m.test(this.read(path.join(path.dirname(procs), 'cgroup.events')));
-      return this.read(procs) === '';
-    } catch (err) {
-      if (removed(err, procs)) return true;
-      throw err;
-    }
+    if (v2) return /^populated 0$/m.test(this.read(path.join(path.dirname(procs), 'cgroup.events')));
+    return this.read(procs) === '';
   }
 
   isFrozen(dir: string, version: 1 | 2, frozen: boolean): boolean {
@@ -152,7 +145,18 @@ export class GroupOps {
     return new RegExp(`^frozen ${frozen ? 1 : 0}$`, 'm').test(this.read(path.join(dir, 'cgroup.events')));
   }
 
-  waitEmpty(procs: string, timeoutMs: number, opts: { v2?: boolean; deadline?: number; rekill?: { count: number } } = {}): Promise<void> {
+  /** A group that existed when the wait began and is removed meanwhile was emptied (by its owner): done. */
+  async waitEmpty(procs: string, timeoutMs: number, opts: { v2?: boolean; deadline?: number; rekill?: { count: number } } = {}): Promise<void> {
+    const existed = fs.existsSync(path.dirname(procs));
+    try {
+      await this.waitEmptyHere(procs, timeoutMs, opts);
+    } catch (err) {
+      if (existed && removed(err, procs)) return;
+      throw err;
+    }
+  }
+
+  private waitEmptyHere(procs: string, timeoutMs: number, opts: { v2?: boolean; deadline?: number; rekill?: { count: number } }): Promise<void> {
     const dir = path.dirname(procs);
     const v2 = opts.v2 ?? this.hasEvents(dir);
     let lastKill = now();
@@ -216,10 +220,12 @@ export class GroupOps {
     const deadline = now() + timeoutMs;
     const out = { count: 0 };
     const elapsed = () => ({ signalled: out.count, elapsedNs: Number(process.hrtime.bigint() - t0) });
+    const existed = fs.existsSync(path.dirname(procs));
     try {
       return await this.killBy(method, procs, dir, timeoutMs, deadline, out, elapsed);
     } catch (err) {
-      if (removed(err, procs)) return elapsed(); // another process (the task's owner) removed the emptied group meanwhile
+      // A missing group is an error; one that existed and was removed meanwhile (by the task's owner) was emptied.
+      if (existed && removed(err, procs)) return elapsed();
       throw err;
     }
   }
@@ -259,9 +265,11 @@ export class GroupOps {
 }
 
 /**
- * The group's directory is gone (ENOENT and no directory left): the kernel removes only an empty
+ * The group's directory is gone (ENOENT or ENODEV, and no directory left): the kernel removes only an empty
  * cgroup, so a group that was removed under us holds nothing.
  */
 function removed(err: unknown, procs: string): boolean {
-  return (err as { code?: string } | null)?.code === 'ENOENT' && !fs.existsSync(path.dirname(procs));
+  const code = (err as { code?: string } | null)?.code;
+  // ENODEV: the file was opened before the rmdir and read after it.
+  return (code === 'ENOENT' || code === 'ENODEV') && !fs.existsSync(path.dirname(procs));
 }
