@@ -35,7 +35,9 @@ elif [[ -n ${V2_TESTS-} ]]; then read -ra files <<< "$V2_TESTS"
 else
   while IFS= read -r f; do files+=("$f"); done < <(
     # package.test.ts packs and installs from the npm registry: not kernel-facing, and the guest has no network.
-    find test -name '*.test.ts' -not -name 'docker*' -not -name 'package.test.ts' -not -path 'test/docker/*' -not -path '*/node_modules/*' | sort)
+    # contract.test.ts runs every scenario against docker too and needs a dockerd, which the guest cannot start
+    # (no iptables NAT there); raw_exec's kernel paths are covered in the guest by raw-exec*.test.ts.
+    find test -name '*.test.ts' -not -name 'docker*' -not -name 'package.test.ts' -not -name 'contract.test.ts' -not -path 'test/docker/*' -not -path '*/node_modules/*' | sort)
 fi
 ((${#files[@]})) || fail 1 "no kernel-facing test files under test/"
 for f in "${files[@]}"; do [[ -f $f ]] || fail 2 "no such test file: $f"; done
