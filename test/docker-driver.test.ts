@@ -10,9 +10,11 @@ import { promisify } from 'node:util';
 import { DockerDriver, validateTaskConfig } from '../src/drivers/docker/index.js';
 import { silentLogger } from '../src/util/logger.js';
 import type { TaskConfig, TaskEvent } from '../src/drivers/contract.js';
+import type { CgroupManager } from '../src/cgroups/types.js';
 import { TaskStore } from '../src/store/task-store.js';
 import { startRegistry } from './helpers/docker-registry.js';
-import { bound } from './helpers/names.js';
+import { bound, uniqueName } from './helpers/names.js';
+import { cleanupParent } from './helpers/cgroups.js';
 import {
   FILE_LABEL, TEST_IMAGE, containersOf, docker, ensureDockerUp, eventually, exists, fileId, randomUUID, removeContainersOf,
 } from './helpers/docker.js';
@@ -24,6 +26,8 @@ const ROOT = path.resolve(__dirname, '..');
 const stateDirs: string[] = [];
 const drivers: DockerDriver[] = [];
 const extraImages: string[] = [];
+/** The file's own cgroup parent: a task with cores reserves them in this partition, never the default's. */
+const PARENT = uniqueName('dockerdrv');
 
 function tmpState(): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-docker-'));
@@ -33,7 +37,7 @@ function tmpState(): string {
 
 function newDriver(o: ConstructorParameters<typeof DockerDriver>[0] = {}): DockerDriver {
   const d = new DockerDriver({
-    stateDir: tmpState(), agentId: AGENT, logger: silentLogger, callTimeoutMs: bound(60_000),
+    stateDir: tmpState(), agentId: AGENT, logger: silentLogger, callTimeoutMs: bound(60_000), cgroupParent: PARENT,
     ...o,
     gc: { image: false, danglingContainers: { enabled: false }, ...(o.gc ?? {}) },
   });
@@ -63,6 +67,7 @@ test.after.always(async () => {
   await removeContainersOf(FID);
   for (const img of extraImages) { try { await docker.getImage(img).remove(); } catch { /* gone */ } }
   for (const d of stateDirs) fs.rmSync(d, { recursive: true, force: true });
+  for (const p of [PARENT, `${PARENT}.slice`]) await cleanupParent(p);
 });
 
 test('start, wait, exit code 0; labels, name and handle persisted', async (t) => {
@@ -468,21 +473,41 @@ test('taskDir: alloc, local and secrets are mounted at /alloc, /local, /secrets'
   await driver.destroyTask(cfg.id);
 });
 
-test('cgroups v2 engine: containers get corral\'s slice as cgroup parent (engine info injected, create captured)', async (t) => {
-  // This host is hybrid (the engine reports cgroup v1), so the engine's answer to `info` is
-  // replaced; the create call is captured and refused, which also exercises the clean failure path.
-  for (const [cgroupDriver, parentOpt, expected] of [['systemd', undefined, 'corral.slice'], ['cgroupfs', undefined, '/corral.slice'], ['systemd', 'other.slice', 'other.slice']] as const) {
-    const captured: Array<{ HostConfig?: { CgroupParent?: string } }> = [];
+test('cgroups v2 engine: containers get corral\'s slice as cgroup parent (engine info and a v2 manager injected, create captured)', async (t) => {
+  // This host is hybrid (the engine reports cgroup v1, corral runs its v1 manager), so the engine's
+  // answer to `info` and the manager are replaced; the create call is captured and refused, which
+  // also exercises the clean failure path (the group made for the container is removed).
+  const cases = [
+    ['systemd', 'corral.slice', () => 'corral-share.slice'],
+    ['cgroupfs', 'corral.slice', (g: string) => `/corral.slice/share.slice/${g}.scope`],
+    ['systemd', 'other.slice', () => 'other-share.slice'],
+  ] as const;
+  for (const [cgroupDriver, parentName, expected] of cases) {
+    const captured: Array<{ HostConfig?: { CgroupParent?: string; CpusetCpus?: string } }> = [];
     const wrapper = Object.create(docker) as typeof docker;
     wrapper.info = (async () => ({ ...(await docker.info()), CgroupVersion: '2', CgroupDriver: cgroupDriver })) as typeof docker.info;
     wrapper.createContainer = (async (o: { HostConfig?: { CgroupParent?: string } }) => {
       captured.push(o);
       throw Object.assign(new Error('injected: create refused'), { statusCode: 500 });
     }) as unknown as typeof docker.createContainer;
-    const d = newDriver({ docker: wrapper, ...(parentOpt ? { cgroupParent: parentOpt } : {}) });
+    const made: string[] = [];
+    const removed: string[] = [];
+    const mgr = {
+      version: 'v2', parentName, sharedCores: () => [0],
+      create: (allocId: string, name: string) => {
+        made.push(`${allocId}-${name}`);
+        return { name: `${allocId}-${name}`, destroy: async () => { removed.push(`${allocId}-${name}`); } };
+      },
+    } as unknown as CgroupManager;
+    const d = newDriver({ docker: wrapper, cgroupManager: mgr });
     const cfg = task('v2', { command: 'true' });
     await t.throwsAsync(d.startTask(cfg), { code: 'ERR_DOCKER', message: /injected/ });
-    t.is(captured[0]?.HostConfig?.CgroupParent, expected);
+    const g = `${cfg.allocId}-v2`;
+    t.is(captured[0]?.HostConfig?.CgroupParent, expected(g));
+    // Inside its group the container follows the pool; outside (systemd) it gets the pool as CpusetCpus.
+    t.is(captured[0]?.HostConfig?.CpusetCpus, cgroupDriver === 'systemd' ? '0' : undefined);
+    t.deepEqual(made, cgroupDriver === 'systemd' ? [] : [g]);
+    t.deepEqual(removed, made, 'the failed start removes the group it made');
     t.throws(() => d.inspectTask(cfg.id), { code: 'ERR_TASK_NOT_FOUND' });
     t.deepEqual(d.imageUsage().get([...d.imageUsage().keys()][0] ?? '')?.tasks ?? [], []);
   }

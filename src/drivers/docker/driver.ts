@@ -9,6 +9,7 @@
  * shutdown; a new driver (even in a new process) finds them again through the TaskStore.
  */
 import * as path from 'node:path';
+import type { CgroupManager, TaskCgroup } from '../../cgroups/types.js';
 import { DockerError, DockerTimeoutError, InvalidConfigError } from '../../errors.js';
 import { DEFAULT_STATE_DIR, TaskStore } from '../../store/task-store.js';
 import { anySignal } from '../../util/abort.js';
@@ -23,6 +24,7 @@ import {
   type ResolvedGcConfig, hostUsableCores, resolveGcConfig, validateTaskConfig,
 } from './config.js';
 import type { DockerContext } from './context.js';
+import { DockerCpusets } from './cpusets.js';
 import { execInContainer } from './exec.js';
 import { DockerHealth } from './fingerprint.js';
 import { ImageCoordinator } from './images.js';
@@ -49,8 +51,17 @@ export interface DockerDriverOptions extends CoreOptions {
   /** A TaskStore to use instead of one on stateDir. */
   store?: TaskStore;
   gc?: DockerGcConfig;
-  /** On cgroups v2, containers go under this slice. Default corral.slice. */
+  /**
+   * corral's cgroup parent, shared with raw_exec's partition (v1: without `.slice`). On cgroups v2,
+   * containers go under its share.slice or reserve.slice. Default corral.slice.
+   */
   cgroupParent?: string;
+  /**
+   * The manager whose cpuset partition holds the containers' reserved cores (tests inject one); null:
+   * none (cores become CpusetCpus unchecked). Default: the host's, opened on first need, unless the
+   * engine is remote (a tcp/http endpoint), whose cgroups are not this host's.
+   */
+  cgroupManager?: CgroupManager | null;
   logger?: Logger;
 }
 
@@ -65,7 +76,7 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
 
   private readonly allowPrivileged: boolean;
   private readonly callTimeoutMs: number;
-  private readonly cgroupParent: string;
+  private readonly cpusets: DockerCpusets;
   private readonly logger: Logger;
   private readonly images: ImageCoordinator;
   private readonly healthState: DockerHealth;
@@ -91,9 +102,11 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
     super(DRIVER_NAME, opts.store ?? new TaskStore(stateDir), opts);
     this.allowPrivileged = allowPrivileged;
     this.callTimeoutMs = callTimeoutMs;
-    this.cgroupParent = opts.cgroupParent ?? DEFAULT_CGROUP_PARENT;
     this.gc = gc;
     this.logger = opts.logger ?? stderrLogger;
+    const ep = opts.endpoint ?? process.env.DOCKER_HOST ?? '';
+    const remote = opts.docker === undefined && /^(tcp|https?|ssh):/.test(ep);
+    this.cpusets = new DockerCpusets(opts.cgroupParent ?? DEFAULT_CGROUP_PARENT, opts.cgroupManager !== undefined ? opts.cgroupManager : remote ? null : undefined, this.logger);
     this.agentId = opts.agentId ?? loadOrCreateAgentId(stateDir);
     this.docker = docker;
     this.healthState = new DockerHealth({
@@ -222,11 +235,14 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
     // Counted before anything else, so that image GC cannot remove it under a start in progress.
     this.images.addRef(spec.image, cfg.id);
     let containerId: string | undefined;
+    let group: TaskCgroup | undefined;
     try {
       // A local image is used as it is: create straight away (as `docker run` does) and pull only
       // when Docker says the image is missing, or first when forcePull asks for it.
       let imageId = spec.forcePull ? await pull(true) : undefined;
-      const create = await this.createOptions(cfg, spec);
+      const placed = await this.createOptions(cfg, spec);
+      group = placed.group;
+      const create = placed.create;
       containerId = await createContainer(this.ctx, cfg.id, spec.containerName, create, async () => {
         imageId = await pull(false);
       });
@@ -234,12 +250,14 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
       const startedAt = new Date().toISOString();
       const driverState: DockerDriverState = { containerId, containerName: spec.containerName, image: spec.image, agentId: this.agentId };
       if (imageId) driverState.imageId = imageId;
+      if (group) driverState.cgroup = group.name;
       const handle: DockerTaskHandle = {
         version: 1, driver: DRIVER_NAME, taskId: cfg.id, allocId: cfg.allocId, taskName: cfg.name, startedAt,
         config: structuredClone(cfg), driverState: { ...driverState },
       };
       this.store.put(handle);
       const task = new DockerTask(handle, startedAt);
+      task.group = group;
       this.adopt(task);
       this.watch(task);
       followLogs(this.ctx, task, 0);
@@ -259,18 +277,25 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
       }
       this.tasks.delete(cfg.id);
       this.images.release(spec.image, cfg.id);
+      if (group) await group.destroy().catch((gErr: Error) => this.logger.warn('could not remove the cgroup of a failed start', { group: group!.name, error: gErr.message }));
       throw err;
     }
   }
 
-  private async createOptions(cfg: TaskConfig<object>, spec: DockerTaskSpec): Promise<DockerTaskSpec['createOptions']> {
+  /** The container's create options with its place in the cpuset partition (see cpusets.ts); its group, if it has one. */
+  private async createOptions(cfg: TaskConfig<object>, spec: DockerTaskSpec): Promise<{ create: DockerTaskSpec['createOptions']; group?: TaskCgroup }> {
     const eng = await this.engine();
     const create = structuredClone(spec.createOptions);
     if (cfg.taskDir) addTaskDirMounts(cfg.taskDir, create);
-    if (eng.cgroupVersion === '2') {
-      create.HostConfig.CgroupParent = eng.cgroupDriver === 'systemd' ? this.cgroupParent : `/${this.cgroupParent}`;
-    }
-    return create;
+    const p = await this.cpusets.place(cfg, eng);
+    if (p.cgroupParent !== undefined) create.HostConfig.CgroupParent = p.cgroupParent;
+    if (p.cpusetCpus !== undefined) create.HostConfig.CpusetCpus = p.cpusetCpus;
+    return { create, ...(p.group ? { group: p.group } : {}) };
+  }
+
+  /** The cgroup manager whose partition holds the containers' cores (null: none). */
+  cgroupManager(): CgroupManager | null {
+    return this.cpusets.cgroupManager();
   }
 
   // ---- recovery ----------------------------------------------------------------------------
@@ -310,6 +335,7 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
     const h: DockerTaskHandle = { ...(handle as DockerTaskHandle), driverState: { ...handle.driverState, ...full } };
     const task = new DockerTask(h, handle.startedAt);
     this.claimRecord(handle, opts.force);
+    if (typeof ds.cgroup === 'string') task.group = this.cpusets.reopen(handle.allocId, handle.taskName);
     this.images.addRef(full.image, handle.taskId);
     this.adopt(task);
     try {
@@ -382,6 +408,8 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
     await task.exitWithin(Math.min(this.callTimeoutMs, 5000));
     task.watchCtl.abort();
     if (task.logs) await task.logs;
+    // The container (inside the group, on a v2 cgroupfs engine) is gone: the group and its cores go too.
+    if (task.group) await task.group.destroy();
     this.images.release(task.handle.driverState.image, task.id);
     return `container ${task.handle.driverState.containerName} ${this.gc.container ? 'removed' : 'left in place (gc.container is off)'}`;
   }

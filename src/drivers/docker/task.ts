@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { Writable } from 'node:stream';
 import { AbortError } from '../../errors.js';
 import { anySignal, sleep } from '../../util/abort.js';
+import type { TaskCgroup } from '../../cgroups/types.js';
 import type { ExitResult, TaskConfig, TaskHandle, TaskState, TaskStatus } from '../contract.js';
 import type { CoreTask } from '../core/driver.js';
 import { signalOfExitCode, unknownExit } from '../core/exit.js';
@@ -23,6 +24,8 @@ export interface DockerDriverState {
   imageId?: string;
   /** The agent that created the container (its io.corral.agent_id label). */
   agentId: string;
+  /** The task's group in corral's cpuset partition (`<allocId>-<task>`), when it has one (see cpusets.ts). */
+  cgroup?: string;
 }
 
 export type DockerTaskHandle = TaskHandle<DockerDriverState & Record<string, unknown>>;
@@ -39,6 +42,8 @@ export class DockerTask implements CoreTask {
   readonly watchCtl = new AbortController();
   /** Follows the container's logs into stdoutPath/stderrPath, if any. */
   logs: Promise<void> | undefined;
+  /** Its group in corral's cpuset partition (reserved cores; on v2 cgroupfs engines, the container's parent). */
+  group: TaskCgroup | undefined;
 
   constructor(
     readonly handle: DockerTaskHandle,
