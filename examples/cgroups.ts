@@ -10,7 +10,8 @@ async function main(): Promise<void> {
   const parentName = process.env.CORRAL_EXAMPLE_PARENT;
   const mgr = createCgroupManager(parentName ? { parentName } : {}); // or { version: 'v2' } for the unified mount of a hybrid host
   console.log(mgr.fingerprint());             // { 'unique.cgroups.version': 'v1', 'cgroups.mode': 'hybrid', ... }
-  const group = mgr.create(randomUUID(), 'demo', { resources: { cpuShares: 512, pidsMax: 128 } });
+  // mkdirs and limit writes on the libuv pool (create() is the synchronous variant).
+  const group = await mgr.createAsync(randomUUID(), 'demo', { resources: { cpuShares: 512, pidsMax: 128 } });
   // Already inside its group before its first instruction: clone3 into the v2 dir, or a join of each v1 controller.
   // Spawned off the event loop, bounded (timeoutMs); the ProcessHandle owns the child's pidfd.
   const child = await spawnProcess({
@@ -23,7 +24,7 @@ async function main(): Promise<void> {
   console.log('kill:', await group.kill());   // freeze → SIGKILL all → thaw, or cgroup.kill; waits until empty
   console.log('main process:', await exited); // { exitCode: null, signal: 9, reaped: true, ... }
   await group.destroy();                      // rmdir (EBUSY retried), reserved cores released
-  mgr.removeParentIfEmpty();
+  await mgr.removeParentIfEmpty();
 }
 
 main().catch((err) => {

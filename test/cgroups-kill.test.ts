@@ -41,7 +41,7 @@ function killTest(title: string, layout: CgroupLayout, fn: (t: import('ava').Exe
     // the default 5 s (a loaded run): the event wait's bound is stretched, the tests assert the states.
     const mgr = createCgroupManager({ layout, parentName: sb.parentFor(layout.version), freezeTimeoutMs: bound(30_000) });
     sb.defer(async () => {
-      try { mgr.removeParentIfEmpty(); } catch { /* the sandbox removes it */ }
+      try { await mgr.removeParentIfEmpty(); } catch { /* the sandbox removes it */ }
     });
     await fn(t, mgr);
   });

@@ -135,6 +135,18 @@ ptest('a process SIGKILLed while holding the host lock does not wedge the next o
   const e = t.throws(() => m.create(newAllocId(), 'blocked', { resources: { cores: [core] } }), { instanceOf: CgroupTimeoutError });
   t.regex(e!.message, new RegExp(`held by pid ${a.proc.pid}`));
   t.deepEqual(groupDirsUnder(m.parentName), [], 'nothing left by the refused reservation');
+  // createAsync waits for the lock on timers: the loop keeps ticking, and the bound and the holder's name are the same.
+  let beats = 0;
+  let last = performance.now();
+  let gap = 0;
+  const hb = setInterval(() => { const n = performance.now(); gap = Math.max(gap, n - last); last = n; beats++; }, 10);
+  const t1 = performance.now();
+  const ea = await t.throwsAsync(m.createAsync(newAllocId(), 'blocked-async', { resources: { cores: [core] } }), { instanceOf: CgroupTimeoutError });
+  clearInterval(hb);
+  t.log(`createAsync while the lock is held: ${ea!.code} after ${(performance.now() - t1).toFixed(0)} ms (bound 300); ${beats} heartbeats, max gap ${gap.toFixed(1)} ms`);
+  t.regex(ea!.message, new RegExp(`held by pid ${a.proc.pid}`));
+  t.true(beats > 0, 'the loop ticked while the lock was awaited');
+  t.deepEqual(groupDirsUnder(m.parentName), [], 'nothing left by the refused asynchronous reservation');
   const exited = new Promise((res) => a.proc.once('exit', res));
   a.proc.kill('SIGKILL');
   await exited;
@@ -143,6 +155,9 @@ ptest('a process SIGKILLed while holding the host lock does not wedge the next o
   t.log(`reservation after the holder's death: ${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(2)} ms`);
   t.deepEqual(g.cpus(), [core]);
   await g.destroy();
+  const ga = await m.createAsync(newAllocId(), 'next-async', { resources: { cores: [core] } });
+  t.deepEqual(ga.cpus(), [core]);
+  await ga.destroy();
 });
 
 ptest('recovery of a task started under corral 0.1\'s layout: opened, kept off a reservation, stopped, cleaned up', async (t, c) => {
@@ -209,7 +224,7 @@ ptest('recovery of a task started under corral 0.1\'s layout: opened, kept off a
   await fresh.destroy();
   await f.exited;
   t.deepEqual(groupDirsUnder(parentName), []);
-  m.removeParentIfEmpty();
+  await m.removeParentIfEmpty();
   const left = [...Object.values(layout!.v1Mounts), layout!.root].filter((r) => fs.existsSync(path.join(r, parentName)));
   t.deepEqual(left, [], 'the parent, old and new partitions included, is gone');
 });

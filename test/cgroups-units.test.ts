@@ -225,7 +225,24 @@ function fakeAddon(cpusetRoot?: string): FakeAddon {
       if (sig === 9) files.set(p, '');
       return { signalled: n, gone: 0 };
     },
-    applyAsync: (_ops, cb) => setImmediate(() => cb(null)),
+    // The steps run on this thread (the fake tree is a temp dir), the result comes back on a later turn.
+    applyAsync: (ops, cb) => {
+      let err: any = null;
+      for (let i = 0; i < ops.length && !err; i++) {
+        const op = ops[i]!;
+        try {
+          if (op[0] === 'mkdir') fs.mkdirSync(op[1]);
+          else if (op[0] === 'rmdir') fs.rmdirSync(op[1]);
+          else {
+            const r = self.writeFiles([op[1]], [op[2] as string])[0];
+            if (r) throw Object.assign(new Error(r.message), r);
+          }
+        } catch (e) {
+          err = Object.assign(e as object, { index: i });
+        }
+      }
+      setImmediate(() => cb(err));
+    },
     // No kernel notifications in a fake tree: the waits fall back to timers.
     watchEvents: () => { throw new Error('not in the fake'); },
     spawn: () => { throw new Error('not in the fake'); },
@@ -365,6 +382,33 @@ test('fake v1 tree: a failing limit write undoes the group and the reservation',
   t.notThrows(() => m.create(B, 'r', { resources: { cores: [3] } }));
 });
 
+test('fake v1 tree: createAsync (steps off the loop) undoes a failing limit write as create does; EEXIST for a name in flight', async (t) => {
+  const { root, layout } = fakeV1Tree(t);
+  const cs = path.join(root, 'cpuset');
+  const fake = fakeAddon(cs);
+  const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
+  const s = await m.createAsync(A, 's');
+  t.true(fs.existsSync(path.join(root, 'freezer', 'corral', `${A}-s`)));
+  fake.failOn = (p) => (p.endsWith('memory.limit_in_bytes') ? err('EINVAL', 22, p) : undefined);
+  const e = await t.throwsAsync(m.createAsync(B, 'r', { resources: { cores: [3], memoryBytes: 1 << 20 } }), { instanceOf: CgroupError });
+  t.is(e!.code, 'EINVAL');
+  t.regex(e!.path ?? '', /memory\.limit_in_bytes/);
+  fake.failOn = undefined;
+  for (const d of ['freezer', 'memory', 'pids', 'cpu,cpuacct']) t.false(fs.existsSync(path.join(root, d, 'corral', `${B}-r`)));
+  t.false(fs.existsSync(path.join(cs, 'corral/reserve', `${B}-r`)));
+  t.deepEqual(m.sharedCores(), [0, 1, 2, 3]);
+  t.is(fake.files.get(path.join(s.paths.cpuset!, 'cpuset.cpus')), '0-3');
+  const [g1, g2] = await Promise.allSettled([m.createAsync(C, 'twice'), m.createAsync(C, 'twice')]);
+  t.is(g1.status, 'fulfilled');
+  t.is(g2.status === 'rejected' && (g2.reason as CgroupError).code, 'EEXIST');
+  const r = await m.createAsync(B, 'r', { resources: { cores: [3] } });
+  t.deepEqual(r.cpus(), [3]);
+  t.deepEqual(m.sharedCores(), [0, 1, 2]);
+  await r.destroy();
+  t.deepEqual(m.sharedCores(), [0, 1, 2, 3]);
+  t.false(fs.existsSync(path.join(root, 'freezer', 'corral', `${B}-r`)));
+});
+
 test('fake v1 tree: EEXIST for a group that exists, ENOENT for open of one that does not, open restores a reservation', (t) => {
   const { root, layout } = fakeV1Tree(t);
   const fake = fakeAddon(path.join(root, 'cpuset'));
@@ -381,7 +425,7 @@ test('fake v1 tree: EEXIST for a group that exists, ENOENT for open of one that 
   t.regex(missing!.message, new RegExp(`${B}-nope`));
 });
 
-test('fake v1 tree: cleanupStale removes empty groups of ours, reports busy ones, keeps what it is told', (t) => {
+test('fake v1 tree: cleanupStale removes empty groups of ours, reports busy ones, keeps what it is told', async (t) => {
   const { root, layout } = fakeV1Tree(t);
   const fake = fakeAddon(path.join(root, 'cpuset'));
   const m = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
@@ -390,7 +434,7 @@ test('fake v1 tree: cleanupStale removes empty groups of ours, reports busy ones
   m.create(C, 'kept');
   busy.join(42);
   const m2 = new CgroupV1Manager({ layout, parentName: 'corral', native: () => fake, lockDir: root });
-  const r = m2.cleanupStale({ keep: (n) => n.endsWith('-kept') });
+  const r = await m2.cleanupStale({ keep: (n) => n.endsWith('-kept') });
   t.deepEqual(r.removed, [`${B}-empty`]);
   t.deepEqual(r.nonEmpty, [`${A}-busy`]);
   t.true(fs.existsSync(path.join(root, 'freezer/corral', `${C}-kept`)));
@@ -456,7 +500,7 @@ test('fake v2 tree: share.slice and reserve.slice, controllers enabled down the 
   t.deepEqual(fake.log.slice(mark).filter((l) => l.includes('cpuset.cpus')), [`${share}/cpuset.cpus=0-3`]);
   t.deepEqual(s1.cpus(), [0, 1, 2, 3]);
   for (const g of [s1, ...others]) await g.destroy();
-  m.removeParentIfEmpty();
+  await m.removeParentIfEmpty();
   t.false(fs.existsSync(path.join(root, 'corral.slice')));
 });
 
@@ -483,7 +527,7 @@ test('fake v2 tree: a 0.1-layout scope (directly under the parent) is opened, ke
   t.is(fake.files.get(path.join(old, 'cpuset.cpus')), '1-3');
   for (const x of [g, r]) await x.destroy();
   t.false(fs.existsSync(old));
-  m.removeParentIfEmpty();
+  await m.removeParentIfEmpty();
   t.false(fs.existsSync(path.join(root, 'corral.slice')));
 });
 
@@ -515,7 +559,7 @@ test('fake v1 tree: 0.1-layout groups (shared/ and reserved/ with one cpuset gro
   t.is(fake.files.get(path.join(cs, 'corral/share/cpuset.cpus')), '1-3');
   for (const x of [g, r]) await x.destroy();
   for (const c of ['freezer', 'memory', 'pids', 'cpu,cpuacct']) t.deepEqual(fs.readdirSync(path.join(root, c, 'corral')), []);
-  m.removeParentIfEmpty();
+  await m.removeParentIfEmpty();
   t.false(fs.existsSync(path.join(cs, 'corral')));
 });
 

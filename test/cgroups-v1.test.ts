@@ -160,7 +160,7 @@ v1test('recovery: open() re-attaches a group (with its reservation); cleanupStal
   const reopened = m2.open(a, 'kept');
   t.deepEqual(reopened.cpus(), kept.cpus());
   const mine = new Set([kept.name, busy.name, empty.name]);
-  const r = m2.cleanupStale({ keep: (n) => !mine.has(n) || n === kept.name });
+  const r = await m2.cleanupStale({ keep: (n) => !mine.has(n) || n === kept.name });
   t.deepEqual(r.removed, [empty.name]);
   t.deepEqual(r.nonEmpty, [busy.name]);
   t.false(fs.existsSync(empty.paths.freezer!));

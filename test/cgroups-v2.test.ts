@@ -31,7 +31,7 @@ function v2test(title: string, fn: (t: import('ava').ExecutionContext, m: Cgroup
     if (skipReason) { t.log(`skipped: ${skipReason}`); t.pass(); return; }
     const m = new CgroupV2Manager({ layout, parentName: sb.slice });
     sb.defer(async () => {
-      try { m.removeParentIfEmpty(); } catch { /* the sandbox removes it */ }
+      try { await m.removeParentIfEmpty(); } catch { /* the sandbox removes it */ }
     });
     const missing = needs.filter((c) => !m.controllers().includes(c));
     if (missing.length > 0) { t.log(`skipped: ${layout!.root} offers no ${missing.join(', ')} controller (mode ${layout!.mode})`); t.pass(); return; }
@@ -136,7 +136,7 @@ v2test('recovery: cleanupStale removes empty leftovers, reports busy ones', asyn
   const s = await startInGroup(busy, 'sleep', ['30']);
   const empty = m.create(newAllocId(), 'empty');
   const m2 = new CgroupV2Manager({ layout, parentName: parent });
-  const r = m2.cleanupStale();
+  const r = await m2.cleanupStale();
   t.deepEqual(r.removed, [empty.name]);
   t.deepEqual(r.nonEmpty, [busy.name]);
   await m2.open(busy.allocId, busy.taskName).destroy();

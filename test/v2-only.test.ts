@@ -54,7 +54,7 @@ function v2test(title: string, fn: (t: ExecutionContext, m: CgroupManager, paren
     if (!layout) { t.log(`skipped: ${skipReason}`); t.pass(); return; }
     const m = createCgroupManager({ parentName: sb.slice });
     sb.defer(async () => {
-      try { m.removeParentIfEmpty(); } catch { /* the sandbox removes it */ }
+      try { await m.removeParentIfEmpty(); } catch { /* the sandbox removes it */ }
     });
     const missing = needs.filter((c) => !m.controllers().includes(c));
     if (missing.length > 0) { t.log(`skipped: no ${missing.join(', ')} controller for task groups here`); t.pass(); return; }

@@ -7,11 +7,12 @@
 import { CgroupError, CgroupUnsupportedError, InvalidConfigError } from '../errors.js';
 import { formatCpuList, parseCpuList } from './cpulist.js';
 import { detectCgroupLayout } from './detect.js';
-import { CgroupIO, rmdirRetry, signalNumber, tryRmdir } from './io.js';
+import type { FsOp } from '../native.js';
+import { CgroupIO, rmdirRetryAsync, signalNumber, tryRmdir } from './io.js';
 import { DEFAULT_LOCK_DIR, HostLock, lockFileFor } from './lock.js';
 import { groupName, validateParentName } from './names.js';
 import { DEFAULT_FREEZE_TIMEOUT_MS, DEFAULT_KILL_TIMEOUT_MS, type ManagerOptions, restrictCores } from './options.js';
-import { type Reservations, shareCores } from './partition.js';
+import { type FileWrite, type Reservations, shareCores } from './partition.js';
 import { validateResources } from './resources.js';
 import type {
   CgroupFingerprint, CgroupLayout, CgroupManager, CgroupStats, CgroupVersion, CreateOptions, GroupKillOutcome, SpawnPlacement,
@@ -26,8 +27,8 @@ export interface TaskContext {
   readonly killTimeoutMs: number;
   /** The usable cores (what a shared group runs on when its pool file is unset). */
   readonly usable: readonly number[];
-  /** Called once the group's directories are gone: forget it, give its reserved cores back. */
-  forget(group: BaseTaskCgroup): void;
+  /** Called once the group's directories are gone: forget it, give its reserved cores back (under the lock, off the loop's time). */
+  forget(group: BaseTaskCgroup): Promise<void>;
 }
 
 /** Where a group lives, as its manager laid it out. */
@@ -112,11 +113,30 @@ export abstract class BaseTaskCgroup implements TaskCgroup {
       if ((err as CgroupError).code !== 'ENOENT') throw err;
     }
     if (pids.length > 0) await this.kill({ timeoutMs: Math.max(1, deadline - Date.now()) });
-    // An empty group can be removed frozen or not; exits still finishing are EBUSY, retried.
-    await rmdirRetry(this.owned, Math.max(1, deadline - Date.now()));
+    // An empty group can be removed frozen or not; exits still finishing are EBUSY, retried. The
+    // rmdirs run off the loop (a v1 rmdir waits for the cgroup mutex, which every other group's
+    // creation and removal on the host also takes).
+    await rmdirRetryAsync(this.ctx.io, this.owned, Math.max(1, deadline - Date.now()));
     this.destroyed = true;
-    this.ctx.forget(this);
+    await this.ctx.forget(this);
   }
+}
+
+/**
+ * How a group is made, once the parent exists: `plan` gives the steps in order (mkdirs, control-file
+ * writes). It runs under the host lock when the group reserves cores (it reads the reservations from
+ * the tree and checks the new one against them). `build` makes the group object once the steps ran.
+ */
+export interface GroupRecipe<G> {
+  reserves: boolean;
+  plan(): FsOp[];
+  build(): G;
+}
+
+/** The parent's one-time set-up: `locked` runs under the host lock (the partition), `done` marks it ready. */
+export interface ParentSetup {
+  locked?: () => void;
+  done(): void;
 }
 
 /** A group found on disk by cleanupStale: its owned directories (children first) and whether it holds cores. */
@@ -134,6 +154,9 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
   protected readonly usable: number[];
   protected readonly ctx: TaskContext;
   private readonly groups = new Map<string, G>();
+  /** Names whose createAsync is in flight (a second create of one is EEXIST at once). */
+  private readonly creating = new Set<string>();
+  private parentSetting: Promise<void> | undefined;
 
   protected constructor(
     opts: ManagerOptions,
@@ -156,7 +179,7 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
       freezeTimeoutMs: opts.freezeTimeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS,
       killTimeoutMs: opts.killTimeoutMs ?? DEFAULT_KILL_TIMEOUT_MS,
       usable: this.usable,
-      forget: (g) => this.forget(g as G),
+      forget: async (g) => this.forget(g as G),
     };
   }
 
@@ -166,14 +189,20 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
   protected abstract unsupported(controller: string, what: string): CgroupUnsupportedError;
   /** Reservations as the tree holds them now (reserve groups' cores, and 0.1-layout ones). */
   protected abstract reservations(): Reservations;
-  /** Makes the group (its limits written in one batch); undoes itself on failure. */
-  protected abstract createGroup(allocId: string, taskName: string, name: string, res: TaskResources): G;
+  /** The parent's set-up still to do (its synchronous part done by this call), or undefined when it is ready. */
+  protected abstract parentSetup(): ParentSetup | undefined;
+  /** How to make the group (the parent is ready); throws for a conflict found without the lock (EEXIST, unsupported). */
+  protected abstract recipe(allocId: string, taskName: string, name: string, res: TaskResources): GroupRecipe<G>;
+  /** The writes that bring the partition on disk in line with the reservations in the tree (read now). */
+  protected abstract resyncWrites(): FileWrite[];
   /** Finds an existing group (either layout); throws a CgroupError ENOENT when there is none. */
   protected abstract openGroup(allocId: string, taskName: string, name: string, res: TaskResources): G;
   /** Every group of ours on disk (either layout), by name. */
   protected abstract groupsOnDisk(): Map<string, GroupOnDisk>;
   /** Under the lock: brings the share pool (and every parent of the partition) in line with the reservations in the tree. */
-  protected abstract resyncPartition(): void;
+  protected resyncPartition(): void {
+    if (this.has('cpuset')) this.writeTolerant(this.resyncWrites());
+  }
   /** Removes the parent's directories (no group left: checked under the lock by the caller). True when all are gone. */
   protected abstract removeTree(): boolean;
 
@@ -203,14 +232,90 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
     if (res.cpuShares !== undefined && !this.has('cpu')) throw this.unsupported('cpu', 'resources.cpuShares');
   }
 
+  /** The synchronous variant of createAsync (it blocks its thread on the kernel and, for a reservation, on the host lock). */
   create(allocId: string, taskName: string, opts: CreateOptions = {}): TaskCgroup {
+    const { name, res } = this.admit(allocId, taskName, opts);
+    this.ensureParent();
+    const r = this.recipe(allocId, taskName, name, res);
+    const make = () => this.applyPlan(r.plan(), r.reserves);
+    if (r.reserves) this.lock.hold(make);
+    else make();
+    const g = r.build();
+    this.groups.set(name, g);
+    return g;
+  }
+
+  async createAsync(allocId: string, taskName: string, opts: CreateOptions = {}): Promise<TaskCgroup> {
+    const { name, res } = this.admit(allocId, taskName, opts);
+    this.creating.add(name);
+    try {
+      await this.ensureParentAsync();
+      const r = this.recipe(allocId, taskName, name, res);
+      const make = () => this.applyPlanAsync(r.plan(), r.reserves);
+      await (r.reserves ? this.lock.holdAsync(make) : make());
+      const g = r.build();
+      this.groups.set(name, g);
+      return g;
+    } finally {
+      this.creating.delete(name);
+    }
+  }
+
+  private admit(allocId: string, taskName: string, opts: CreateOptions): { name: string; res: TaskResources } {
     const name = groupName(allocId, taskName);
     const res = validateResources(opts.resources);
     this.checkSupported(res);
     if (this.groups.has(name)) throw eexist(Object.values(this.groups.get(name)!.paths)[0] ?? name);
-    const g = this.createGroup(allocId, taskName, name, res);
-    this.groups.set(name, g);
-    return g;
+    if (this.creating.has(name)) throw eexist(name);
+    return { name, res };
+  }
+
+  protected ensureParent(): void {
+    const s = this.parentSetup();
+    if (!s) return;
+    if (s.locked) this.lock.hold(s.locked);
+    s.done();
+  }
+
+  /** ensureParent with the lock taken without blocking the loop; concurrent callers share one set-up. */
+  protected ensureParentAsync(): Promise<void> {
+    if (this.parentSetting) return this.parentSetting;
+    const s = this.parentSetup();
+    if (!s) return Promise.resolve();
+    this.parentSetting = (async () => {
+      if (s.locked) await this.lock.holdAsync(s.locked);
+      s.done();
+    })().finally(() => { this.parentSetting = undefined; });
+    return this.parentSetting;
+  }
+
+  /** Runs a group's steps on this thread; on failure undoes what they did and throws the step's error. */
+  private applyPlan(ops: FsOp[], reserves: boolean): void {
+    try {
+      this.io.applySync(ops);
+    } catch (err) {
+      throw this.undoPlan(ops, err, reserves);
+    }
+  }
+
+  /** Runs a group's steps off the loop (libuv pool); on failure undoes what they did and throws the step's error. */
+  private async applyPlanAsync(ops: FsOp[], reserves: boolean): Promise<void> {
+    try {
+      await this.io.applyAsync(ops);
+    } catch (err) {
+      throw this.undoPlan(ops, err, reserves);
+    }
+  }
+
+  /** Removes the directories the steps before the failed one made; a reservation's partition is put back. */
+  private undoPlan(ops: FsOp[], err: unknown, reserves: boolean): unknown {
+    const failed = (err as { index?: number }).index ?? ops.length;
+    const made = ops.slice(0, failed).filter((o) => o[0] === 'mkdir').map((o) => o[1]);
+    for (const d of made.reverse()) tryRmdir(d);
+    if (reserves) this.io.writeSome(this.resyncWrites());
+    const op = ops[failed];
+    if (op?.[0] === 'mkdir' && (err as CgroupError).code === 'EEXIST') return eexist(op[1]);
+    return err;
   }
 
   open(allocId: string, taskName: string, opts: { resources?: TaskResources } = {}): TaskCgroup {
@@ -222,7 +327,7 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
     return g;
   }
 
-  cleanupStale(opts: { keep?: (name: string) => boolean } = {}): { removed: string[]; nonEmpty: string[] } {
+  async cleanupStale(opts: { keep?: (name: string) => boolean } = {}): Promise<{ removed: string[]; nonEmpty: string[] }> {
     const removed: string[] = [];
     const nonEmpty: string[] = [];
     let freed = false;
@@ -240,13 +345,13 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
       (ok ? removed : nonEmpty).push(name);
       if (ok && g.reserved) freed = true;
     }
-    if (freed) this.lock.hold(() => this.resyncPartition());
+    if (freed) await this.lock.holdAsync(() => this.resyncPartition());
     return { removed, nonEmpty };
   }
 
-  removeParentIfEmpty(): void {
-    if (this.groups.size > 0) return;
-    this.lock.hold(() => {
+  async removeParentIfEmpty(): Promise<void> {
+    if (this.groups.size > 0 || this.creating.size > 0) return;
+    await this.lock.holdAsync(() => {
       if (this.groupsOnDisk().size > 0) return;
       if (this.removeTree()) this.lock.unlinkHeld();
     });
@@ -255,11 +360,11 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
   /** A group's directories are gone: drop what the version keeps about it in memory. */
   protected cleanupForgotten(_name: string): void { /* nothing by default */ }
 
-  private forget(g: G): void {
+  private async forget(g: G): Promise<void> {
     if (this.groups.get(g.name) === g) this.groups.delete(g.name);
     this.cleanupForgotten(g.name);
     // The cores go back to the share pool as the tree now says (whoever else reserved meanwhile).
-    if (g.reserved && this.has('cpuset')) this.lock.hold(() => this.resyncPartition());
+    if (g.reserved && this.has('cpuset')) await this.lock.holdAsync(() => this.resyncPartition());
   }
 
   /** Throws the first failure of a best-effort batch other than a group that vanished meanwhile. */

@@ -93,6 +93,28 @@ export class CgroupIO {
     return this.ops.waitEmpty(procsPath, timeoutMs);
   }
 
+  /** applyAsync on this thread (for the synchronous API): the same steps, errors and `index`. */
+  applySync(ops: readonly FsOp[]): void {
+    ops.forEach((op, index) => {
+      let err: CgroupError | undefined;
+      if (op[0] === 'write') {
+        const r = this.addon().writeFiles([op[1]], [op[2]])[0];
+        if (r) err = errorFromInfo(r, 'write', op[1], `writing ${JSON.stringify(op[2])} to ${op[1]}`);
+      } else {
+        try {
+          if (op[0] === 'mkdir') fs.mkdirSync(op[1]);
+          else fs.rmdirSync(op[1]);
+        } catch (e) {
+          err = CgroupError.from(e, op[1]);
+        }
+      }
+      if (err) {
+        (err as { index?: number }).index = index;
+        throw err;
+      }
+    });
+  }
+
   /**
    * mkdir / write / rmdir steps in order, off the event loop (libuv pool): cgroup creation and its
    * limit writes can stall in the kernel. Throws the CgroupError of the first failed step (later
@@ -168,17 +190,25 @@ export function tryRmdir(p: string): true | NodeJS.ErrnoException {
 }
 
 /**
- * Removes cgroup directories (in the order given: children before parents), retrying on EBUSY with
- * exponential backoff on timers (never a busy loop) until `timeoutMs`. Throws the last CgroupError.
+ * Removes cgroup directories (in the order given: children before parents) off the event loop: the
+ * rmdirs run on the libuv pool in one batch; EBUSY (exits still finishing) is retried from that
+ * directory on, on timers with exponential backoff (never a busy loop), until `timeoutMs`. A
+ * directory already gone counts as removed. Throws the last CgroupError.
  */
-export async function rmdirRetry(dirs: readonly string[], timeoutMs: number): Promise<void> {
+export async function rmdirRetryAsync(io: CgroupIO, dirs: readonly string[], timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let delay = 1;
-  for (const d of dirs) {
-    for (;;) {
-      const r = tryRmdir(d);
-      if (r === true) break;
-      if (r.code !== 'EBUSY' || Date.now() >= deadline) throw CgroupError.from(r, d);
+  let from = 0;
+  while (from < dirs.length) {
+    try {
+      await io.applyAsync(dirs.slice(from).map((d) => ['rmdir', d] as const));
+      return;
+    } catch (err) {
+      const e = err as CgroupError & { index?: number };
+      const at = from + (e.index ?? 0);
+      if (e.code === 'ENOENT') { from = at + 1; continue; }
+      if (e.code !== 'EBUSY' || Date.now() >= deadline) throw err;
+      from = at;
       await new Promise<void>((res) => setTimeout(res, Math.min(delay, Math.max(1, deadline - Date.now()))));
       delay = Math.min(delay * 2, 100);
     }

@@ -5,9 +5,14 @@
  * the parent: the kernel drops it when the holder's file is closed or the holder dies (SIGKILL
  * included), so a dead holder never wedges the next one.
  *
- * Held only around a few control-file reads and writes (well under a millisecond), so taking it is
- * synchronous: LOCK_NB tries with short Atomics.wait pauses, bounded by a timeout that names the
- * holder. Re-entrant within one lock object.
+ * The loop's way is holdAsync: LOCK_NB tries on timers (backing off from 1 ms to 20 ms), bounded by a
+ * timeout that names the holder, so a waiting agent keeps serving everything else; the holder's
+ * section may itself await (off-loop cgroup steps). Within one process holdAsync callers queue
+ * behind each other, so only the one at the head polls the flock.
+ * `hold` is the synchronous variant for the public synchronous calls (CgroupManager.create/open, for
+ * callers without a loop): it waits with Atomics.wait pauses, blocking its thread, and refuses at once
+ * while an asynchronous holder of this process is inside its section (waiting would deadlock).
+ * Re-entrant within one lock object for synchronous sections.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -30,6 +35,10 @@ export function lockFileFor(lockDir: string, root: string, parentName: string): 
 export class HostLock {
   private depth = 0;
   private heldFd: number | undefined;
+  /** The tail of this process's holdAsync queue. */
+  private queue: Promise<unknown> = Promise.resolve();
+  /** An asynchronous holder is inside its section (holds the flock across awaits). */
+  private asyncHeld = false;
 
   constructor(
     readonly file: string,
@@ -37,8 +46,34 @@ export class HostLock {
     private readonly timeoutMs = DEFAULT_LOCK_TIMEOUT_MS,
   ) {}
 
-  /** Runs `fn` holding the lock; releases it however `fn` ends. */
+  /**
+   * Runs `fn` holding the lock, which is taken without ever blocking the loop; releases it however
+   * `fn` ends. Callers of this process run one at a time, in call order.
+   */
+  holdAsync<T>(fn: () => T | Promise<T>): Promise<T> {
+    const run = this.queue.then(async () => {
+      const fd = await this.acquireAsync();
+      this.asyncHeld = true;
+      this.depth = 1;
+      this.heldFd = fd;
+      try {
+        return await fn();
+      } finally {
+        this.depth = 0;
+        this.heldFd = undefined;
+        this.asyncHeld = false;
+        fs.closeSync(fd); // closing the only description holding the flock releases it
+      }
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Runs `fn` holding the lock, waiting synchronously (see the file comment); releases it however `fn` ends. */
   hold<T>(fn: () => T): T {
+    if (this.asyncHeld) {
+      throw new CgroupTimeoutError('get its cpuset lock synchronously (an asynchronous operation of this process holds it: use the asynchronous call)', this.file, 0);
+    }
     if (this.depth > 0) {
       this.depth++;
       try {
@@ -77,10 +112,44 @@ export class HostLock {
     }
   }
 
-  private lockOnce(deadline: number): number {
+  /** acquire without blocking: one LOCK_NB try per timer tick until the deadline. */
+  private async acquireAsync(): Promise<number> {
+    const deadline = Date.now() + this.timeoutMs;
+    let delay = 1;
+    for (;;) {
+      // The lock dir is tmpfs (/run) by default: the open is a cheap syscall, never a disk wait.
+      const fd = this.openLockFile();
+      let taken = false;
+      try {
+        taken = this.addon().flockTry(fd, true);
+      } catch (err) {
+        fs.closeSync(fd);
+        throw err;
+      }
+      if (taken) {
+        if (sameInode(fd, this.file)) return this.mark(fd);
+        fs.closeSync(fd); // the file was unlinked meanwhile (its partition removed): take the new one
+        continue;
+      }
+      if (Date.now() >= deadline) {
+        const who = this.holder(fd);
+        fs.closeSync(fd);
+        throw new CgroupTimeoutError(`get its cpuset lock (held by ${who})`, this.file, this.timeoutMs);
+      }
+      fs.closeSync(fd);
+      await new Promise<void>((resolve) => setTimeout(resolve, Math.max(1, Math.min(delay, deadline - Date.now()))));
+      delay = Math.min(delay * 2, 20);
+    }
+  }
+
+  private openLockFile(): number {
     fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o755 });
     // Node opens with O_CLOEXEC: no spawned child can inherit (and so keep) the lock.
-    const fd = fs.openSync(this.file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+    return fs.openSync(this.file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+  }
+
+  private lockOnce(deadline: number): number {
+    const fd = this.openLockFile();
     let delay = 0.05;
     try {
       while (!this.addon().flockTry(fd, true)) {

@@ -125,13 +125,19 @@ export interface CgroupManager {
    */
   create(allocId: string, taskName: string, opts?: CreateOptions): TaskCgroup;
   /**
+   * create without blocking the event loop: the mkdirs and limit writes run on the libuv pool (a
+   * cgroup mkdir waits for the kernel's cgroup mutex, which every group's creation and removal on the
+   * host takes), and a reservation's host lock is taken by tries on timers. Same checks, errors and undo.
+   */
+  createAsync(allocId: string, taskName: string, opts?: CreateOptions): Promise<TaskCgroup>;
+  /**
    * Re-opens an existing group (recovery), in the current layout or corral 0.1's. A reserved group's
    * cores come from the tree (its reserve group's cpuset.cpus). corral 0.1 on v2 kept no such record:
    * for its scopes pass the task's persisted resources, or the group counts as shared.
    */
   open(allocId: string, taskName: string, opts?: { resources?: TaskResources }): TaskCgroup;
   /** Groups of ours under the parent: removes empty ones left by a crash, reports non-empty ones. */
-  cleanupStale(opts?: { keep?: (name: string) => boolean }): { removed: string[]; nonEmpty: string[] };
+  cleanupStale(opts?: { keep?: (name: string) => boolean }): Promise<{ removed: string[]; nonEmpty: string[] }>;
   /** Removes the parent itself when it holds no groups (tests; an agent normally keeps it). */
-  removeParentIfEmpty(): void;
+  removeParentIfEmpty(): Promise<void>;
 }

@@ -13,11 +13,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CgroupError, CgroupUnsupportedError } from '../errors.js';
+import { CgroupUnsupportedError } from '../errors.js';
 import { PAGE_SIZE } from '../util/auxv.js';
 import { coresMinus, parseCpuList, sameCores } from './cpulist.js';
+import type { FsOp } from '../native.js';
 import {
-  BaseTaskCgroup, type GroupOnDisk, type GroupPlace, ManagerCore, eexist, enoent, removeSegments,
+  BaseTaskCgroup, type GroupOnDisk, type GroupPlace, type GroupRecipe, ManagerCore, type ParentSetup, eexist, enoent, removeSegments,
 } from './core.js';
 import { childGroups, ensureDirCg, tryRmdir } from './io.js';
 import { parseGroupName } from './names.js';
@@ -93,9 +94,12 @@ export class CgroupV1Manager extends ManagerCore<V1TaskCgroup> {
       `${what} needs it, but no cgroup v1 ${controller} controller is mounted under ${this.layout.root} (mounted: ${this.used.join(', ') || 'none'})`);
   }
 
-  /** Creates `<parent>` under each mount, `share` and `reserve` in the cpuset one, and syncs the partition. Idempotent. */
-  private ensureParent(): void {
-    if (this.parentReady) return;
+  /**
+   * The parent's set-up (idempotent): `<parent>` under each mount now; `share` and `reserve` in the
+   * cpuset one, and the partition synced, under the lock by the caller.
+   */
+  protected parentSetup(): ParentSetup | undefined {
+    if (this.parentReady) return undefined;
     const writes: FileWrite[] = [];
     for (const m of this.mounts) {
       let dir = m.mountPoint;
@@ -109,19 +113,23 @@ export class CgroupV1Manager extends ManagerCore<V1TaskCgroup> {
     }
     this.io.writeAll(writes);
     const cs = this.cpusetBase;
-    if (cs) {
-      this.lock.hold(() => {
-        const w: FileWrite[] = [];
-        for (const d of [SHARE_GROUP, RESERVE_GROUP].map((g) => path.join(cs, g))) {
-          if (ensureDirCg(d) || this.fileEmpty(path.join(d, 'cpuset.mems'))) w.push([path.join(d, 'cpuset.mems'), this.mems]);
-        }
-        this.io.writeAll(w);
-        this.resyncPartition();
-      });
-    }
     const mem = this.layout.v1Mounts.memory;
-    this.hasMemsw = mem !== undefined && fs.existsSync(path.join(mem, this.parentName, 'memory.memsw.limit_in_bytes'));
-    this.parentReady = true;
+    return {
+      ...(cs ? {
+        locked: () => {
+          const w: FileWrite[] = [];
+          for (const d of [SHARE_GROUP, RESERVE_GROUP].map((g) => path.join(cs, g))) {
+            if (ensureDirCg(d) || this.fileEmpty(path.join(d, 'cpuset.mems'))) w.push([path.join(d, 'cpuset.mems'), this.mems]);
+          }
+          this.io.writeAll(w);
+          this.resyncPartition();
+        },
+      } : {}),
+      done: () => {
+        this.hasMemsw = mem !== undefined && fs.existsSync(path.join(mem, this.parentName, 'memory.memsw.limit_in_bytes'));
+        this.parentReady = true;
+      },
+    };
   }
 
   private fileEmpty(file: string): boolean {
@@ -175,8 +183,8 @@ export class CgroupV1Manager extends ManagerCore<V1TaskCgroup> {
     return out;
   }
 
-  protected resyncPartition(): void {
-    if (this.cpusetBase) this.writeTolerant(this.partitionWrites(this.reservations()));
+  protected resyncWrites(): FileWrite[] {
+    return this.cpusetBase ? this.partitionWrites(this.reservations()) : [];
   }
 
   /** A group's directories for a cpuset kind: per-task ones under each other mount, and the cpuset one. */
@@ -201,56 +209,41 @@ export class CgroupV1Manager extends ManagerCore<V1TaskCgroup> {
     };
   }
 
-  protected createGroup(allocId: string, taskName: string, name: string, res: TaskResources): V1TaskCgroup {
+  protected recipe(allocId: string, taskName: string, name: string, res: TaskResources): GroupRecipe<V1TaskCgroup> {
     const cores = res.cores ?? [];
     const kind: CpusetKind = cores.length > 0 ? 'reserve' : 'share';
     const place = this.place(name, kind);
     if (kind === 'share' && place.owned.length === 0) {
       throw this.unsupported('freezer', 'a task on the share pool (it needs a group of its own besides cpuset)');
     }
-    this.ensureParent();
     if (this.cpusetBase) {
       for (const k of ['reserve', 'legacy-shared', 'legacy-reserved'] as const) {
         const d = path.join(this.cpusetBase, CPUSET_SUBDIR[k], name);
         if (k !== kind && fs.existsSync(d)) throw eexist(d);
       }
     }
-    const make = (): void => {
-      const writes: FileWrite[] = [];
-      if (cores.length > 0) {
-        const r = this.reservations();
-        checkReservation(this.usable, r, name, cores);
-        writes.push(...this.partitionWrites(new Map([...r, [name, cores]])));
-      }
-      const created: string[] = [];
-      try {
-        for (const d of place.owned) {
-          try {
-            fs.mkdirSync(d);
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw eexist(d);
-            throw CgroupError.from(err, d);
-          }
-          created.push(d);
+    return {
+      reserves: cores.length > 0,
+      plan: () => {
+        const ops: FsOp[] = place.owned.map((d) => ['mkdir', d] as const);
+        if (cores.length > 0) {
+          const r = this.reservations();
+          checkReservation(this.usable, r, name, cores);
+          for (const [f, v] of this.partitionWrites(new Map([...r, [name, cores]]))) ops.push(['write', f, v]);
         }
         const p = place.paths;
-        if (cores.length > 0) writes.push([path.join(p.cpuset!, 'cpuset.cpus'), cpusetValue(cores)], [path.join(p.cpuset!, 'cpuset.mems'), this.mems]);
-        if (res.cpuShares !== undefined) writes.push([path.join(p.cpu!, 'cpu.shares'), String(res.cpuShares)]);
+        const w = (dir: string, file: string, v: string) => ops.push(['write', path.join(dir, file), v]);
+        if (cores.length > 0) { w(p.cpuset!, 'cpuset.cpus', cpusetValue(cores)); w(p.cpuset!, 'cpuset.mems', this.mems); }
+        if (res.cpuShares !== undefined) w(p.cpu!, 'cpu.shares', String(res.cpuShares));
         if (res.memoryBytes !== undefined) {
-          writes.push([path.join(p.memory!, 'memory.limit_in_bytes'), String(res.memoryBytes)]);
-          if (this.hasMemsw) writes.push([path.join(p.memory!, 'memory.memsw.limit_in_bytes'), String(res.memoryBytes)]);
+          w(p.memory!, 'memory.limit_in_bytes', String(res.memoryBytes));
+          if (this.hasMemsw) w(p.memory!, 'memory.memsw.limit_in_bytes', String(res.memoryBytes));
         }
-        if (res.pidsMax !== undefined) writes.push([path.join(p.pids!, 'pids.max'), String(res.pidsMax)]);
-        this.io.writeAll(writes);
-      } catch (err) {
-        for (const d of created.reverse()) tryRmdir(d);
-        if (cores.length > 0) this.io.writeSome(this.partitionWrites(this.reservations()));
-        throw err;
-      }
+        if (res.pidsMax !== undefined) w(p.pids!, 'pids.max', String(res.pidsMax));
+        return ops;
+      },
+      build: () => new V1TaskCgroup(this.ctx, allocId, taskName, name, place, res),
     };
-    if (cores.length > 0) this.lock.hold(make);
-    else make();
-    return new V1TaskCgroup(this.ctx, allocId, taskName, name, place, res);
   }
 
   protected openGroup(allocId: string, taskName: string, name: string, res: TaskResources): V1TaskCgroup {

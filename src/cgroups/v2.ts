@@ -14,12 +14,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CgroupError, CgroupUnsupportedError } from '../errors.js';
+import { CgroupUnsupportedError } from '../errors.js';
 import { parseCpuList, sameCores } from './cpulist.js';
+import type { FsOp } from '../native.js';
 import {
-  BaseTaskCgroup, type GroupOnDisk, type GroupPlace, ManagerCore, type TaskContext, eexist, enoent, removeSegments, words,
+  BaseTaskCgroup, type GroupOnDisk, type GroupPlace, type GroupRecipe, ManagerCore, type ParentSetup, type TaskContext, eexist, enoent,
+  removeSegments, words,
 } from './core.js';
-import { CgroupIO, childGroups, ensureDirCg, mkdirCg, tryRmdir } from './io.js';
+import { CgroupIO, childGroups, ensureDirCg, tryRmdir } from './io.js';
 import { parseGroupName } from './names.js';
 import { type ManagerOptions, onlineCores, readCpuListFile } from './options.js';
 import { type FileWrite, type Reservations, checkReservation, cpusetValue, shareCores } from './partition.js';
@@ -53,6 +55,8 @@ export class CgroupV2Manager extends ManagerCore<V2TaskCgroup> {
   private readonly rootControllers: string[];
   /** Controllers enabled for the scopes (share.slice's subtree_control), once the parent is set up. */
   private enabled: Set<string> | undefined;
+  /** The parent's set-up is complete (its partition synced). */
+  private ready = false;
   private caps: V2Caps = { memory: false, cpu: false, killFile: false };
   private hasSwapMax = false;
   /**
@@ -88,9 +92,12 @@ export class CgroupV2Manager extends ManagerCore<V2TaskCgroup> {
     return new CgroupUnsupportedError(controller, `${what} needs it, but ${where}`);
   }
 
-  /** Creates the parent, share.slice and reserve.slice, enables the controllers down to them, and syncs the share pool. Idempotent. */
-  private ensureParent(): void {
-    if (this.enabled) return;
+  /**
+   * The parent's set-up (idempotent): the parent, share.slice and reserve.slice made and the
+   * controllers enabled down to them now; the share pool synced under the lock by the caller.
+   */
+  protected parentSetup(): ParentSetup | undefined {
+    if (this.ready) return undefined;
     const want = V2_WANTED_CONTROLLERS.filter((c) => this.rootControllers.includes(c));
     enableControllers(this.io, this.layout.root, want);
     let dir = this.layout.root;
@@ -105,7 +112,10 @@ export class CgroupV2Manager extends ManagerCore<V2TaskCgroup> {
     this.caps = { memory: enabled.has('memory'), cpu: enabled.has('cpu'), killFile: fs.existsSync(path.join(this.shareDir, 'cgroup.kill')) };
     this.hasSwapMax = enabled.has('memory') && fs.existsSync(path.join(this.shareDir, 'memory.swap.max'));
     this.enabled = enabled;
-    if (enabled.has('cpuset')) this.lock.hold(() => this.resyncPartition());
+    return {
+      ...(enabled.has('cpuset') ? { locked: () => this.resyncPartition() } : {}),
+      done: () => { this.ready = true; },
+    };
   }
 
   protected reservations(): Reservations {
@@ -134,13 +144,11 @@ export class CgroupV2Manager extends ManagerCore<V2TaskCgroup> {
     return out;
   }
 
-  protected resyncPartition(): void {
-    if (!this.has('cpuset')) return;
-    this.writeTolerant(this.shareWrites(shareCores(this.usable, this.reservations())));
+  protected resyncWrites(): FileWrite[] {
+    return this.shareWrites(shareCores(this.usable, this.reservations()));
   }
 
-  protected createGroup(allocId: string, taskName: string, name: string, res: TaskResources): V2TaskCgroup {
-    this.ensureParent();
+  protected recipe(allocId: string, taskName: string, name: string, res: TaskResources): GroupRecipe<V2TaskCgroup> {
     this.checkSupported(res); // what the tree really enabled may be less than the root offers
     const cores = res.cores ?? [];
     const scope = `${name}.scope`;
@@ -149,33 +157,28 @@ export class CgroupV2Manager extends ManagerCore<V2TaskCgroup> {
       const d = path.join(other, scope);
       if (d !== dir && fs.existsSync(d)) throw eexist(d);
     }
-    const make = (): void => {
-      const writes: FileWrite[] = [];
-      if (cores.length > 0) {
-        const r = this.reservations();
-        checkReservation(this.usable, r, name, cores);
-        // The share pool shrinks first: no instant in which a shared task may run on the reserved core.
-        writes.push(...this.shareWrites(shareCores(this.usable, new Map([...r, [name, cores]]))));
-      }
-      mkdirOrEexist(dir);
-      if (cores.length > 0) writes.push([path.join(dir, 'cpuset.cpus'), cpusetValue(cores)]);
-      if (res.cpuShares !== undefined) writes.push([path.join(dir, 'cpu.weight'), String(sharesToWeight(res.cpuShares))]);
-      if (res.memoryBytes !== undefined) {
-        writes.push([path.join(dir, 'memory.max'), String(res.memoryBytes)]);
-        if (this.hasSwapMax) writes.push([path.join(dir, 'memory.swap.max'), '0']);
-      }
-      if (res.pidsMax !== undefined) writes.push([path.join(dir, 'pids.max'), String(res.pidsMax)]);
-      try {
-        this.io.writeAll(writes);
-      } catch (err) {
-        tryRmdir(dir);
-        if (cores.length > 0) this.io.writeSome(this.shareWrites(shareCores(this.usable, this.reservations())));
-        throw err;
-      }
+    return {
+      reserves: cores.length > 0,
+      plan: () => {
+        const ops: FsOp[] = [];
+        if (cores.length > 0) {
+          const r = this.reservations();
+          checkReservation(this.usable, r, name, cores);
+          // The share pool shrinks first: no instant in which a shared task may run on the reserved core.
+          for (const [f, v] of this.shareWrites(shareCores(this.usable, new Map([...r, [name, cores]])))) ops.push(['write', f, v]);
+        }
+        ops.push(['mkdir', dir]);
+        if (cores.length > 0) ops.push(['write', path.join(dir, 'cpuset.cpus'), cpusetValue(cores)]);
+        if (res.cpuShares !== undefined) ops.push(['write', path.join(dir, 'cpu.weight'), String(sharesToWeight(res.cpuShares))]);
+        if (res.memoryBytes !== undefined) {
+          ops.push(['write', path.join(dir, 'memory.max'), String(res.memoryBytes)]);
+          if (this.hasSwapMax) ops.push(['write', path.join(dir, 'memory.swap.max'), '0']);
+        }
+        if (res.pidsMax !== undefined) ops.push(['write', path.join(dir, 'pids.max'), String(res.pidsMax)]);
+        return ops;
+      },
+      build: () => this.group(allocId, taskName, name, dir, res, cores.length > 0),
     };
-    if (cores.length > 0) this.lock.hold(make);
-    else make();
-    return this.group(allocId, taskName, name, dir, res, cores.length > 0);
   }
 
   protected openGroup(allocId: string, taskName: string, name: string, res: TaskResources): V2TaskCgroup {
@@ -238,6 +241,7 @@ export class CgroupV2Manager extends ManagerCore<V2TaskCgroup> {
     for (const d of [this.shareDir, this.reserveDir]) if (childGroups(d).length === 0) tryRmdir(d);
     if (childGroups(this.parentDir).length === 0) removeSegments(this.layout.root, this.parentName);
     this.enabled = undefined;
+    this.ready = false;
     return !fs.existsSync(this.parentDir);
   }
 }
@@ -282,15 +286,6 @@ export class V2TaskCgroup extends BaseTaskCgroup {
     const r = this.ctx.io.readAll(files).map((x) => (typeof x === 'string' ? x : undefined));
     const thrReason = this.caps.cpu ? undefined : 'no cpu controller here: throttling is not accounted';
     return statsFromV2({ cpuStat: r[0], memoryCurrent: r[1], memoryStat: r[2], memoryPeak: r[3] }, this.memReason, thrReason);
-  }
-}
-
-function mkdirOrEexist(dir: string): void {
-  try {
-    mkdirCg(dir);
-  } catch (err) {
-    if ((err as CgroupError).code === 'EEXIST') throw eexist(dir);
-    throw err;
   }
 }
 

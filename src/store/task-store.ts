@@ -16,8 +16,13 @@
  * raw_exec task with the machine, so a record that outlived them would only point at nothing.
  * fsync cost ~2 ms per start on ext4, more than the whole rest of a task's start.
  * A corrupt or foreign file is reported through `problems` and skipped; listing never throws for one.
+ *
+ * createAsync/putAsync/deleteAsync are the same steps on the libuv pool, for the drivers' start and
+ * destroy paths (a disk that stalls never stalls the loop); the returned promise settles once the
+ * step is done, so a record awaited is as much on disk as one written synchronously.
  */
 import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { InvalidConfigError, TaskExistsError, TaskNotFoundError, TaskOwnedError } from '../errors.js';
 import type { TaskHandle } from '../drivers/contract.js';
@@ -97,6 +102,37 @@ export class TaskStore {
     } finally {
       fs.rmSync(tmp, { force: true });
     }
+  }
+
+  /** create off the event loop: resolves once the record is in place (the same exclusivity and errors). */
+  async createAsync(handle: TaskHandle, state: RecordState = 'starting'): Promise<void> {
+    const file = this.fileFor(handle.taskId);
+    const tmp = await this.writeTmpAsync(file, this.serialise(handle, state));
+    try {
+      await fsp.link(tmp, file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new TaskExistsError(handle.taskId);
+      throw err;
+    } finally {
+      await fsp.rm(tmp, { force: true });
+    }
+  }
+
+  /** put off the event loop: resolves once the record is replaced. */
+  async putAsync(handle: TaskHandle, opts: { state?: RecordState } = {}): Promise<void> {
+    const file = this.fileFor(handle.taskId);
+    const tmp = await this.writeTmpAsync(file, this.serialise(handle, opts.state ?? 'running'));
+    try {
+      await fsp.rename(tmp, file);
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  /** delete off the event loop. */
+  async deleteAsync(taskId: string): Promise<void> {
+    await fsp.rm(this.fileFor(taskId), { force: true });
   }
 
   /** Writes (replaces) a task's record, owned by this store's owner. Default state `running`. */
@@ -254,7 +290,7 @@ export class TaskStore {
       fs.mkdirSync(this.tasksDir, { recursive: true, mode: 0o700 });
       this.tasksDirMade = true;
     }
-    const tmp = `${file}.${this.owner.pid}-${this.owner.startTime}.${++tmpSeq}.tmp`;
+    const tmp = this.tmpName(file);
     try {
       fs.writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
     } catch (err) {
@@ -262,6 +298,25 @@ export class TaskStore {
       throw err;
     }
     return tmp;
+  }
+
+  private async writeTmpAsync(file: string, text: string): Promise<string> {
+    if (!this.tasksDirMade) {
+      await fsp.mkdir(this.tasksDir, { recursive: true, mode: 0o700 });
+      this.tasksDirMade = true;
+    }
+    const tmp = this.tmpName(file);
+    try {
+      await fsp.writeFile(tmp, text, { mode: 0o600, flag: 'wx' });
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
+    return tmp;
+  }
+
+  private tmpName(file: string): string {
+    return `${file}.${this.owner.pid}-${this.owner.startTime}.${++tmpSeq}.tmp`;
   }
 
   /** Reads one record file; `asFile` is the record file name it must match (for claim files). */

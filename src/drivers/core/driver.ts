@@ -344,7 +344,7 @@ export abstract class DriverCore<T extends CoreTask, D extends object = object> 
     }
     const what = await this.destroy(t);
     this.tasks.delete(taskId);
-    this.store.delete(taskId);
+    await this.store.deleteAsync(taskId);
     this.emit(t, 'destroyed', what);
   }
 

@@ -111,10 +111,9 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
 
   protected async start(cfg: TaskConfig<RawExecTaskConfig>): Promise<TaskHandle> {
     if (!this.config.enabled) throw new DriverUnavailableError(RAW_EXEC, 'it is disabled in the plugin config (enabled: false)');
-    // Validation (command lookup, cpuset reads), the record write and the cgroup creation below are
-    // synchronous (a few ms together): one start's share per turn of the loop, so that many
-    // concurrent starts interleave with everything else the agent does instead of running back to
-    // back. The spawn itself runs off the loop.
+    // What stays on the loop (validation, the few syscalls between the steps) is one start's share
+    // per turn of the loop, so that many concurrent starts interleave with everything else the agent
+    // does. The record writes, the cgroup's mkdirs and limit writes, and the spawn run off the loop.
     await this.nextTurn();
     const mgr = this.cgroupManager();
     const v = await validateTask(cfg, { plugin: this.config, ...(mgr ? { usableCores: mgr.usableCores(), controllers: mgr.controllers() } : {}) });
@@ -123,7 +122,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     // anything runs, so a crash at any later instant leaves a record that recovery resolves.
     // Exclusive: another agent's record of this id refuses the start (TaskExistsError).
     const handle = startingHandle(v, cfg, mgr);
-    this.store.create(handle as unknown as TaskHandle, 'starting');
+    await this.store.createAsync(handle as unknown as TaskHandle, 'starting');
     const fds = new FdSet();
     let cg: TaskCgroup | undefined;
     let spawned: SpawnResult | undefined;
@@ -132,7 +131,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     try {
       const out = v.stdoutFd ?? (v.stdoutPath ? fds.add(openOutput(v.stdoutPath)) : -1);
       const errFd = v.stderrFd ?? (v.stderrPath ? fds.add(openOutput(v.stderrPath)) : -1);
-      if (mgr) cg = mgr.create(v.allocId, v.name, { resources: v.resources });
+      if (mgr) cg = await mgr.createAsync(v.allocId, v.name, { resources: v.resources });
       const placement = cg?.placement ?? {};
       // Off the event loop (a thread of its own) and bounded: a frozen group is refused at once
       // (CgroupFrozenError), a child that never gets to exec fails the start (CgroupTimeoutError).
@@ -160,7 +159,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
       state.pgid = spawned.pid;
       if (cg && state.cgroup) state.cgroup.paths = { ...cg.paths };
       handle.startedAt = new Date().toISOString();
-      this.store.put(handle as unknown as TaskHandle, { state: 'running' });
+      await this.store.putAsync(handle as unknown as TaskHandle, { state: 'running' });
       const task = this.newTask(handle, cg, false);
       task.attach(spawned.process, true);
       attached = true;
@@ -228,7 +227,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     }
     // The record goes last, and only once nothing of the task is left: otherwise it stays (starting)
     // and the next recovery resolves it.
-    if (persisted && errors.length === 0) await step(() => this.store.delete(id));
+    if (persisted && errors.length === 0) await step(() => this.store.deleteAsync(id));
     if (errors.length > 0) throw errors[0];
   }
 
@@ -273,7 +272,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
         again ??= new Set(this.store.records(RAW_EXEC).records.map((r) => groupOf(r.handle)).filter((g): g is string => g !== undefined));
         return again.has(name);
       };
-      const stale = mgr.cleanupStale({ keep });
+      const stale = await mgr.cleanupStale({ keep });
       result.staleRemoved = stale.removed;
       result.staleNonEmpty = stale.nonEmpty;
     }
