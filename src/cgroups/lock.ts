@@ -24,6 +24,8 @@ export const DEFAULT_LOCK_DIR = '/run/corral';
 export const DEFAULT_LOCK_TIMEOUT_MS = 10_000;
 
 const pause = new Int32Array(new SharedArrayBuffer(4));
+/** Lock files an asynchronous holder of this process is inside (any HostLock object: two managers of one parent share the file). */
+const asyncHeldFiles = new Set<string>();
 const HOLDER = Buffer.from(`pid ${process.pid}`.padEnd(23) + '\n');
 
 /** The lock file of the partition of `parentName` in the hierarchy at `root`: the same name in every process. */
@@ -54,6 +56,7 @@ export class HostLock {
     const run = this.queue.then(async () => {
       const fd = await this.acquireAsync();
       this.asyncHeld = true;
+      asyncHeldFiles.add(this.file);
       this.depth = 1;
       this.heldFd = fd;
       try {
@@ -62,6 +65,7 @@ export class HostLock {
         this.depth = 0;
         this.heldFd = undefined;
         this.asyncHeld = false;
+        asyncHeldFiles.delete(this.file);
         fs.closeSync(fd); // closing the only description holding the flock releases it
       }
     });
@@ -71,7 +75,7 @@ export class HostLock {
 
   /** Runs `fn` holding the lock, waiting synchronously (see the file comment); releases it however `fn` ends. */
   hold<T>(fn: () => T): T {
-    if (this.asyncHeld) {
+    if (this.asyncHeld || asyncHeldFiles.has(this.file)) {
       throw new CgroupTimeoutError('get its cpuset lock synchronously (an asynchronous operation of this process holds it: use the asynchronous call)', this.file, 0);
     }
     if (this.depth > 0) {

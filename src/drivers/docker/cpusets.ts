@@ -98,7 +98,7 @@ export class DockerCpusets {
       layoutVersion: mgr.version, engine, parentName: mgr.parentName, group: `${cfg.allocId}-${cfg.name}`, reserved,
     });
     // A shared container outside the group needs no group of its own: it gets the pool as CpusetCpus.
-    const group = reserved || p.inGroup ? await mgr.create(cfg.allocId, cfg.name, reserved ? { resources: { cores } } : {}) : undefined;
+    const group = reserved || p.inGroup ? await mgr.createAsync(cfg.allocId, cfg.name, reserved ? { resources: { cores } } : {}) : undefined;
     const cpusetCpus = reserved ? cores.join(',') : p.inGroup ? undefined : formatCpuList(mgr.sharedCores());
     return { ...(group ? { group } : {}), ...(p.cgroupParent ? { cgroupParent: p.cgroupParent } : {}), ...(cpusetCpus ? { cpusetCpus } : {}) };
   }
