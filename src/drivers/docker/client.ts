@@ -45,6 +45,9 @@ export interface ContainerInspect {
     ExitCode: number;
     Error: string;
     FinishedAt: string;
+    /** Host pid of the main process while it runs (0 once stopped). */
+    Pid?: number;
+    StartedAt?: string;
   };
 }
 

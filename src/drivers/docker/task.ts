@@ -13,6 +13,7 @@ import type { CoreTask } from '../core/driver.js';
 import { signalOfExitCode, unknownExit } from '../core/exit.js';
 import { type ContainerInspect, bounded, destroyStream, statusOf } from './client.js';
 import type { DockerContext } from './context.js';
+import { kernelLoggedOomKill } from './oom.js';
 
 /** What recovery needs (TaskHandle.driverState of the docker driver). */
 export interface DockerDriverState {
@@ -101,9 +102,9 @@ export class DockerTask implements CoreTask {
  * The exit result a container's inspect shows. Docker reports a signal death as 128+n; it counts as
  * a signal only when corral sent it (or the kernel's OOM kill sent SIGKILL).
  */
-export function exitResultOf(info: ContainerInspect, lastSignal: number | undefined): ExitResult {
+export function exitResultOf(info: ContainerInspect, lastSignal: number | undefined, kernelOom = false): ExitResult {
   const code = info.State.ExitCode;
-  const oom = info.State.OOMKilled === true;
+  const oom = info.State.OOMKilled === true || kernelOom;
   const r: ExitResult = { exitCode: code, signal: signalOfExitCode(code, [lastSignal, oom ? 9 : undefined]), oomKilled: oom };
   if (info.State.Error) r.err = info.State.Error;
   return r;
@@ -123,6 +124,7 @@ async function waitForExit(ctx: DockerContext, task: DockerTask): Promise<{ resu
   const pause = async (ms: number) => {
     if (!(await sleep(ms, signal))) throw new AbortError('wait');
   };
+  const main = await mainProcess(ctx, task, signal);
   for (;;) {
     if (signal.aborted) throw new AbortError('wait');
     try {
@@ -145,19 +147,43 @@ async function waitForExit(ctx: DockerContext, task: DockerTask): Promise<{ resu
         continue;
       }
       let last = info;
-      // SIGKILL that corral did not send: the OOM event may reach dockerd just after the exit
-      // event, and it marks the state later. Look again briefly before reporting.
-      for (let j = 0; j < 3 && last.State.ExitCode === 137 && !last.State.OOMKilled && task.lastSignal !== 9; j++) {
-        await pause(150);
-        last = await ctx.call('inspect container', (s) => container.inspect({ abortSignal: s }), { signal });
+      let kernelOom = false;
+      // A SIGKILL corral did not send, in a container with a memory limit: Docker's OOMKilled may be
+      // missing (see oom.ts), so ask the kernel's log; without it, Docker's OOM event may still reach
+      // the state just after the exit: look again briefly before reporting.
+      if (main && last.State.ExitCode === 137 && !last.State.OOMKilled && task.lastSignal !== 9) {
+        kernelOom = (await kernelLoggedOomKill({ containerId: task.containerId, ...main }, signal)) === true;
+        for (let j = 0; j < 3 && !kernelOom && !last.State.OOMKilled; j++) {
+          await pause(150);
+          last = await ctx.call('inspect container', (s) => container.inspect({ abortSignal: s }), { signal });
+        }
       }
       if (!task.handle.driverState.imageId && last.Image) task.handle.driverState.imageId = last.Image;
-      return { result: exitResultOf(last, task.lastSignal), finishedAt: last.State.FinishedAt };
+      return { result: exitResultOf(last, task.lastSignal, kernelOom), finishedAt: last.State.FinishedAt };
     } catch (err) {
       if (signal.aborted || err instanceof AbortError) throw new AbortError('wait');
       if (statusOf(err) === 404) return { result: unknownExit('the container was removed before its exit could be read') };
       await pause(1000);
     }
+  }
+}
+
+/**
+ * For a container with a memory limit (the only kind its memory cgroup's OOM killer ends): the host
+ * pid of its main process and its start, which the kernel log's OOM kill records are matched
+ * against after the exit (see oom.ts). undefined without a limit; pid 0 when it could not be read
+ * (the container already stopped, Docker did not answer): the records naming its cgroup still count.
+ */
+async function mainProcess(ctx: DockerContext, task: DockerTask, signal: AbortSignal): Promise<{ pid: number; startedAtMs: number } | undefined> {
+  if (!((task.cfg.resources?.memoryBytes ?? 0) > 0)) return undefined;
+  const fallback = { pid: 0, startedAtMs: Date.parse(task.startedAt) || Date.now() };
+  try {
+    const info = await ctx.call('inspect container', (s) => ctx.docker.getContainer(task.containerId).inspect({ abortSignal: s }), { signal });
+    const started = Date.parse(info.State.StartedAt ?? '');
+    return { pid: info.State.Running ? (info.State.Pid ?? 0) : 0, startedAtMs: Number.isFinite(started) && started > 0 ? started : fallback.startedAtMs };
+  } catch (err) {
+    if (signal.aborted || err instanceof AbortError) throw new AbortError('wait');
+    return fallback;
   }
 }
 
