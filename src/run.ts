@@ -7,8 +7,10 @@
  *   const r = await run('sh', ['-c', 'echo hi'], { resources: { memoryBytes: 64 << 20 }, timeoutMs: 5000 });
  *   r.exitCode === 0 && r.stdout === 'hi\n'
  *
- * It rejects only when the task could not be started (bad options, unknown command or user, no
- * cgroups, an AbortSignal aborted before the start); how the task ended is in the result.
+ * It rejects when the task could not be started (bad options, unknown command or user, no
+ * cgroups, an AbortSignal aborted before the start), and when a timeout or abort could not stop it
+ * (the stop and then a plain SIGKILL of its group both failed: the error says what survived); how
+ * the task ended is in the result. It never waits unboundedly for a task it was told to stop.
  */
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -208,16 +210,33 @@ async function supervise(driver: RawExecDriver, id: string, c: Checked, signal: 
   let timedOut = false;
   let aborted = false;
   let stopping: Promise<void> | undefined;
+  // Ends the wait below when the task could not be stopped: run() then rejects instead of waiting forever.
+  const giveUp = new AbortController();
+  let stopFailure: Error | undefined;
   const stop = () => {
-    stopping ??= driver.stopTask(id, { signal: c.killSignal, timeoutMs: c.forceKillAfterMs }).catch(() => {});
+    stopping ??= driver.stopTask(id, { signal: c.killSignal, timeoutMs: c.forceKillAfterMs }).catch(async (err: unknown) => {
+      // The stop failed (e.g. a freeze or group kill that timed out): SIGKILLs without the freezer, bounded.
+      try {
+        await driver.forceKill(id);
+      } catch (fallbackErr) {
+        stopFailure = fallbackErr as Error;
+        if (stopFailure.cause === undefined) Object.defineProperty(stopFailure, 'cause', { value: err, configurable: true, writable: true });
+        giveUp.abort();
+      }
+    });
   };
   const timer = c.timeoutMs !== undefined ? setTimeout(() => { timedOut = true; stop(); }, c.timeoutMs) : undefined;
   const onAbort = () => { aborted = true; stop(); };
   signal?.addEventListener('abort', onAbort, { once: true });
+  // Aborted while the task was starting (its process may already run): an 'abort' listener added
+  // after the fact never fires, so the stop starts here.
+  if (signal?.aborted) onAbort();
   let exit: ExitResult;
   let durationMs: number;
   try {
-    exit = await driver.waitTask(id);
+    exit = await driver.waitTask(id, { signal: giveUp.signal }).catch((err: unknown) => {
+      throw stopFailure ?? err;
+    });
     durationMs = performance.now() - t0;
   } finally {
     clearTimeout(timer);

@@ -346,6 +346,15 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     return task.stop(timeoutMs, sig.number, this.lifeSignal);
   }
 
+  /**
+   * The last resort when stopTask failed (run() uses it): SIGKILLs without the freezer to the main
+   * process and every pid of the task's group until none is left, then its exit; bounded by
+   * killTimeoutMs per phase. Rejects (KillTimeoutError, StopTimeoutError) when something survives.
+   */
+  async forceKill(taskId: string): Promise<void> {
+    await this.task(taskId).forceKill(this.config.killTimeoutMs);
+  }
+
   protected async destroy(task: RawExecTask): Promise<string> {
     if (task.running || task.pids().length > 0) await task.stop(0, 9, this.lifeSignal);
     if (task.cgroup) await task.cgroup.destroy({ timeoutMs: this.config.killTimeoutMs });

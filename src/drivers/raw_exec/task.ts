@@ -244,6 +244,25 @@ export class RawExecTask implements CoreTask {
     if (this.running) await this.waitExitBounded(this.killTimeoutMs);
   }
 
+  /**
+   * The last resort when stop() failed (a freeze that did not finish, a kill that timed out): no
+   * freezer, no cgroup.kill — SIGKILL to the main process through its pidfd and to every pid of the
+   * group, in rounds until none is left, then the main process's exit; each bounded by `timeoutMs`.
+   */
+  async forceKill(timeoutMs: number): Promise<void> {
+    if (this.running) {
+      try {
+        this.signal(9);
+      } catch {
+        /* not watched any more: the group's pids below still get it */
+      }
+    }
+    // A group a failed freeze left FROZEN would hold the SIGKILLs back: thaw it first (best effort).
+    await this.cgroup?.thaw({ timeoutMs }).catch(() => {});
+    await killUntilGone(() => this.pids(), timeoutMs, `task ${this.id}`);
+    if (this.running) await this.waitExitBounded(timeoutMs);
+  }
+
   /** Waits for the main process's exit notification after it was killed; bounded. */
   async waitExitBounded(ms: number): Promise<void> {
     const ac = new AbortController();
