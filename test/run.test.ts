@@ -8,10 +8,11 @@ import test, { type ExecutionContext } from 'ava';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AbortError, InvalidConfigError } from '../src/errors.js';
+import { RawExecDriver } from '../src/drivers/raw_exec/driver.js';
+import { AbortError, CorralError, InvalidConfigError } from '../src/errors.js';
 import { run, type RunOptions } from '../src/run.js';
 import { groupDirsUnder, pidAlive, waitFor } from './helpers/cgroups.js';
-import { type Sandbox, bound, sandbox } from './helpers/sandbox.js';
+import { type Sandbox, bound, sandbox, within } from './helpers/sandbox.js';
 
 interface Ctx { sb: Sandbox; tmp: string; opts: RunOptions }
 
@@ -108,6 +109,56 @@ test.serial('an AbortSignal stops the task and kills its whole group; aborted be
   t.like(r, { aborted: true, timedOut: false, signal: 'SIGKILL', exitCode: 137 });
   t.false(pidAlive(Number(fs.readFileSync(pidFile, 'utf8'))), 'the background process was killed too');
   await t.throwsAsync(run('true', [], { ...c.opts, signal: AbortSignal.abort() }), { instanceOf: AbortError });
+  assertNothingLeft(t, c);
+});
+
+test.serial('an abort that lands while the task is still starting stops it too (no wait for an exit that never comes)', async (t) => {
+  const c = setup(t, 'run-abort-early');
+  // The task's process runs before startTask resolves: abort the moment its pid file appears
+  // (polled every loop turn), a few times, so the abort falls inside that window.
+  for (let i = 0; i < 5; i++) {
+    const pidFile = path.join(c.sb.stateDir, `bg-${i}.pid`);
+    const ac = new AbortController();
+    const p = run('sh', sleeperScript(pidFile), { ...c.opts, signal: ac.signal, killSignal: 'SIGKILL', forceKillAfterMs: 0 });
+    await within(new Promise<void>((resolve) => {
+      const poll = () => (fs.existsSync(pidFile) ? resolve() : setImmediate(poll));
+      poll();
+    }), 10_000, 'the task to start its sleeper');
+    ac.abort();
+    const r = await within(p, 20_000, `run() to end after the abort (try ${i})`);
+    t.like(r, { aborted: true, signal: 'SIGKILL' }, `try ${i}`);
+    await waitFor(() => fs.readFileSync(pidFile, 'utf8').endsWith('\n'), { timeoutMs: 5000, what: 'the pid file to be complete' });
+    t.false(pidAlive(Number(fs.readFileSync(pidFile, 'utf8'))), `the background process was killed too (try ${i})`);
+  }
+  assertNothingLeft(t, c);
+});
+
+test.serial('a stop that fails falls back to a plain SIGKILL of the group; if that fails too, run() rejects with its error', async (t) => {
+  const c = setup(t, 'run-stopfail');
+  const proto = RawExecDriver.prototype;
+  const { stopTask, forceKill } = proto;
+  t.teardown(() => { proto.stopTask = stopTask; proto.forceKill = forceKill; });
+  proto.stopTask = () => Promise.reject(new CorralError('ERR_INJECTED', 'injected stop failure'));
+  const pidFile = path.join(c.sb.stateDir, 'bg.pid');
+  const ac = new AbortController();
+  const p = run('sh', sleeperScript(pidFile), { ...c.opts, signal: ac.signal });
+  await waitFor(() => fs.existsSync(pidFile) && fs.readFileSync(pidFile, 'utf8').endsWith('\n'), { timeoutMs: 10_000, what: 'the task to start its sleeper' });
+  ac.abort();
+  const r = await within(p, 30_000, 'run() to end through the fallback kill');
+  t.like(r, { aborted: true, signal: 'SIGKILL', exitCode: 137 });
+  t.false(pidAlive(Number(fs.readFileSync(pidFile, 'utf8'))), 'the fallback killed the background process too');
+  assertNothingLeft(t, c);
+
+  proto.forceKill = () => Promise.reject(new CorralError('ERR_INJECTED_FALLBACK', 'injected fallback failure'));
+  const pidFile2 = path.join(c.sb.stateDir, 'bg2.pid');
+  const ac2 = new AbortController();
+  const p2 = run('sh', sleeperScript(pidFile2), { ...c.opts, signal: ac2.signal });
+  await waitFor(() => fs.existsSync(pidFile2) && fs.readFileSync(pidFile2, 'utf8').endsWith('\n'), { timeoutMs: 10_000, what: 'the second task to start its sleeper' });
+  ac2.abort();
+  const err = await t.throwsAsync(within(p2, 30_000, 'run() to reject'), { code: 'ERR_INJECTED_FALLBACK' });
+  t.is((err?.cause as CorralError | undefined)?.code, 'ERR_INJECTED', 'the stop\'s own failure is the cause');
+  // run()'s clean-up (destroyTask) still removed the task with everything in it.
+  t.false(pidAlive(Number(fs.readFileSync(pidFile2, 'utf8'))));
   assertNothingLeft(t, c);
 });
 
