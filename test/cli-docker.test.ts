@@ -1,7 +1,7 @@
 /**
  * The CLI with the docker driver, end to end (real dockerd): an image pull shows its progress on a
  * terminal and nothing otherwise; ps shows a container's real state; stop acts on a docker task of
- * another corral run.
+ * another corral run; a pipeline runs through a container (its stdin is corral's, EOF included).
  */
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
@@ -10,7 +10,7 @@ import { isRoot } from './helpers/cgroups.js';
 import { TEST_IMAGE, docker, ensureDockerUp } from './helpers/docker.js';
 import { startRegistry } from './helpers/docker-registry.js';
 import { sandbox } from './helpers/sandbox.js';
-import { corral, onPty, runCorral, taskFiles } from './helpers/cli.js';
+import { CORRAL, corral, onPty, runCorral, shell, taskFiles } from './helpers/cli.js';
 
 function dockerReachable(): boolean {
   try {
@@ -55,5 +55,19 @@ t('ps shows a docker task\'s real state; stop acts on it from another process', 
   tt.is(st.code, 0, st.stderr);
   const r = await owner.done;
   tt.true(r.code === 137 || r.code === 143, `${r.code} ${r.stderr}`);
+  tt.deepEqual(taskFiles(sb), []);
+});
+
+t('a pipeline through a container: its stdin is corral\'s, and EOF arrives', async (tt) => {
+  const sb = sandbox(tt, 'cli-docker-stdin');
+  const run = `${CORRAL.join(' ')} run --driver docker --image ${TEST_IMAGE} --state-dir ${sb.stateDir} --`;
+  // `read` takes the first line; `wc -c` only ends when the container's stdin is closed.
+  const r = await shell(`printf 'hi\\nrest' | ${run} sh -c 'read x; echo "got [$x]"; wc -c' | tr a-z A-Z`);
+  tt.is(r.code, 0, r.stderr);
+  tt.is(r.stdout.replace(/ +/g, ''), 'GOT[HI]\n4\n');
+  // No input at all (stdin at EOF from the start): the task still ends.
+  const empty = await runCorral(sb, ['run', '--driver', 'docker', '--image', TEST_IMAGE, '--state-dir', sb.stateDir, '--', 'wc', '-c'], '');
+  tt.is(empty.code, 0, empty.stderr);
+  tt.is(empty.stdout.trim(), '0');
   tt.deepEqual(taskFiles(sb), []);
 });

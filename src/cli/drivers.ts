@@ -63,8 +63,11 @@ export interface RunSpec {
   tty?: boolean;
 }
 
-/** The TaskConfig `corral run` starts: the task's stdio is ours (fds 0, 1, 2), or the pty's slave with --tty. */
-export function taskConfigFor(kind: DriverKind, s: RunSpec, io: { stdinFd?: number; tty?: boolean } = {}): TaskConfig {
+/**
+ * The TaskConfig `corral run` starts: the task's stdio is ours (fds 0, 1, 2), or the pty's slave with
+ * --tty; a container gets our stdin as a stream (copied into it, EOF at its end).
+ */
+export function taskConfigFor(kind: DriverKind, s: RunSpec, io: { stdinFd?: number; tty?: boolean; stdin?: NodeJS.ReadableStream } = {}): TaskConfig {
   const base = {
     id: s.id, allocId: s.allocId, name: s.name, env: s.env, ...(s.user !== undefined ? { user: s.user } : {}),
     ...(s.resources && Object.keys(s.resources).length > 0 ? { resources: s.resources } : {}),
@@ -86,6 +89,9 @@ export function taskConfigFor(kind: DriverKind, s: RunSpec, io: { stdinFd?: numb
     ...base,
     stdoutPath: s.json ? '/dev/stderr' : '/dev/stdout',
     stderrPath: '/dev/stderr',
-    driver: { image: s.image, ...(s.command ? { command: s.command } : {}), ...(s.args.length > 0 ? { args: s.args } : {}) },
+    driver: {
+      image: s.image, ...(s.command ? { command: s.command } : {}), ...(s.args.length > 0 ? { args: s.args } : {}),
+      ...(io.stdin ? { stdin: io.stdin } : {}),
+    },
   };
 }

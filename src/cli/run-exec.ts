@@ -71,7 +71,9 @@ export async function execute(kind: DriverKind, spec: RunSpec & { tty: boolean }
     } else if (!io.inProcess && isOpen(0)) {
       stdinFd = 0;
     }
-    const cfg = taskConfigFor(kind, spec, { ...(stdinFd !== undefined ? { stdinFd } : {}), tty: spec.tty });
+    // A container cannot be handed our fd 0: the docker driver copies it in (and half-closes at its end).
+    const stdin = kind === 'docker' && stdinFd === 0 ? process.stdin : undefined;
+    const cfg = taskConfigFor(kind, spec, { ...(stdinFd !== undefined ? { stdinFd } : {}), tty: spec.tty, ...(stdin ? { stdin } : {}) });
     const progress = new AbortController();
     const pulls = showPullProgress(driver, spec.id, io.stderr, progress.signal);
     try {

@@ -72,6 +72,8 @@ export interface DockerContainer {
   logs(opts?: { follow: true; stdout?: boolean; stderr?: boolean; since?: number } & AbortOpts): Promise<NodeJS.ReadableStream>;
   stats(opts?: { stream: true } & AbortOpts): Promise<NodeJS.ReadableStream>;
   exec(opts: { Cmd: string[]; AttachStdout?: boolean; AttachStderr?: boolean; AttachStdin?: boolean; Tty?: boolean } & AbortOpts): Promise<DockerExec>;
+  /** With hijack: the raw connection (stdin written to it; stdout/stderr read from it when attached). */
+  attach(opts: { stream: true; stdin?: boolean; stdout?: boolean; stderr?: boolean; hijack: true } & AbortOpts): Promise<NodeJS.ReadWriteStream>;
 }
 
 export interface DockerImage {
@@ -89,6 +91,10 @@ export interface ContainerCreate {
   Labels?: Record<string, string>;
   WorkingDir?: string;
   User?: string;
+  /** driver.stdin: the container's stdin is open, attached before start, closed after the one attach (EOF). */
+  OpenStdin?: boolean;
+  StdinOnce?: boolean;
+  AttachStdin?: boolean;
   HostConfig?: {
     NetworkMode?: string;
     Binds?: string[];

@@ -10,6 +10,7 @@ import { isObject, optBool, optMs, plainString, stringArray } from '../../util/v
 import type { TaskConfig } from '../contract.js';
 import { type ResourceLimits, optAbsolutePath, validateBaseTask, validateEnv } from '../core/task-config.js';
 import type { ContainerCreate } from './client.js';
+import { optStdin } from './stdin.js';
 import { detectCgroupLayout } from '../../cgroups/detect.js';
 import { onlineCores, readCpuListFile } from '../../cgroups/options.js';
 import {
@@ -72,9 +73,14 @@ export interface DockerTaskDriverConfig {
   volumes?: string[];
   privileged?: boolean;
   forcePull?: boolean;
+  /**
+   * The task's stdin: copied into the container until it ends, then the container's stdin is closed
+   * (EOF), as with `docker run -i`. Default: none (the container's stdin is /dev/null). Not persisted.
+   */
+  stdin?: NodeJS.ReadableStream;
 }
 
-const DRIVER_FIELDS = new Set(['image', 'command', 'args', 'entrypoint', 'labels', 'env', 'workDir', 'networkMode', 'volumes', 'privileged', 'forcePull']);
+const DRIVER_FIELDS = new Set(['image', 'command', 'args', 'entrypoint', 'labels', 'env', 'workDir', 'networkMode', 'volumes', 'privileged', 'forcePull', 'stdin']);
 
 /** Docker container names: [a-zA-Z0-9][a-zA-Z0-9_.-]+ */
 const CONTAINER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
@@ -129,6 +135,8 @@ export interface DockerTaskSpec {
   image: string;
   forcePull: boolean;
   containerName: string;
+  /** driver.stdin, when given. */
+  stdin?: NodeJS.ReadableStream;
   /** What the container is created with (the name is given apart); always Env, Labels and HostConfig.Privileged. */
   createOptions: ContainerCreate & {
     Env: string[];
@@ -212,6 +220,8 @@ export function validateTaskConfig(cfg: TaskConfig<object>, opts: ValidateOption
   }
   hc.Privileged = privileged;
   const forcePull = optBool('driver.forcePull', d.forcePull, false);
+  const stdin = optStdin(d.stdin);
+  if (stdin) Object.assign(createOptions, { OpenStdin: true, StdinOnce: true, AttachStdin: true });
 
   const r = base.resources;
   if (r.memoryBytes !== undefined) {
@@ -224,7 +234,7 @@ export function validateTaskConfig(cfg: TaskConfig<object>, opts: ValidateOption
   if (r.cpuShares !== undefined) hc.CpuShares = r.cpuShares;
   if (r.cores !== undefined) hc.CpusetCpus = r.cores.join(',');
   if (r.pidsMax !== undefined) hc.PidsLimit = r.pidsMax;
-  return { image, forcePull, containerName: containerNameFor(name, allocId), createOptions };
+  return { image, forcePull, containerName: containerNameFor(name, allocId), createOptions, ...(stdin ? { stdin } : {}) };
 }
 
 /**

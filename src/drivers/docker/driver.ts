@@ -31,6 +31,7 @@ import { ImageCoordinator } from './images.js';
 import { DanglingContainerReconciler, LABEL_AGENT_ID, LABEL_TASK_ID } from './reconcile_dangling.js';
 import { addTaskDirMounts, createContainer, startContainer } from './start.js';
 import { containerStats } from './stats.js';
+import { StdinAttachment, withoutStdin } from './stdin.js';
 import { type DockerDriverState, type DockerTaskHandle, DockerTask, exitResultOf, followLogs, watchExit } from './task.js';
 
 export interface DockerDriverOptions extends CoreOptions {
@@ -236,6 +237,7 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
     this.images.addRef(spec.image, cfg.id);
     let containerId: string | undefined;
     let group: TaskCgroup | undefined;
+    let stdin: StdinAttachment | undefined;
     try {
       // A local image is used as it is: create straight away (as `docker run` does) and pull only
       // when Docker says the image is missing, or first when forcePull asks for it.
@@ -246,6 +248,7 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
       containerId = await createContainer(this.ctx, cfg.id, spec.containerName, create, async () => {
         imageId = await pull(false);
       });
+      if (spec.stdin) stdin = await StdinAttachment.open(this.ctx, containerId); // before start: no early input lost
       await startContainer(this.ctx, containerId);
       const startedAt = new Date().toISOString();
       const driverState: DockerDriverState = { containerId, containerName: spec.containerName, image: spec.image, agentId: this.agentId };
@@ -253,7 +256,7 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
       if (group) driverState.cgroup = group.name;
       const handle: DockerTaskHandle = {
         version: 1, driver: DRIVER_NAME, taskId: cfg.id, allocId: cfg.allocId, taskName: cfg.name, startedAt,
-        config: structuredClone(cfg), driverState: { ...driverState },
+        config: structuredClone(withoutStdin(cfg)), driverState: { ...driverState },
       };
       this.store.put(handle);
       const task = new DockerTask(handle, startedAt);
@@ -261,11 +264,13 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
       this.adopt(task);
       this.watch(task);
       followLogs(this.ctx, task, 0);
+      if (stdin && spec.stdin) (task.stdin = stdin).pipeFrom(spec.stdin);
       this.emit(task, 'started', `container ${spec.containerName} (${containerId.slice(0, 12)}) started from ${spec.image}`,
         { containerId, image: spec.image });
       return structuredClone(handle) as TaskHandle;
     } catch (err) {
       // Undo: remove the container, forget the handle and the image reference.
+      stdin?.close();
       if (containerId) {
         const id = containerId;
         try {
@@ -407,6 +412,7 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
     // Let the watch see the end (a forced removal ends the wait), then stop it.
     await task.exitWithin(Math.min(this.callTimeoutMs, 5000));
     task.watchCtl.abort();
+    task.stdin?.close();
     if (task.logs) await task.logs;
     // The container (inside the group, on a v2 cgroupfs engine) is gone: the group and its cores go too.
     if (task.group) await task.group.destroy();

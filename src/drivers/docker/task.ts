@@ -14,6 +14,7 @@ import { signalOfExitCode, unknownExit } from '../core/exit.js';
 import { type ContainerInspect, bounded, destroyStream, statusOf } from './client.js';
 import type { DockerContext } from './context.js';
 import { kernelLoggedOomKill } from './oom.js';
+import type { StdinAttachment } from './stdin.js';
 
 /** What recovery needs (TaskHandle.driverState of the docker driver). */
 export interface DockerDriverState {
@@ -45,6 +46,8 @@ export class DockerTask implements CoreTask {
   logs: Promise<void> | undefined;
   /** Its group in corral's cpuset partition (reserved cores; on v2 cgroupfs engines, the container's parent). */
   group: TaskCgroup | undefined;
+  /** driver.stdin being copied into the container (closed at destroy, or when the container ends it). */
+  stdin: StdinAttachment | undefined;
 
   constructor(
     readonly handle: DockerTaskHandle,
