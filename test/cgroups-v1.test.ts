@@ -107,11 +107,13 @@ v1test('stats rise while a task burns CPU and allocates memory', async (t, m, sb
 v1test('oomKilled: a task over its memory limit is killed by the kernel and reported', async (t, m) => {
   const g = m.create(newAllocId(), 'hog', { resources: { memoryBytes: 16 << 20 } });
   t.false(g.oomKilled());
+  t.deepEqual(g.limitHits(), { oomKills: 0, pidsLimitHits: 0 });
   // Touches 64 MiB from user space (a kernel-mode fault would fail the syscall instead of invoking the OOM killer).
   const s = await startInGroup(g, '/usr/bin/python3', ['-c', "s = b'x' * (64 << 20)"]);
   const ex = await within(s.exited, 20_000, 'the hog to be OOM-killed');
   t.is(ex.signal, 9, 'killed by the OOM killer');
   t.true(g.oomKilled());
+  t.is(g.limitHits().oomKills, 1, 'memory.oom_control oom_kill: the kernel\'s count');
   await g.destroy();
 });
 

@@ -162,5 +162,29 @@ t('--summary: one line with status, duration, peak memory, CPU; printed unasked 
   const oom = await runCorral(sb, ['run', ...sb.cliArgs, '--memory', '16M', 'sh', '-c', 'head -c 200M /dev/zero | tail > /dev/null']);
   tt.not(oom.code, 0, oom.stderr);
   tt.regex(oom.stderr, /OOM-killed/);
+  tt.regex(oom.stderr, /, oom kills 1\n$/);
+  nothingLeft(tt, sb);
+});
+
+t('the summary counts OOM kills (the kernel\'s count) and forks refused at --pids-max, unasked, even when the task exits 0', async (tt) => {
+  const sb = sandbox(tt, 'cli-limits');
+  // Two processes OOM-killed in turn (tail holds all of /dev/zero: it has no newline); the shell goes on.
+  const oom = await runCorral(sb, ['run', ...sb.cliArgs, '--memory', '16M', 'sh', '-c', 'for i in 1 2; do head -c 200M /dev/zero | tail > /dev/null; done; echo survived']);
+  tt.is(oom.code, 0, oom.stderr);
+  tt.is(oom.stdout, 'survived\n');
+  tt.regex(oom.stderr, /^corral: exit code 0 \(the memory limit was hit: processes of the task were OOM-killed\), .*, oom kills 2\n$/m);
+  // pids.max 3: the shell and two sleeps; the third fork is refused (and the shell gives up: exit 2).
+  const pids = await runCorral(sb, ['run', ...sb.cliArgs, '--pids-max', '3', '--json', 'sh', '-c', 'for i in 1 2 3; do sleep 0.2 & done; wait']);
+  tt.not(pids.code, 0, pids.stderr);
+  const m = /, pids limit hit (\d+) times? \(forks refused\)\n$/.exec(pids.stderr);
+  tt.truthy(m, pids.stderr);
+  const json = JSON.parse(pids.stdout) as { peak: { pidsLimitHits?: number; oomKills?: number } };
+  tt.is(json.peak.pidsLimitHits, Number(m![1]));
+  tt.true(json.peak.pidsLimitHits! >= 1);
+  tt.is(json.peak.oomKills, 0);
+  // Within the limits: no unasked line.
+  const calm = await runCorral(sb, ['run', ...sb.cliArgs, '--pids-max', '3', '--memory', '16M', 'sh', '-c', 'sleep 0.1 & wait']);
+  tt.is(calm.code, 0, calm.stderr);
+  tt.is(calm.stderr, '');
   nothingLeft(tt, sb);
 });

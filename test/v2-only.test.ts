@@ -185,6 +185,7 @@ v2test('memory.max is enforced: the OOM kill shows in memory.events oom_kill and
   t.log(events.replace(/\n/g, ', '));
   t.true(Number(/^oom_kill (\d+)$/m.exec(events)![1]) >= 1, 'memory.events counts the oom_kill');
   t.true(g.oomKilled());
+  t.is(g.limitHits().oomKills, Number(/^oom_kill (\d+)$/m.exec(events)![1]), 'limitHits() is the kernel\'s count');
   await destroy(g);
 }, ['memory']);
 

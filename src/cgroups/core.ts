@@ -9,13 +9,14 @@ import { formatCpuList, parseCpuList } from './cpulist.js';
 import { detectCgroupLayout } from './detect.js';
 import type { FsOp } from '../native.js';
 import { CgroupIO, rmdirRetryAsync, signalNumber, tryRmdir } from './io.js';
+import { parseKeyValues } from './stats.js';
 import { DEFAULT_LOCK_DIR, HostLock, lockFileFor } from './lock.js';
 import { groupName, validateParentName } from './names.js';
 import { DEFAULT_FREEZE_TIMEOUT_MS, DEFAULT_KILL_TIMEOUT_MS, type ManagerOptions, restrictCores } from './options.js';
 import { type FileWrite, type Reservations, shareCores } from './partition.js';
 import { validateResources } from './resources.js';
 import type {
-  CgroupFingerprint, CgroupLayout, CgroupManager, CgroupStats, CgroupVersion, CreateOptions, GroupKillOutcome, SpawnPlacement,
+  CgroupFingerprint, CgroupLayout, CgroupManager, CgroupStats, CgroupVersion, CreateOptions, GroupKillOutcome, LimitHits, SpawnPlacement,
   TaskCgroup, TaskResources,
 } from './types.js';
 
@@ -96,6 +97,7 @@ export abstract class BaseTaskCgroup implements TaskCgroup {
   abstract thaw(opts?: { timeoutMs?: number }): Promise<void>;
   abstract kill(opts?: { timeoutMs?: number }): Promise<GroupKillOutcome>;
   abstract oomKilled(): boolean;
+  abstract limitHits(): LimitHits;
   abstract stats(): CgroupStats;
 
   destroy(opts: { timeoutMs?: number } = {}): Promise<void> {
@@ -393,4 +395,16 @@ export function removeSegments(base: string, parentName: string): void {
 /** Words of a control file (cgroup.controllers, subtree_control). */
 export function words(text: string | undefined): string[] {
   return (text ?? '').split(/\s+/).filter((w) => w !== '');
+}
+
+/** Reads limit-hit counters in one batch: each [field, file, key of its "key value" lines]; unreadable → left out. */
+export function readLimitHits(io: CgroupIO, want: [keyof LimitHits, string, string][]): LimitHits {
+  const r = io.readAll(want.map((w) => w[1]));
+  const out: LimitHits = {};
+  want.forEach(([field, , key], i) => {
+    const text = r[i];
+    const n = parseKeyValues(typeof text === 'string' ? text : undefined).get(key);
+    if (n !== undefined) out[field] = n;
+  });
+  return out;
 }

@@ -49,6 +49,17 @@ export interface CgroupStats {
   unavailable: Record<string, string>;
 }
 
+/**
+ * How often the group hit its limits, as the kernel counts them (undefined: not counted here, e.g.
+ * no such controller, or a kernel older than the counter).
+ */
+export interface LimitHits {
+  /** Processes the OOM killer killed in this group: v2 memory.events oom_kill, v1 memory.oom_control oom_kill (Linux 4.13+). */
+  oomKills?: number;
+  /** Forks refused because the group was at pids.max: pids.events `max` (v1 and v2). */
+  pidsLimitHits?: number;
+}
+
 export interface CgroupFingerprint {
   'unique.cgroups.version': CgroupVersion;
   'cgroups.mode': CgroupMode;
@@ -94,6 +105,8 @@ export interface TaskCgroup {
   kill(opts?: { timeoutMs?: number }): Promise<GroupKillOutcome>;
   /** True when the memory controller killed a process of this group for OOM. */
   oomKilled(): boolean;
+  /** The kernel's counts of limit hits (one batched read; read them before destroy()). */
+  limitHits(): LimitHits;
   stats(): CgroupStats;
   /** Kills what is left, removes the directories (rmdir retried on EBUSY), releases reserved cores. Idempotent. */
   destroy(opts?: { timeoutMs?: number }): Promise<void>;

@@ -18,7 +18,7 @@ import { PAGE_SIZE } from '../util/auxv.js';
 import { coresMinus, parseCpuList, sameCores } from './cpulist.js';
 import type { FsOp } from '../native.js';
 import {
-  BaseTaskCgroup, type GroupOnDisk, type GroupPlace, type GroupRecipe, ManagerCore, type ParentSetup, eexist, enoent, removeSegments,
+  BaseTaskCgroup, type GroupOnDisk, type GroupPlace, type GroupRecipe, ManagerCore, type ParentSetup, eexist, enoent, readLimitHits, removeSegments,
 } from './core.js';
 import { childGroups, ensureDirCg, tryRmdir } from './io.js';
 import { parseGroupName } from './names.js';
@@ -27,7 +27,7 @@ import {
   type FileWrite, type Reservations, checkReservation, cpusetValue, planV1SharedRewrite, reservedCores,
 } from './partition.js';
 import { parseKeyValues, parseNumber, statsFromV1 } from './stats.js';
-import type { CgroupLayout, CgroupStats, GroupKillOutcome, TaskResources } from './types.js';
+import type { CgroupLayout, CgroupStats, GroupKillOutcome, LimitHits, TaskResources } from './types.js';
 
 /** Controllers corral uses on v1, in the order their directories are created. */
 export const V1_USED_CONTROLLERS = ['freezer', 'cpuset', 'cpu', 'cpuacct', 'memory', 'pids'] as const;
@@ -353,6 +353,18 @@ export class V1TaskCgroup extends BaseTaskCgroup {
     const m = parseNumber(max) ?? 0;
     const l = parseNumber(limit) ?? Infinity;
     return f > 0 && l < 2 ** 62 && m >= l - PAGE_SIZE;
+  }
+
+  /**
+   * memory.oom_control `oom_kill` (absent before Linux 4.13: then no count, oomKilled() still
+   * answers whether there was one) and pids.events `max`.
+   */
+  limitHits(): LimitHits {
+    const { memory: mem, pids } = this.paths;
+    const want: [keyof LimitHits, string, string][] = [];
+    if (mem) want.push(['oomKills', path.join(mem, 'memory.oom_control'), 'oom_kill']);
+    if (pids) want.push(['pidsLimitHits', path.join(pids, 'pids.events'), 'max']);
+    return readLimitHits(this.ctx.io, want);
   }
 
   stats(): CgroupStats {

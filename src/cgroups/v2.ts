@@ -18,7 +18,7 @@ import { CgroupUnsupportedError } from '../errors.js';
 import { parseCpuList, sameCores } from './cpulist.js';
 import type { FsOp } from '../native.js';
 import {
-  BaseTaskCgroup, type GroupOnDisk, type GroupPlace, type GroupRecipe, ManagerCore, type ParentSetup, type TaskContext, eexist, enoent,
+  BaseTaskCgroup, type GroupOnDisk, type GroupPlace, type GroupRecipe, ManagerCore, type ParentSetup, type TaskContext, eexist, enoent, readLimitHits,
   removeSegments, words,
 } from './core.js';
 import { CgroupIO, childGroups, ensureDirCg, tryRmdir } from './io.js';
@@ -27,7 +27,7 @@ import { type ManagerOptions, onlineCores, readCpuListFile } from './options.js'
 import { type FileWrite, type Reservations, checkReservation, cpusetValue, shareCores } from './partition.js';
 import { sharesToWeight } from './resources.js';
 import { parseKeyValues, statsFromV2 } from './stats.js';
-import type { CgroupLayout, CgroupStats, GroupKillOutcome, TaskResources } from './types.js';
+import type { CgroupLayout, CgroupStats, GroupKillOutcome, LimitHits, TaskResources } from './types.js';
 
 /** Controllers corral enables for its tasks on v2 (io is not used for limits). */
 export const V2_WANTED_CONTROLLERS = ['cpu', 'cpuset', 'memory', 'pids'] as const;
@@ -44,6 +44,7 @@ function v2Available(layout: CgroupLayout): number[] {
 interface V2Caps {
   memory: boolean;
   cpu: boolean;
+  pids: boolean;
   killFile: boolean;
 }
 
@@ -57,7 +58,7 @@ export class CgroupV2Manager extends ManagerCore<V2TaskCgroup> {
   private enabled: Set<string> | undefined;
   /** The parent's set-up is complete (its partition synced). */
   private ready = false;
-  private caps: V2Caps = { memory: false, cpu: false, killFile: false };
+  private caps: V2Caps = { memory: false, cpu: false, pids: false, killFile: false };
   private hasSwapMax = false;
   /**
    * 0.1-layout scopes this process opened, with reserved cores or without: v2 0.1 kept no record of
@@ -109,7 +110,7 @@ export class CgroupV2Manager extends ManagerCore<V2TaskCgroup> {
     ensureDirCg(this.reserveDir);
     enableControllers(this.io, this.reserveDir, want.filter((c) => words(this.io.readMaybe(path.join(this.reserveDir, 'cgroup.controllers'))).includes(c)));
     const enabled = new Set(words(this.io.readMaybe(path.join(this.shareDir, 'cgroup.subtree_control'))));
-    this.caps = { memory: enabled.has('memory'), cpu: enabled.has('cpu'), killFile: fs.existsSync(path.join(this.shareDir, 'cgroup.kill')) };
+    this.caps = { memory: enabled.has('memory'), cpu: enabled.has('cpu'), pids: enabled.has('pids'), killFile: fs.existsSync(path.join(this.shareDir, 'cgroup.kill')) };
     this.hasSwapMax = enabled.has('memory') && fs.existsSync(path.join(this.shareDir, 'memory.swap.max'));
     this.enabled = enabled;
     return {
@@ -278,6 +279,14 @@ export class V2TaskCgroup extends BaseTaskCgroup {
   oomKilled(): boolean {
     if (!this.caps.memory) return false;
     return (parseKeyValues(this.ctx.io.readMaybe(path.join(this.dir, 'memory.events'))).get('oom_kill') ?? 0) > 0;
+  }
+
+  /** memory.events `oom_kill` and pids.events `max`, where those controllers are enabled. */
+  limitHits(): LimitHits {
+    const want: [keyof LimitHits, string, string][] = [];
+    if (this.caps.memory) want.push(['oomKills', path.join(this.dir, 'memory.events'), 'oom_kill']);
+    if (this.caps.pids) want.push(['pidsLimitHits', path.join(this.dir, 'pids.events'), 'max']);
+    return readLimitHits(this.ctx.io, want);
   }
 
   stats(): CgroupStats {

@@ -10,7 +10,7 @@ import { DEFAULT_PATH } from '../drivers/raw_exec/config.js';
 import { createCliDriver, type DriverKind, type RunSpec, taskConfigFor } from './drivers.js';
 import { EXIT_USAGE, type FlagNames, commandFailure, inUserTerms, reportError } from './errors.js';
 import { SignalRelay } from './signal-relay.js';
-import { type Peak, formatSummary, newPeak, trackPeak } from './summary.js';
+import { type Peak, formatSummary, hitLimits, newPeak, trackPeak } from './summary.js';
 import { PtySession } from './tty.js';
 import { showPullProgress } from './pull-progress.js';
 import type { RunIo } from './run.js';
@@ -111,7 +111,7 @@ export async function execute(kind: DriverKind, spec: RunSpec & { tty: boolean }
     code = exitCodeOf(result);
     const killedByUs = relay.stopCount > 0;
     if (o.json) io.stdout.write(JSON.stringify({ taskId: spec.id, allocId: spec.allocId, exitResult: result, peak, durationMs: Math.round(durationMs) }) + '\n');
-    if (o.summary || result.oomKilled || killedByUs) io.stderr.write(formatSummary(result, durationMs, peak, killedByUs) + '\n');
+    if (o.summary || hitLimits(result, peak) || killedByUs) io.stderr.write(formatSummary(result, durationMs, peak, killedByUs) + '\n');
   } catch (err) {
     code = reportError(err, io.stderr);
   } finally {

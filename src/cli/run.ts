@@ -29,8 +29,9 @@ no cgroup of the task remain.
 
 Options:
   -t, --tty             give the task a pseudo-terminal as its controlling terminal (raw_exec)
-  --summary             at the end, one line on stderr: exit status, duration, peak memory, CPU
-                        (printed anyway when the task was OOM-killed or killed by corral)
+  --summary             at the end, one line on stderr: exit status, duration, peak memory, CPU,
+                        OOM kills, forks refused at --pids-max (printed anyway when one of its
+                        processes was OOM-killed, it hit --pids-max, or corral killed it)
   --cores LIST          reserve these cores for the task ("0", "2-3", "0,2")
   --cpu-shares N        relative CPU weight (2..262144)
   --memory SIZE         hard memory limit, e.g. 256M, 1G

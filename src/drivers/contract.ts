@@ -92,6 +92,11 @@ export interface TaskResourceUsage {
     cacheBytes: number;
     maxUsageBytes: number;
   };
+  /**
+   * How often the task's group hit its limits so far, as the kernel counts them (raw_exec with
+   * cgroups: OOM kills, forks refused at pidsMax); a field is absent where it is not counted.
+   */
+  limitHits?: { oomKills?: number; pidsLimitHits?: number };
   /** Which stats were measured ('cgroup' | 'proc' | 'docker') and what could not be. */
   source: string;
   unavailable?: Record<string, string>;

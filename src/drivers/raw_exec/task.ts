@@ -315,6 +315,7 @@ export class RawExecTask implements CoreTask {
         timestamp: now,
         cpu: { userNs: s.cpu.userNs, systemNs: s.cpu.systemNs, totalNs: s.cpu.totalNs, percent: 0, throttledNs: s.cpu.throttledNs },
         memory: { ...mem },
+        limitHits: this.cgroup.limitHits(),
         source: 'cgroup',
         ...(Object.keys(s.unavailable).length > 0 ? { unavailable: { ...s.unavailable } } : {}),
       };
