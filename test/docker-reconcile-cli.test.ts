@@ -115,8 +115,34 @@ rtest('loop mode: passes every period until the signal', async (t) => {
   t.true(passes.some((x) => x.removed.some((d: { id: string }) => d.id === c.id)));
 });
 
+rtest('the two unsafe rules: off by default (their matches listed as left alone), each turned on by its own flag', async (t) => {
+  const dir = stateDir();
+  const allocOnly = await createRawContainer({ fileId: FID, labels: { [LABEL_ALLOC_ID]: randomUUID(), [LABEL_TASK_NAME]: 'web' } });
+  const nomadish = await createRawContainer({ fileId: FID, name: `web-${randomUUID()}`, volumes: ['/alloc', '/local', '/secrets'] });
+  const base = ['--once', '--creation-grace', '0', '--state-dir', dir, '--agent-id', AGENT, ...scope()];
+  const off = await run(base);
+  t.is(off.code, 0, off.stderr);
+  t.regex(off.stdout, new RegExp(`left alone ${allocOnly.id.slice(0, 12)} .*alloc-id-only.*: only --unsafe-match-alloc-id-only would remove it`));
+  t.regex(off.stdout, new RegExp(`left alone ${nomadish.id.slice(0, 12)} .*heuristic.*: only --unsafe-match-nomad-shaped would remove it`));
+  t.regex(off.stdout, /0 dangling, 0 removed/);
+  t.true(await exists(allocOnly.id));
+  t.true(await exists(nomadish.id));
+  const a = JSON.parse((await run([...base, '--json', '--unsafe-match-alloc-id-only'])).stdout) as { removed: { id: string; matchedBy: string }[]; optInMatches: { id: string }[] };
+  t.deepEqual(a.removed.map((d) => [d.id, d.matchedBy]), [[allocOnly.id, 'alloc-id-only']]);
+  t.deepEqual(a.optInMatches.map((d) => d.id), [nomadish.id]);
+  t.false(await exists(allocOnly.id));
+  t.true(await exists(nomadish.id));
+  const n = JSON.parse((await run([...base, '--json', '--unsafe-match-nomad-shaped'])).stdout) as { removed: { id: string; matchedBy: string }[] };
+  t.deepEqual(n.removed.map((d) => [d.id, d.matchedBy]), [[nomadish.id, 'heuristic']]);
+  t.false(await exists(nomadish.id));
+  const h = await run(['--help']);
+  t.regex(h.stdout, /--unsafe-match-alloc-id-only +also containers with io\.corral\.alloc_id but no agent id/);
+  t.regex(h.stdout, /--unsafe-match-nomad-shaped +also unlabelled containers that mount \/alloc/);
+  t.notRegex(h.stdout, /or no agent id at all\), or/); // the old rules are gone from the help
+});
+
 test('usage errors: one line on stderr, exit 125 (a failure of corral itself); unreachable Docker: exit 1', async (t) => {
-  for (const argv of [['--period', 'soon'], ['--creation-grace', '-1s'], ['--bogus'], ['--period', '0'], ['extra'], ['--label', '=x'], ['--state-dir', 'relative']]) {
+  for (const argv of [['--period', 'soon'], ['--creation-grace', '-1s'], ['--bogus'], ['--period', '0'], ['extra'], ['--label', '=x'], ['--state-dir', 'relative'], ['--unsafe-match-nomad-shaped=yes']]) {
     const r = await run(argv);
     t.is(r.code, 125, `${argv.join(' ')}: ${r.stderr}`);
     t.is(r.stderr.trim().split('\n').length, 1, r.stderr);

@@ -59,3 +59,29 @@ export function parseOptions<T extends NonNullable<ParseArgsConfig['options']>>(
     return usageFromParseArgs(err);
   }
 }
+
+const HELP_OPTION = { help: { type: 'boolean', short: 'h' } } as const;
+type WithHelp<T> = T & typeof HELP_OPTION;
+type Parsed<T extends NonNullable<ParseArgsConfig['options']>> = ReturnType<typeof parseArgs<{ options: WithHelp<T>; strict: true; allowPositionals: true }>>;
+
+/**
+ * The start every command other than `run` shares: its options parsed (plus -h/--help; a parse
+ * error is a UsageError), and --help answered. Returns undefined when the help was printed (the
+ * command then exits 0). Positionals are refused unless `positionals` says the command takes them.
+ */
+export function parseCommand<T extends NonNullable<ParseArgsConfig['options']>>(
+  argv: string[], options: T, help: string, io: { stdout: NodeJS.WritableStream }, opts: { positionals?: boolean } = {},
+): Parsed<T> | undefined {
+  let parsed: Parsed<T>;
+  try {
+    parsed = parseArgs({ args: argv, options: { ...options, ...HELP_OPTION } as WithHelp<T>, strict: true, allowPositionals: true });
+  } catch (err) {
+    return usageFromParseArgs(err);
+  }
+  if ((parsed.values as { help?: boolean }).help) {
+    io.stdout.write(help);
+    return undefined;
+  }
+  if (!opts.positionals && parsed.positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+  return parsed;
+}

@@ -3,14 +3,14 @@
  * unhealthy when this user cannot create groups under the cgroup parent (as `run` would then fail),
  * docker shows the state dir's real agent id, and nothing is written anywhere.
  */
-import { parseArgs } from 'node:util';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Fingerprint } from '../drivers/contract.js';
 import { DriverUnavailableError } from '../errors.js';
 import { DEFAULT_STATE_DIR } from '../store/task-store.js';
 import { createCliDriver, parseDriverKind } from './drivers.js';
-import { reportError, usageFromParseArgs } from './errors.js';
+import { parseCommand } from './argv.js';
+import { reportError } from './errors.js';
 import type { RunIo } from './run.js';
 
 export const FINGERPRINT_HELP = `Usage: corral fingerprint [--json] [--driver raw_exec|docker] [--no-cgroups] [--cgroup-parent NAME] [--state-dir DIR]
@@ -73,24 +73,12 @@ export function cgroupWriteProblem(attrs: Fingerprint['attributes']): string | u
 
 export async function fingerprintCommand(argv: string[], io: RunIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   try {
-    let parsed;
-    try {
-      parsed = parseArgs({
-        args: argv,
-        options: {
-          json: { type: 'boolean' }, driver: { type: 'string' }, 'no-cgroups': { type: 'boolean' }, 'cgroup-parent': { type: 'string' },
-          'state-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' },
-        },
-        strict: true,
-      });
-    } catch (err) {
-      usageFromParseArgs(err);
-    }
+    const parsed = parseCommand(argv, {
+      json: { type: 'boolean' }, driver: { type: 'string' }, 'no-cgroups': { type: 'boolean' }, 'cgroup-parent': { type: 'string' },
+      'state-dir': { type: 'string' },
+    }, FINGERPRINT_HELP, io);
+    if (!parsed) return 0;
     const v = parsed.values;
-    if (v.help) {
-      io.stdout.write(FINGERPRINT_HELP);
-      return 0;
-    }
     const kind = parseDriverKind(v.driver);
     const stateDir = v['state-dir'] ?? DEFAULT_STATE_DIR;
     const agentId = kind === 'docker' ? readAgentId(stateDir) : undefined;

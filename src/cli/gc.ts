@@ -5,11 +5,11 @@
  * and destroyed (its group killed and removed, its container removed, its record deleted).
  * Tasks whose owner still runs are left alone.
  */
-import { parseArgs } from 'node:util';
 import type { TaskHandle } from '../drivers/contract.js';
 import { readProcStat } from '../util/proc.js';
 import { DEFAULT_STATE_DIR, type TaskRecord, TaskStore } from '../store/task-store.js';
-import { reportError, usageFromParseArgs } from './errors.js';
+import { parseCommand } from './argv.js';
+import { reportError } from './errors.js';
 import type { RunIo } from './run.js';
 import { driverFor } from './task-ref.js';
 
@@ -65,17 +65,9 @@ async function destroy(rec: TaskRecord, store: TaskStore, stateDir: string): Pro
 
 export async function gcCommand(argv: string[], io: RunIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   try {
-    let parsed;
-    try {
-      parsed = parseArgs({ args: argv, options: { 'dry-run': { type: 'boolean' }, json: { type: 'boolean' }, 'state-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
-    } catch (err) {
-      usageFromParseArgs(err);
-    }
+    const parsed = parseCommand(argv, { 'dry-run': { type: 'boolean' }, json: { type: 'boolean' }, 'state-dir': { type: 'string' } }, GC_HELP, io);
+    if (!parsed) return 0;
     const v = parsed.values;
-    if (v.help) {
-      io.stdout.write(GC_HELP);
-      return 0;
-    }
     const stateDir = v['state-dir'] ?? DEFAULT_STATE_DIR;
     const store = new TaskStore(stateDir);
     const { records, problems } = store.records();

@@ -1,15 +1,15 @@
 /** `corral stop | kill | stats ID`: act on a task that another corral process runs (see task-ref.ts). */
-import { parseArgs } from 'node:util';
 import type { TaskResourceUsage } from '../drivers/contract.js';
 import { parseSignal } from '../signals.js';
 import { DEFAULT_STATE_DIR } from '../store/task-store.js';
 import { parseDurationMs } from '../util/units.js';
-import { UsageError, reportError, usageFromParseArgs } from './errors.js';
+import { parseCommand } from './argv.js';
+import { UsageError, reportError } from './errors.js';
 import type { RunIo } from './run.js';
 import { formatBytes, formatDuration } from './summary.js';
 import { withStoredTask } from './task-ref.js';
 
-const COMMON = { 'state-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } } as const;
+const COMMON = { 'state-dir': { type: 'string' } } as const;
 const STATE_DIR_HELP = `  --state-dir DIR     the state directory the task's corral uses (default ${DEFAULT_STATE_DIR})\n  -h, --help          this help\n`;
 
 export const STOP_HELP = `Usage: corral stop [--signal SIG] [--timeout DUR] [--state-dir DIR] ID
@@ -42,14 +42,11 @@ Options:
   --interval DUR      time between samples (default 1s)
 ${STATE_DIR_HELP}`;
 
-type Parsed<T> = { values: T; positionals: string[] };
+type Parsed = { values: Record<string, string | boolean | undefined>; positionals: string[] };
 
-function parse<O extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(argv: string[], options: O) {
-  try {
-    return parseArgs({ args: argv, options: { ...COMMON, ...options }, allowPositionals: true, strict: true }) as unknown as Parsed<Record<string, string | boolean | undefined>>;
-  } catch (err) {
-    return usageFromParseArgs(err);
-  }
+/** The command's options (plus --state-dir and --help) and its positionals; undefined once the help is printed. */
+function parse(argv: string[], options: Record<string, { type: 'string' | 'boolean'; short?: string }>, help: string, io: RunIo): Parsed | undefined {
+  return parseCommand(argv, { ...COMMON, ...options }, help, io, { positionals: true }) as Parsed | undefined;
 }
 
 function oneId(positionals: string[], cmd: string): string {
@@ -80,8 +77,8 @@ function fail(err: unknown, io: RunIo): number {
 
 export async function stopCommand(argv: string[], io: RunIo): Promise<number> {
   try {
-    const p = parse(argv, { signal: { type: 'string', short: 's' }, timeout: { type: 'string' } });
-    if (p.values.help) return void io.stdout.write(STOP_HELP), 0;
+    const p = parse(argv, { signal: { type: 'string', short: 's' }, timeout: { type: 'string' } }, STOP_HELP, io);
+    if (!p) return 0;
     const id = oneId(p.positionals, 'stop');
     const signal = signalFlag(p.values.signal, 'SIGTERM');
     const timeoutMs = duration('--timeout', p.values.timeout, 5000);
@@ -102,8 +99,8 @@ export async function stopCommand(argv: string[], io: RunIo): Promise<number> {
 
 export async function killCommand(argv: string[], io: RunIo): Promise<number> {
   try {
-    const p = parse(argv, { signal: { type: 'string', short: 's' } });
-    if (p.values.help) return void io.stdout.write(KILL_HELP), 0;
+    const p = parse(argv, { signal: { type: 'string', short: 's' } }, KILL_HELP, io);
+    if (!p) return 0;
     const id = oneId(p.positionals, 'kill');
     const signal = signalFlag(p.values.signal, 'SIGKILL');
     return await withStoredTask(p.values['state-dir'] as string | undefined, id, async (driver, h) => {
@@ -124,8 +121,8 @@ export function statsLine(id: string, s: TaskResourceUsage): string {
 
 export async function statsCommand(argv: string[], io: RunIo): Promise<number> {
   try {
-    const p = parse(argv, { json: { type: 'boolean' }, once: { type: 'boolean' }, interval: { type: 'string' } });
-    if (p.values.help) return void io.stdout.write(STATS_HELP), 0;
+    const p = parse(argv, { json: { type: 'boolean' }, once: { type: 'boolean' }, interval: { type: 'string' } }, STATS_HELP, io);
+    if (!p) return 0;
     const id = oneId(p.positionals, 'stats');
     const intervalMs = duration('--interval', p.values.interval, 1000);
     if (intervalMs <= 0) throw new UsageError(`--interval ${JSON.stringify(p.values.interval)}: must be more than 0`);

@@ -3,14 +3,14 @@
  * short window), memory, age and command. Read-only: raw_exec tasks are looked at through /proc (the
  * pid's start time) and their recorded cgroup files; docker tasks through `docker inspect`.
  */
-import { parseArgs } from 'node:util';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TaskHandle } from '../drivers/contract.js';
 import { sessionMembers } from '../util/proc.js';
 import { processStartTime } from '../store/owner.js';
 import { DEFAULT_STATE_DIR, TaskStore } from '../store/task-store.js';
-import { reportError, usageFromParseArgs } from './errors.js';
+import { parseCommand } from './argv.js';
+import { reportError } from './errors.js';
 import type { RunIo } from './run.js';
 import { formatBytes, formatDuration } from './summary.js';
 
@@ -145,16 +145,8 @@ function shortIds(ids: string[]): Map<string, string> {
 
 export async function psCommand(argv: string[], io: RunIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   try {
-    let parsed;
-    try {
-      parsed = parseArgs({ args: argv, options: { json: { type: 'boolean' }, 'state-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
-    } catch (err) {
-      usageFromParseArgs(err);
-    }
-    if (parsed.values.help) {
-      io.stdout.write(PS_HELP);
-      return 0;
-    }
+    const parsed = parseCommand(argv, { json: { type: 'boolean' }, 'state-dir': { type: 'string' } }, PS_HELP, io);
+    if (!parsed) return 0;
     const stateDir = parsed.values['state-dir'] ?? DEFAULT_STATE_DIR;
     const store = new TaskStore(stateDir);
     const { records, problems } = store.records();

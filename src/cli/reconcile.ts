@@ -1,9 +1,8 @@
 /**
- * `corral reconcile`: finds running docker containers that are this agent's (io.corral.* labels, or
- * the old /alloc,/local,/secrets + -<uuid> heuristic), that no task in the state dir tracks, and that
- * are older than the creation grace; removes them (or, with --dry-run, only lists them).
+ * `corral reconcile`: finds running docker containers that are provably this agent's (its
+ * io.corral.agent_id; two looser rules only when asked for), that no task in the state dir tracks,
+ * and that are older than the creation grace; removes them (or, with --dry-run, only lists them).
  */
-import { parseArgs } from 'node:util';
 import { DEFAULT_STATE_DIR, TaskStore } from '../store/task-store.js';
 import { parseDurationMs } from '../util/units.js';
 import { createDockerClient } from '../drivers/docker/client.js';
@@ -12,17 +11,26 @@ import type { Logger } from '../util/logger.js';
 import {
   DanglingContainerReconciler, DEFAULT_CREATION_GRACE_MS, DEFAULT_RECONCILE_PERIOD_MS, type DanglingContainer, type ReconcilePassResult,
 } from '../drivers/docker/reconcile_dangling.js';
-import { reportError, UsageError, usageFromParseArgs } from './errors.js';
+import { parseCommand } from './argv.js';
+import { reportError, UsageError } from './errors.js';
 
 export const RECONCILE_HELP = `Usage: corral reconcile [--once] [--dry-run] [--period 5m] [--creation-grace 5m] [--json]
                        [--state-dir DIR] [--agent-id ID] [--endpoint URL] [--label K[=V]]...
+                       [--unsafe-match-alloc-id-only] [--unsafe-match-nomad-shaped]
 
 Removes docker containers that are this agent's but that no task in the state directory tracks
 (Nomad's dangling-container reconciler). A container is this agent's when it carries
-io.corral.alloc_id and io.corral.agent_id = this agent's id (or no agent id at all), or, without
-corral labels, when it mounts /alloc, /local and /secrets and its name ends in -<uuid>. Only running
-containers created more than --creation-grace ago are considered. Containers of other agents are
-never touched.
+io.corral.alloc_id and io.corral.agent_id = this agent's id (corral has always set both). Only
+running containers created more than --creation-grace ago are considered. Containers of other
+agents are never touched.
+
+Two looser rules are off unless asked for, because another orchestrator sharing this dockerd makes
+exactly the containers they match; without them, such containers are listed as "left alone" (in
+JSON: optInMatches, with the rule in matchedBy), so you can see what a rule would remove first:
+  --unsafe-match-alloc-id-only  also containers with io.corral.alloc_id but no agent id at all
+  --unsafe-match-nomad-shaped   also unlabelled containers that mount /alloc, /local and /secrets
+                                and whose name ends in -<uuid> (Nomad's heuristic: a Nomad client
+                                on this dockerd creates exactly those)
 
 Without --once it runs until SIGINT/SIGTERM: the first pass after max(period, grace), then one
 pass every period, each only while Docker answers.
@@ -38,6 +46,7 @@ Options:
   --agent-id ID         this agent's id (instead of <state-dir>/agent-id)
   --endpoint URL        Docker endpoint (default DOCKER_HOST, else unix:///var/run/docker.sock)
   --label K[=V]         only consider containers with this label (repeatable)
+  --unsafe-match-alloc-id-only, --unsafe-match-nomad-shaped   see above (DANGEROUS; default off)
   -h, --help            this help
 `;
 
@@ -70,6 +79,7 @@ function printPass(io: ReconcileIo, r: ReconcilePassResult, json: boolean): void
     io.stdout.write(`reconcile: skipped: ${r.skippedReason ?? 'not run'}\n`);
     return;
   }
+  for (const d of r.optInMatches) io.stdout.write(`left alone ${describe(d)}: only --unsafe-match-${d.matchedBy === 'heuristic' ? 'nomad-shaped' : 'alloc-id-only'} would remove it\n`);
   if (r.dryRun) {
     for (const d of r.dangling) io.stdout.write(`would remove ${describe(d)}\n`);
   } else {
@@ -82,26 +92,13 @@ function printPass(io: ReconcileIo, r: ReconcilePassResult, json: boolean): void
 
 export async function reconcileCommand(argv: string[], io: ReconcileIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   try {
-    let parsed;
-    try {
-      parsed = parseArgs({
-        args: argv,
-        options: {
-          once: { type: 'boolean' }, 'dry-run': { type: 'boolean' }, period: { type: 'string' }, 'creation-grace': { type: 'string' },
-          json: { type: 'boolean' }, 'state-dir': { type: 'string' }, 'agent-id': { type: 'string' }, endpoint: { type: 'string' },
-          label: { type: 'string', multiple: true }, help: { type: 'boolean', short: 'h' },
-        },
-        strict: true,
-        allowPositionals: false,
-      });
-    } catch (err) {
-      usageFromParseArgs(err);
-    }
+    const parsed = parseCommand(argv, {
+      once: { type: 'boolean' }, 'dry-run': { type: 'boolean' }, period: { type: 'string' }, 'creation-grace': { type: 'string' },
+      json: { type: 'boolean' }, 'state-dir': { type: 'string' }, 'agent-id': { type: 'string' }, endpoint: { type: 'string' },
+      label: { type: 'string', multiple: true }, 'unsafe-match-alloc-id-only': { type: 'boolean' }, 'unsafe-match-nomad-shaped': { type: 'boolean' },
+    }, RECONCILE_HELP, io);
+    if (!parsed) return 0;
     const v = parsed.values;
-    if (v.help) {
-      io.stdout.write(RECONCILE_HELP);
-      return 0;
-    }
     const periodMs = duration('--period', v.period, DEFAULT_RECONCILE_PERIOD_MS, 1);
     const graceMs = duration('--creation-grace', v['creation-grace'], DEFAULT_CREATION_GRACE_MS, 0);
     const labels = v.label ?? [];
@@ -149,6 +146,7 @@ export async function reconcileCommand(argv: string[], io: ReconcileIo = { stdou
     const ctl = new AbortController();
     const reconciler = new DanglingContainerReconciler({
       docker, agentId, dryRun: !!v['dry-run'], periodMs, creationGraceMs: graceMs, trackedContainers: tracked,
+      unsafeMatchAllocIdOnly: !!v['unsafe-match-alloc-id-only'], unsafeMatchNomadShaped: !!v['unsafe-match-nomad-shaped'],
       isDriverHealthy: healthy, logger, signal: ctl.signal,
       ...(labels.length ? { labelFilter: labels } : {}),
       onPass: (r) => printPass(io, r, json),
@@ -166,7 +164,9 @@ export async function reconcileCommand(argv: string[], io: ReconcileIo = { stdou
     }
 
     // Loop until a signal.
-    if (!json) io.stderr.write(`corral reconcile: agent ${agentId}, first pass in ${Math.round(reconciler.initialDelayMs / 1000)}s, then every ${Math.round(periodMs / 1000)}s${v['dry-run'] ? ' (dry run)' : ''}\n`);
+    const unsafe = (['unsafe-match-alloc-id-only', 'unsafe-match-nomad-shaped'] as const).filter((f) => v[f]).map((f) => `--${f}`);
+    if (!json) io.stderr.write(`corral reconcile: agent ${agentId}, first pass in ${Math.round(reconciler.initialDelayMs / 1000)}s, then every ${Math.round(periodMs / 1000)}s${v['dry-run'] ? ' (dry run)' : ''}` +
+      `${unsafe.length ? `; unsafe rules on: ${unsafe.join(', ')}` : ''}\n`);
     await new Promise<void>((resolve) => {
       const stop = () => { ctl.abort(); resolve(); };
       const onSig = () => stop();
