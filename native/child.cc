@@ -81,7 +81,7 @@ const char kOomPath[] = "/proc/self/oom_score_adj";
 const char kDevNullPath[] = "/dev/null";
 
 
-// Kernel layout of struct sigaction for rt_sigaction (x86_64 and most others).
+// Kernel layout of struct sigaction for rt_sigaction (x86_64, arm64 and most others).
 struct KSigaction {
   void (*handler)(int);
   unsigned long flags;
@@ -159,7 +159,7 @@ CORRAL_NO_SANITIZE int ChildMain(void* arg) {
   for (int i = 0; i < 3; i++) {
     if (src[i] == i) {
       if (Sys(SYS_fcntl, i, F_SETFD, 0) < 0) ChildFail(c, kDup, nullptr);
-    } else if (Sys(SYS_dup2, src[i], i) < 0) {
+    } else if (Sys(SYS_dup3, src[i], i, 0) < 0) {  // dup3, not dup2: arm64 has no dup2 syscall (src != i here)
       ChildFail(c, kDup, nullptr);
     }
   }

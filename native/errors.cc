@@ -10,8 +10,11 @@ std::string ErrnoName(int err) {
   char buf[64];
   uv_err_name_r(-err, buf, sizeof buf);
   if (strncmp(buf, "Unknown", 7) != 0) return buf;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  // glibc >= 2.32 only: musl (Alpine's source build) has no strerrorname_np.
   const char* n = strerrorname_np(err);
   if (n != nullptr) return n;
+#endif
   return "E" + std::to_string(err);
 }
 

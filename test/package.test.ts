@@ -9,27 +9,12 @@
  * One serial test: each step needs the one before.
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { groupDirsUnder } from './helpers/cgroups.js';
+import { ROOT, exec, packCopy } from './helpers/pack.js';
 import { bound, sandbox } from './helpers/sandbox.js';
-
-const ROOT = path.join(__dirname, '..');
-
-interface Out { code: number; stdout: string; stderr: string }
-function exec(file: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<Out> {
-  return new Promise((resolve) => {
-    execFile(file, args, { cwd: opts.cwd, env: opts.env ?? process.env, timeout: opts.timeoutMs ?? bound(300_000), maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) + (err && code === 1 ? `\n${err.message}` : '') });
-    });
-  });
-}
-
-/** What `npm pack` needs from the checkout; node_modules is linked, not copied. */
-const PACK_INPUTS = ['package.json', 'package-lock.json', 'README.md', 'LICENSE', 'binding.gyp', 'tsconfig.json', 'tsconfig.build.json', 'bin', 'native', 'src', 'scripts/prepack.sh', 'scripts/prepare.sh'];
 
 const CONSUMER_TS = `
 import { RawExecDriver, run, type RunResult, type TaskConfig, type RawExecTaskConfig, type TaskDriver, DockerDriver } from 'corral';
@@ -53,17 +38,11 @@ test.serial('packed tarball: installs without a compiler, runs a task from CJS a
   const work = fs.mkdtempSync(path.join(os.tmpdir(), `${sb.name}-pack-`));
   sb.defer(() => fs.rmSync(work, { recursive: true, force: true }));
 
-  // 1. Pack from a copy of the sources.
-  const src = path.join(work, 'src');
-  fs.mkdirSync(path.join(src, 'scripts'), { recursive: true });
-  for (const p of PACK_INPUTS) fs.cpSync(path.join(ROOT, p), path.join(src, p), { recursive: true });
-  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(src, 'node_modules'));
-  const tPack = Date.now();
-  const pack = await exec('npm', ['pack', '--pack-destination', work, '--json'], { cwd: src, timeoutMs: bound(600_000) });
+  // 1. Pack from a copy of the sources. No arm64 cross-build here even where its compiler is installed
+  //    (minutes on this machine): test/prebuild-arm64.test.ts packs with it, on request.
+  const { out: pack, src, tgz, files, seconds } = await packCopy(work, { CORRAL_PREBUILD_ARM64: '0' });
   t.is(pack.code, 0, pack.stderr);
-  t.log(`npm pack (published build and prebuild compile): ${((Date.now() - tPack) / 1000).toFixed(1)} s`);
-  const info = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('[')))[0] as { filename: string; files: { path: string }[] };
-  const files = info.files.map((f) => f.path).sort();
+  t.log(`npm pack (published build and prebuild compile): ${seconds.toFixed(1)} s`);
   t.true(files.includes('LICENSE'), 'LICENSE shipped');
   t.true(fs.readFileSync(path.join(src, 'LICENSE'), 'utf8').startsWith('Mozilla Public License Version 2.0'));
   t.true(files.includes('prebuilds/linux-x64/corral.glibc.node'), `linux-x64 glibc prebuild shipped: ${files.filter((f) => f.startsWith('prebuilds')).join(', ')}`);
@@ -71,7 +50,6 @@ test.serial('packed tarball: installs without a compiler, runs a task from CJS a
   t.deepEqual(files.filter((f) => !/^(LICENSE|README\.md|package\.json|binding\.gyp|bin\/|native\/|prebuilds\/|dist\/src\/)/.test(f)), [], 'nothing but what runs, or builds the fallback');
   t.deepEqual(files.filter((f) => f.startsWith('dist/') && !/\.(js|d\.ts)$/.test(f)), []);
   t.true(files.includes('binding.gyp') && files.includes('native/spawn.cc'), 'sources for the fallback compile');
-  const tgz = path.join(work, info.filename);
 
   // 2. Install into a new project with a PATH of node, npm and sh only (no make, g++, python3).
   const bin = path.join(work, 'bin');
