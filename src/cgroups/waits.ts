@@ -35,7 +35,7 @@ export interface WaitSpec {
   check: () => boolean;
   /** A cgroup.events file whose notifications should trigger a re-check. */
   eventsPath?: string;
-  /** Called before each re-check (v1 freezer re-writes, re-kills). */
+  /** Called after each check that found the condition unmet (v1 freezer re-writes, re-kills). */
   tick?: () => void;
   deadline: number;
   timeoutMs: number;
@@ -66,11 +66,12 @@ export function waitFor(addon: NativeAddon, spec: WaitSpec): Promise<void> {
     const recheck = (): boolean => {
       if (done) return true;
       try {
-        spec.tick?.();
         if (spec.check()) {
           finish();
           return true;
         }
+        // Not there yet: nudge it for the next pass (a group that froze or emptied at once costs no extra write).
+        spec.tick?.();
       } catch (err) {
         finish(err);
         return true;
