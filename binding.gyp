@@ -10,6 +10,7 @@
         "native/args.cc",
         "native/events.cc",
         "native/spawn.cc",
+        "native/spawn_pool.cc",
         "native/child.cc",
         "native/clone3.cc",
         "native/pidfd.cc",

@@ -30,6 +30,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "spawn_pool.h"
 #include "args.h"
 #include "cgroupfs.h"
 #include "child.h"
@@ -418,13 +419,8 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   uv_timer_init(loop, j->timer);
   j->timer->data = j.get();
 
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 1 << 20);
-  pthread_t tid;
-  int r = pthread_create(&tid, &attr, ThreadMain, j.get());
-  pthread_attr_destroy(&attr);
+  // On a pool thread: this (loop) thread never creates a thread per spawn (see spawn_pool.cc).
+  int r = SubmitSpawnJob(ThreadMain, j.get());
   if (r != 0) {
     CloseTimer(j.get());
     j->ReleaseNapi(env);
