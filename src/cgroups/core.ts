@@ -4,6 +4,8 @@
  * join/pids/signal, the shared-or-reserved cpus and destroy. Each version supplies its layout
  * (where a group's directories are, how the partition is written) through the abstract hooks.
  */
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import { CgroupError, CgroupUnsupportedError, InvalidConfigError } from '../errors.js';
 import { formatCpuList, parseCpuList } from './cpulist.js';
 import { detectCgroupLayout } from './detect.js';
@@ -131,6 +133,8 @@ export abstract class BaseTaskCgroup implements TaskCgroup {
  */
 export interface GroupRecipe<G> {
   reserves: boolean;
+  /** Directories that must not exist (the same group in another kind or layout): EEXIST naming the first found. */
+  conflicts: string[];
   plan(): FsOp[];
   build(): G;
 }
@@ -239,6 +243,8 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
     const { name, res } = this.admit(allocId, taskName, opts);
     this.ensureParent();
     const r = this.recipe(allocId, taskName, name, res);
+    const clash = r.conflicts.find((d) => fs.existsSync(d));
+    if (clash) throw eexist(clash);
     const make = () => this.applyPlan(r.plan(), r.reserves);
     if (r.reserves) this.lock.hold(make);
     else make();
@@ -253,6 +259,10 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
     try {
       await this.ensureParentAsync();
       const r = this.recipe(allocId, taskName, name, res);
+      // Looked up off the loop: a cgroupfs lookup waits while the host's mkdirs and rmdirs hold kernfs.
+      const found = await Promise.all(r.conflicts.map((d) => fsp.access(d).then(() => true, () => false)));
+      const clash = r.conflicts.find((_, i) => found[i]);
+      if (clash) throw eexist(clash);
       const make = () => this.applyPlanAsync(r.plan(), r.reserves);
       await (r.reserves ? this.lock.holdAsync(make) : make());
       const g = r.build();

@@ -18,7 +18,7 @@ import { PAGE_SIZE } from '../util/auxv.js';
 import { coresMinus, parseCpuList, sameCores } from './cpulist.js';
 import type { FsOp } from '../native.js';
 import {
-  BaseTaskCgroup, type GroupOnDisk, type GroupPlace, type GroupRecipe, ManagerCore, type ParentSetup, eexist, enoent, readLimitHits, removeSegments,
+  BaseTaskCgroup, type GroupOnDisk, type GroupPlace, type GroupRecipe, ManagerCore, type ParentSetup, enoent, readLimitHits, removeSegments,
 } from './core.js';
 import { childGroups, ensureDirCg, tryRmdir } from './io.js';
 import { parseGroupName } from './names.js';
@@ -216,14 +216,10 @@ export class CgroupV1Manager extends ManagerCore<V1TaskCgroup> {
     if (kind === 'share' && place.owned.length === 0) {
       throw this.unsupported('freezer', 'a task on the share pool (it needs a group of its own besides cpuset)');
     }
-    if (this.cpusetBase) {
-      for (const k of ['reserve', 'legacy-shared', 'legacy-reserved'] as const) {
-        const d = path.join(this.cpusetBase, CPUSET_SUBDIR[k], name);
-        if (k !== kind && fs.existsSync(d)) throw eexist(d);
-      }
-    }
+    const cs = this.cpusetBase;
     return {
       reserves: cores.length > 0,
+      conflicts: cs ? (['reserve', 'legacy-shared', 'legacy-reserved'] as const).filter((k) => k !== kind).map((k) => path.join(cs, CPUSET_SUBDIR[k], name)) : [],
       plan: () => {
         const ops: FsOp[] = place.owned.map((d) => ['mkdir', d] as const);
         if (cores.length > 0) {

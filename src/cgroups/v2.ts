@@ -18,7 +18,7 @@ import { CgroupUnsupportedError } from '../errors.js';
 import { parseCpuList, sameCores } from './cpulist.js';
 import type { FsOp } from '../native.js';
 import {
-  BaseTaskCgroup, type GroupOnDisk, type GroupPlace, type GroupRecipe, ManagerCore, type ParentSetup, type TaskContext, eexist, enoent, readLimitHits,
+  BaseTaskCgroup, type GroupOnDisk, type GroupPlace, type GroupRecipe, ManagerCore, type ParentSetup, type TaskContext, enoent, readLimitHits,
   removeSegments, words,
 } from './core.js';
 import { CgroupIO, childGroups, ensureDirCg, tryRmdir } from './io.js';
@@ -154,12 +154,9 @@ export class CgroupV2Manager extends ManagerCore<V2TaskCgroup> {
     const cores = res.cores ?? [];
     const scope = `${name}.scope`;
     const dir = path.join(cores.length > 0 ? this.reserveDir : this.shareDir, scope);
-    for (const other of [this.shareDir, this.reserveDir, this.parentDir]) {
-      const d = path.join(other, scope);
-      if (d !== dir && fs.existsSync(d)) throw eexist(d);
-    }
     return {
       reserves: cores.length > 0,
+      conflicts: [this.shareDir, this.reserveDir, this.parentDir].map((p) => path.join(p, scope)).filter((d) => d !== dir),
       plan: () => {
         const ops: FsOp[] = [];
         if (cores.length > 0) {
