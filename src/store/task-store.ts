@@ -147,6 +147,19 @@ export class TaskStore {
     }
   }
 
+  /** get off the event loop. */
+  async getAsync(taskId: string): Promise<TaskHandle | undefined> {
+    const file = this.fileFor(taskId);
+    let text: string;
+    try {
+      text = await fsp.readFile(file, 'utf8');
+    } catch {
+      return undefined;
+    }
+    const r = this.parseRecord(text, file);
+    return 'record' in r ? r.record.handle : undefined;
+  }
+
   get(taskId: string): TaskHandle | undefined {
     return this.getRecord(taskId)?.handle;
   }
@@ -328,6 +341,10 @@ export class TaskStore {
       const code = (err as NodeJS.ErrnoException).code;
       return { problem: code === 'ENOENT' ? 'missing' : `unreadable (${code})` };
     }
+    return this.parseRecord(text, asFile);
+  }
+
+  private parseRecord(text: string, asFile: string): { record: TaskRecord } | { problem: string } {
     let v: unknown;
     try {
       v = JSON.parse(text);

@@ -228,10 +228,12 @@ export abstract class DriverCore<T extends CoreTask, D extends object = object> 
     this.assertOpen();
     if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) throw new InvalidConfigError('config', cfg, 'must be an object');
     const id = validateTaskId(cfg.id);
-    if (this.tasks.has(id) || this.starting.has(id) || this.store.get(id)) throw new TaskExistsError(id);
+    if (this.tasks.has(id) || this.starting.has(id)) throw new TaskExistsError(id);
     this.starting.add(id);
     startsInFlight.add(inFlightKey(this.store, id));
     try {
+      // Read off the loop: many starts called in one turn must not each read the state dir on it.
+      if (await this.store.getAsync(id)) throw new TaskExistsError(id);
       return await this.start(cfg, id);
     } finally {
       this.starting.delete(id);
