@@ -2,28 +2,22 @@
 // per fd). Kernel tests as root: a spawn into a frozen group fails at once with CgroupFrozenError; a
 // spawn whose child freezes while joining is bounded (CgroupTimeoutError) while a 10 ms heartbeat keeps
 // ticking, and its thread cleans up once the group thaws; every error path leaves our fd count as it
-// was; group waits complete while every libuv pool thread is blocked. Groups live under
-// corral-test-<run>-offloop-<pid>-<n>.
+// was; group waits complete while every libuv pool thread is blocked. Each test has its own sandbox
+// (corral-test-<run>-offloop-...-<pid>-<n>): its teardown thaws, kills and removes what the test made.
 import test from 'ava';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { native, spawnProcess, type ExitInfo, type SpawnOptions } from '../src/native.js';
 import { CgroupIO } from '../src/cgroups/io.js';
 import { CgroupFrozenError, CgroupTimeoutError } from '../src/errors.js';
 import { hostLayout } from './helpers/cgroups.js';
-import { uniqueName } from './helpers/names.js';
+import { type Sandbox, sandbox } from './helpers/sandbox.js';
 
 const n = native();
-// One of the suite's names (corral-test-<run>-...): scripts/check-leftovers.sh sees what a crash leaves.
-const PARENT = uniqueName('offloop');
 const layout = hostLayout();
 const V2 = layout.unifiedMount ?? '/sys/fs/cgroup/unified';
 const FREEZER = layout.v1Mounts.freezer;
 const SLOW = Math.max(1, Number(process.env.CORRAL_TEST_SLOWDOWN ?? 1) || 1);
-const created: string[] = [];
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-offloop-'));
-const live = new Set<number>();
 
 const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const fdCount = () => fs.readdirSync('/proc/self/fd').length;
@@ -49,49 +43,12 @@ async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs
   }
 }
 
-function mkgroup(root: string, name: string): string {
-  const parent = path.join(root, PARENT);
-  if (!fs.existsSync(parent)) {
-    fs.mkdirSync(parent);
-    created.push(parent);
-  }
-  const dir = path.join(parent, name);
-  fs.mkdirSync(dir);
-  created.push(dir);
+/** `<root>/<the sandbox's parent>/<name>` (parents made as needed); the sandbox's teardown removes it. */
+function mkgroup(sb: Sandbox, root: string, name: string): string {
+  const dir = path.join(root, sb.parent, name);
+  fs.mkdirSync(dir, { recursive: true });
   return dir;
 }
-
-function thawAll(): void {
-  for (const dir of created) {
-    for (const [f, v] of [['freezer.state', 'THAWED'], ['cgroup.freeze', '0']] as const) {
-      try { fs.writeFileSync(path.join(dir, f), v); } catch { /* not this kind */ }
-    }
-  }
-}
-
-test.after.always(async () => {
-  thawAll();
-  for (const pid of live) {
-    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-  }
-  for (const dir of [...created].reverse()) {
-    const end = Date.now() + 10_000;
-    for (;;) {
-      try {
-        for (const p of fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
-          try { process.kill(Number(p), 'SIGKILL'); } catch { /* gone */ }
-        }
-        fs.rmdirSync(dir);
-        break;
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT' || Date.now() > end) break;
-        await sleepMs(20);
-      }
-    }
-  }
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
 
 /** A 10 ms heartbeat; stop() returns the longest gap between two beats (ms). */
 function heartbeat(): { stop: () => number } {
@@ -108,15 +65,16 @@ function heartbeat(): { stop: () => number } {
 const base = (o: Partial<SpawnOptions>): SpawnOptions => ({ file: '/bin/sleep', argv: ['sleep', '100'], envp: [], stdio: [-1, -1, -1], timeoutMs: 10_000, ...o });
 
 test.serial('spawn into a frozen group: CgroupFrozenError at once naming the group, nothing started, loop free, fds as before', async (t) => {
+  const sb = sandbox(t, 'offloop-frozen');
   const cases: [string, string, Partial<SpawnOptions>][] = [];
-  const u = mkgroup(V2, 'frozen.scope');
+  const u = mkgroup(sb, V2, 'frozen.scope');
   fs.writeFileSync(path.join(u, 'cgroup.freeze'), '1');
   cases.push(['v2 cgroupDir (clone3)', u, { cgroupDir: u }]);
   cases.push(['v2 joined cgroup.procs', u, { joinProcs: [path.join(u, 'cgroup.procs')] }]);
   if (FREEZER) {
-    const f = mkgroup(FREEZER, 'frozen');
+    const f = mkgroup(sb, FREEZER, 'frozen');
     fs.writeFileSync(path.join(f, 'freezer.state'), 'FROZEN');
-    const child = mkgroup(FREEZER, 'frozen/child'); // frozen through its parent
+    const child = mkgroup(sb, FREEZER, 'frozen/child'); // frozen through its parent
     cases.push(['v1 freezer', f, { joinProcs: [path.join(f, 'cgroup.procs')] }]);
     cases.push(['v1 freezer, frozen parent', child, { joinProcs: [path.join(child, 'cgroup.procs')] }]);
   } else {
@@ -140,15 +98,16 @@ test.serial('spawn into a frozen group: CgroupFrozenError at once naming the gro
 
 for (const kind of ['v2', 'v1'] as const) {
   test.serial(`spawn whose child freezes while joining (${kind}): CgroupTimeoutError within the bound, loop ticking; cleaned up after thaw`, async (t) => {
+    const sb = sandbox(t, `offloop-freezes-${kind}`);
     if (kind === 'v1' && !FREEZER) { t.log(`skipped: no v1 freezer (mode ${layout.mode})`); t.pass(); return; }
-    const dir = kind === 'v2' ? mkgroup(V2, 'freezes.scope') : mkgroup(FREEZER!, 'freezes');
+    const dir = kind === 'v2' ? mkgroup(sb, V2, 'freezes.scope') : mkgroup(sb, FREEZER!, 'freezes');
     const ctl = kind === 'v2' ? ['cgroup.freeze', '1', '0'] : ['freezer.state', 'FROZEN', 'THAWED'];
     t.teardown(() => { try { fs.writeFileSync(path.join(dir, ctl[0]!), ctl[2]!); } catch { /* gone */ } });
     fs.writeFileSync(path.join(dir, ctl[0]!), ctl[1]!);
     // A path the cheap freeze check does not recognise as a group (a symlink elsewhere to its
     // cgroup.procs): the child joins the frozen group and freezes before execve, as it would if
     // the group froze between the check and the join.
-    const link = path.join(tmp, `procs-${kind}`);
+    const link = path.join(sb.stateDir, `procs-${kind}`);
     fs.symlinkSync(path.join(dir, 'cgroup.procs'), link);
     await settle();
     const fds = fdCount();
@@ -173,7 +132,10 @@ for (const kind of ['v2', 'v1'] as const) {
 }
 
 test('fd accounting: every spawn error path and every delivered handle leave our fd count as it was', async (t) => {
-  const missing = path.join(V2, PARENT, 'no-such.scope');
+  const sb = sandbox(t, 'offloop-fds');
+  const live = new Set<number>();
+  sb.defer(() => { for (const pid of live) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } } });
+  const missing = path.join(V2, sb.parent, 'no-such.scope');
   await settle();
   const fds = fdList();
   const errors: [string, Partial<SpawnOptions>][] = [
@@ -205,9 +167,10 @@ test('fd accounting: every spawn error path and every delivered handle leave our
 });
 
 test.serial('group waits and kills hold no pool thread: they finish while every libuv pool thread is blocked', async (t) => {
+  const sb = sandbox(t, 'offloop-nopool');
   // Block the whole pool: reads of FIFOs with no writer wait in the pool until a writer comes.
   const size = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
-  const fifos = Array.from({ length: size }, (_, i) => path.join(tmp, `fifo-${i}`));
+  const fifos = Array.from({ length: size }, (_, i) => path.join(sb.stateDir, `fifo-${i}`));
   const { execFileSync } = await import('node:child_process');
   for (const f of fifos) execFileSync('mkfifo', [f]);
   const blocked = fifos.map((f) => fs.promises.readFile(f));
@@ -220,7 +183,7 @@ test.serial('group waits and kills hold no pool thread: they finish while every 
   t.teardown(unblock);
   await sleepMs(50);
   const io = new CgroupIO();
-  const g = mkgroup(V2, 'nopool.scope');
+  const g = mkgroup(sb, V2, 'nopool.scope');
   // spawn runs on a thread of its own: also fine with the pool blocked.
   const r = await spawnProcess(base({ cgroupDir: g }));
   const exit = new Promise<ExitInfo>((res) => r.process.watch(true, res));

@@ -1,8 +1,10 @@
 /**
  * raw_exec on the real kernel, as root: Nomad's raw_exec driver scenarios plus corral's guarantees
- * (nothing left behind, recovery from a second process, every bad field named).
+ * (nothing left behind, recovery from a second process, every bad field named). Every test runs in
+ * its own sandbox (cgroup parent, state dir; setup() first): its drivers, tasks and groups are
+ * removed at its teardown, so a failing test leaves nothing another test could count.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -12,22 +14,48 @@ import { RawExecDriver } from '../src/drivers/raw_exec/index.js';
 import { createCgroupManager } from '../src/cgroups/index.js';
 import { AbortError, ExecTimeoutError, InvalidConfigError, TaskExistsError, TaskNotFoundError, TaskRunningError } from '../src/errors.js';
 import type { TaskConfig, TaskEvent, TaskHandle } from '../src/drivers/contract.js';
-import { cleanupParent, cpusAllowed, groupDirsUnder, hostLayout, isRoot, newAllocId, uniqueParent, waitFor } from './helpers/cgroups.js';
+import { cpusAllowed, groupDirsUnder, hostLayout, isRoot, newAllocId, waitFor } from './helpers/cgroups.js';
+import { sandbox } from './helpers/sandbox.js';
 
 const version = isRoot ? hostLayout().version : 'v1';
-const PARENT = uniqueParent('rawexec', version);
-const STATE = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-rawexec-'));
 const ENV = { PATH: '/usr/local/bin:/usr/bin:/bin' };
-const drivers: RawExecDriver[] = [];
-const knownPids = new Set<number>();
 
-function mkDriver(opts: ConstructorParameters<typeof RawExecDriver>[0] = {}): RawExecDriver {
-  const d = new RawExecDriver({ stateDir: STATE, cgroupParent: PARENT, ...opts });
-  drivers.push(d);
-  return d;
+/**
+ * The test's sandbox and what the tests use of it: PARENT (v1 name, or `.slice` on v2), STATE (its
+ * state dir, also where tmpFile() puts files), a default driver, mkDriver() for more, and the pids
+ * to SIGKILL at teardown. Call first: the teardown is registered before anything can fail.
+ */
+function setup(tt: ExecutionContext) {
+  const sb = sandbox(tt, 'rawexec');
+  const PARENT = sb.parentFor(version);
+  const STATE = sb.stateDir;
+  const drivers: RawExecDriver[] = [];
+  const knownPids = new Set<number>();
+  sb.defer(async () => {
+    for (const d of drivers) {
+      for (const id of d.taskIds()) await d.destroyTask(id, { force: true }).catch(() => {});
+      await d.shutdown();
+    }
+    for (const p of knownPids) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+  });
+  const mkDriver = (opts: ConstructorParameters<typeof RawExecDriver>[0] = {}): RawExecDriver => {
+    const d = new RawExecDriver({ stateDir: STATE, cgroupParent: PARENT, ...opts });
+    drivers.push(d);
+    return d;
+  };
+  return {
+    sb, PARENT, STATE, knownPids, mkDriver,
+    driver: mkDriver(),
+    tmpFile: (name: string): string => path.join(STATE, `${name}-${randomBytes(4).toString('hex')}`),
+    groupsOf: (allocId: string): string[] => groupDirsUnder(PARENT).filter((d) => path.basename(d).startsWith(allocId)),
+    pidOf: (h: TaskHandle): number => {
+      const pid = (h.driverState as { pid: number }).pid;
+      knownPids.add(pid);
+      return pid;
+    },
+  };
 }
 
-const driver = isRoot ? mkDriver() : (undefined as unknown as RawExecDriver);
 const t = isRoot ? test : test.skip;
 const ts = isRoot ? test.serial : test.skip;
 
@@ -35,16 +63,6 @@ let seq = 0;
 function task(driverCfg: Record<string, unknown>, extra: Partial<TaskConfig> = {}): TaskConfig<any> {
   seq++;
   return { id: `t${seq}-${randomBytes(3).toString('hex')}`, allocId: newAllocId(), name: `task${seq}`, env: ENV, driver: driverCfg, ...extra };
-}
-
-function tmpFile(name: string): string {
-  return path.join(STATE, `${name}-${randomBytes(4).toString('hex')}`);
-}
-
-function pidOf(h: TaskHandle): number {
-  const pid = (h.driverState as { pid: number }).pid;
-  knownPids.add(pid);
-  return pid;
 }
 
 /** Alive and not a zombie. */
@@ -74,10 +92,6 @@ function pidsWithMarker(marker: string): number[] {
   return out;
 }
 
-function groupsOf(allocId: string): string[] {
-  return groupDirsUnder(PARENT).filter((d) => path.basename(d).startsWith(allocId));
-}
-
 function procsOf(h: TaskHandle): number[] {
   const st = h.driverState as { cgroup: { paths: Record<string, string> } | null };
   const dir = st.cgroup!.paths.freezer ?? st.cgroup!.paths.unified ?? Object.values(st.cgroup!.paths)[0]!;
@@ -88,17 +102,8 @@ function procsOf(h: TaskHandle): number[] {
   }
 }
 
-test.after.always(async () => {
-  for (const d of drivers) {
-    for (const id of d.taskIds()) await d.destroyTask(id, { force: true }).catch(() => {});
-    await d.shutdown();
-  }
-  for (const p of knownPids) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
-  if (isRoot) await cleanupParent(PARENT);
-  fs.rmSync(STATE, { recursive: true, force: true });
-});
-
 t('start/wait: exit 0, output appended to stdoutPath, environment exactly the task env minus denied names', async (tt) => {
+  const { mkDriver, tmpFile, groupsOf } = setup(tt);
   const d = mkDriver({ deniedEnvvars: ['*_TOKEN'] });
   const out = tmpFile('out');
   fs.writeFileSync(out, 'before\n');
@@ -122,6 +127,7 @@ t('start/wait: exit 0, output appended to stdoutPath, environment exactly the ta
 });
 
 t('non-zero exit code, stderr to stderrPath; a second start with the same id is refused', async (tt) => {
+  const { driver, tmpFile } = setup(tt);
   const err = tmpFile('err');
   const cfg = task({ command: '/bin/sh', args: ['-c', 'echo oops >&2; sleep 0.3; exit 3'] }, { stderrPath: err });
   await driver.startTask(cfg);
@@ -134,6 +140,7 @@ t('non-zero exit code, stderr to stderrPath; a second start with the same id is 
 });
 
 t('stdout into a FIFO: starting never blocks (no reader yet), and a reader gets the output', async (tt) => {
+  const { driver, tmpFile } = setup(tt);
   const fifo = tmpFile('fifo');
   await new Promise<void>((res, rej) => execFile('mkfifo', [fifo], (e) => (e ? rej(e) : res())));
   // No reader at all: O_WRONLY would block the event loop here; the driver's O_RDWR open does not.
@@ -157,6 +164,7 @@ t('stdout into a FIFO: starting never blocks (no reader yet), and a reader gets 
 });
 
 t('inheritEnv passes the agent environment under the task env (only when asked)', async (tt) => {
+  const { driver, tmpFile } = setup(tt);
   const out = tmpFile('out');
   process.env.CORRAL_TEST_AGENT_VAR = 'from-agent';
   const cfg = task({ command: 'sh', args: ['-c', 'echo "$CORRAL_TEST_AGENT_VAR/$OWN"'], inheritEnv: true }, { env: { ...ENV, OWN: 'own' }, stdoutPath: out });
@@ -167,6 +175,7 @@ t('inheritEnv passes the agent environment under the task env (only when asked)'
 });
 
 t('start/kill/wait: SIGTERM ends the task; several waiters share one result; an aborted wait rejects alone', async (tt) => {
+  const { driver, groupsOf, pidOf } = setup(tt);
   const cfg = task({ command: 'sleep', args: ['30'] });
   const h = await driver.startTask(cfg);
   const ac = new AbortController();
@@ -188,6 +197,7 @@ t('start/kill/wait: SIGTERM ends the task; several waiters share one result; an 
 });
 
 t('stop with a timeout on a process that ignores SIGTERM: group kill after the timeout, nothing left', async (tt) => {
+  const { driver, tmpFile, pidOf } = setup(tt);
   const ready = tmpFile('ready');
   const cfg = task({ command: 'sh', args: ['-c', `trap "" TERM INT; echo ok > ${ready}; while :; do sleep 0.05; done`] });
   const h = await driver.startTask(cfg);
@@ -204,6 +214,7 @@ t('stop with a timeout on a process that ignores SIGTERM: group kill after the t
 });
 
 t('destroy kills everything: a setsid daemon, a double fork and a bounded fork loop', async (tt) => {
+  const { knownPids, driver, groupsOf } = setup(tt);
   const marker = `corral-escape-${randomBytes(4).toString('hex')}`;
   const script = [
     `setsid bash -c 'exec -a ${marker}-daemon sleep 1000' &`,
@@ -227,6 +238,7 @@ t('destroy kills everything: a setsid daemon, a double fork and a bounded fork l
 });
 
 t('stopTask after the main process exited still kills the daemons it left', async (tt) => {
+  const { driver } = setup(tt);
   const marker = `corral-left-${randomBytes(4).toString('hex')}`;
   const cfg = task({ command: 'bash', args: ['-c', `setsid bash -c 'exec -a ${marker} sleep 1000' & exit 0`] });
   await driver.startTask(cfg);
@@ -239,6 +251,7 @@ t('stopTask after the main process exited still kills the daemons it left', asyn
 
 
 t('execTask runs inside the task cgroup with the task env; a timeout kills it and its children', async (tt) => {
+  const { driver, pidOf } = setup(tt);
   const cfg = task({ command: 'sleep', args: ['60'] }, { env: { ...ENV, HELLO: 'world' } });
   const h = await driver.startTask(cfg);
   const r = await driver.execTask(cfg.id, ['sh', '-c', 'cat /proc/self/cgroup; echo $HELLO; echo err >&2; exit 4']);
@@ -258,6 +271,7 @@ t('execTask runs inside the task cgroup with the task env; a timeout kills it an
 });
 
 ts('taskStats rise when the task burns CPU and allocates memory', async (tt) => {
+  const { driver } = setup(tt);
   const cfg = task({ command: process.execPath, args: ['-e', 'const b = Buffer.alloc(150 * 1024 * 1024, 1); let x = 0; for (;;) { x += b[x % b.length]; }'] });
   await driver.startTask(cfg);
   const ac = new AbortController();
@@ -281,6 +295,7 @@ ts('taskStats rise when the task burns CPU and allocates memory', async (tt) => 
 });
 
 ts('memory limit: the OOM killer ends the task and waitTask says oomKilled', async (tt) => {
+  const { driver } = setup(tt);
   const cfg = task({ command: 'sh', args: ['-c', 'x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done'] }, { resources: { memoryBytes: 32 * 1024 * 1024 } });
   await driver.startTask(cfg);
   const r = await driver.waitTask(cfg.id);
@@ -290,6 +305,7 @@ ts('memory limit: the OOM killer ends the task and waitTask says oomKilled', asy
 });
 
 ts('cpuset: reserved cores become the task Cpus_allowed_list; an unusable core is refused', async (tt) => {
+  const { driver, pidOf } = setup(tt);
   const usable = driver.cgroupManager()!.usableCores();
   const core = usable[usable.length - 1]!;
   const cfg = task({ command: 'sleep', args: ['30'] }, { resources: { cores: [core], cpuShares: 512, pidsMax: 50 } });
@@ -302,6 +318,7 @@ ts('cpuset: reserved cores become the task Cpus_allowed_list; an unusable core i
 });
 
 t('taskEvents: every consumer gets every event', async (tt) => {
+  const { driver } = setup(tt);
   const ac = new AbortController();
   const cfg = task({ command: 'true' });
   const collect = async (it: AsyncIterable<TaskEvent>) => {
@@ -325,6 +342,7 @@ t('taskEvents: every consumer gets every event', async (tt) => {
 });
 
 t('fingerprint: healthy, driver.raw_exec, unique.cgroups.version and mode; re-sent until aborted', async (tt) => {
+  const { mkDriver, driver } = setup(tt);
   const ac = new AbortController();
   const got = [];
   for await (const f of driver.fingerprint({ signal: ac.signal, intervalMs: 50 })) {
@@ -345,6 +363,7 @@ t('fingerprint: healthy, driver.raw_exec, unique.cgroups.version and mode; re-se
 });
 
 ts('recovery from a second Node process (recoverAll): stale empty groups removed; the task is found, measured, signalled, stopped; exit code unknown, never 0', async (tt) => {
+  const { PARENT, STATE, mkDriver, groupsOf, pidOf } = setup(tt);
   const allocId = newAllocId();
   const stateDir = fs.mkdtempSync(path.join(STATE, 'recover-'));
   const fixture = path.join(__dirname, 'fixtures', 'raw-exec', 'start-and-exit.ts');
@@ -390,6 +409,7 @@ ts('recovery from a second Node process (recoverAll): stale empty groups removed
 });
 
 ts('recovery refuses a reused pid (start time differs): the task is reported gone, not adopted', async (tt) => {
+  const { STATE, mkDriver } = setup(tt);
   // A handle without a cgroup is only taken by a noCgroups driver (a driver with cgroups refuses it as a bad handle).
   const d = mkDriver({ stateDir: fs.mkdtempSync(path.join(STATE, 'reuse-')), noCgroups: true });
   const allocId = newAllocId();
@@ -407,6 +427,7 @@ ts('recovery refuses a reused pid (start time differs): the task is reported gon
 });
 
 ts('noCgroups: tracked by session/process group, killed by group, stats from /proc, fingerprint says off', async (tt) => {
+  const { knownPids, mkDriver, pidOf } = setup(tt);
   const d = mkDriver({ noCgroups: true });
   for await (const f of d.fingerprint()) {
     tt.is(f.attributes['cgroups.mode'], 'off');
@@ -432,6 +453,7 @@ ts('noCgroups: tracked by session/process group, killed by group, stats from /pr
 });
 
 t('bad input in every field: a clear error naming field and value, and nothing left behind', async (tt) => {
+  const { mkDriver, driver, groupsOf } = setup(tt);
   const marker = `corral-bad-${randomBytes(4).toString('hex')}`;
   const noAccess = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-noaccess-'));
   fs.chmodSync(noAccess, 0o700);
@@ -499,6 +521,7 @@ t('bad input in every field: a clear error naming field and value, and nothing l
 });
 
 ts('shutdown (or the constructor signal) ends every timer, watcher and stream; running tasks keep running', async (tt) => {
+  const { PARENT, STATE, mkDriver, pidOf } = setup(tt);
   const stateDir = fs.mkdtempSync(path.join(STATE, 'shutdown-'));
   const count = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
   const before = count();
@@ -531,10 +554,10 @@ ts('shutdown (or the constructor signal) ends every timer, watcher and stream; r
 // On a hybrid host, the v2 manager also runs on the unified mount (no controllers there): placement by
 // clone3, group kill, exec and stats still work, and limits that need a controller are refused clearly.
 const hybrid = isRoot && hostLayout().mode === 'hybrid';
-const V2_PARENT = uniqueParent('rawexec-v2', 'v2');
-test.after.always(async () => { if (hybrid) await cleanupParent(V2_PARENT); });
 
 (hybrid ? test : test.skip)('v2 manager on the unified hierarchy of a hybrid host: escapees killed, exec in the .scope, limits refused', async (tt) => {
+  const { sb, STATE, knownPids, mkDriver } = setup(tt);
+  const V2_PARENT = sb.slice;
   const d = mkDriver({ cgroupParent: V2_PARENT, cgroupVersion: 'v2', stateDir: fs.mkdtempSync(path.join(STATE, 'v2-')) });
   const marker = `corral-v2-${randomBytes(4).toString('hex')}`;
   const cfg = task({ command: 'bash', args: ['-c', `setsid bash -c 'exec -a ${marker} sleep 1000' & ( (exec -a ${marker} sleep 1000 &) & ); exec -a ${marker} sleep 1000`] });
@@ -553,6 +576,7 @@ test.after.always(async () => { if (hybrid) await cleanupParent(V2_PARENT); });
 });
 
 ts('noCgroups recovery from a second Node process: found by pid + start time, stopped by process group', async (tt) => {
+  const { STATE, mkDriver, pidOf } = setup(tt);
   const allocId = newAllocId();
   const stateDir = fs.mkdtempSync(path.join(STATE, 'recover-nocg-'));
   const fixture = path.join(__dirname, 'fixtures', 'raw-exec', 'start-and-exit.ts');
