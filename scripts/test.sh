@@ -6,6 +6,7 @@
 #          shares, e.g. pausing dockerd), then scripts/check-leftovers.sh
 #   asan   `npm run test:asan` (the native addon under AddressSanitizer), when package.json has it
 #   v2     scripts/test-v2.sh (the cgroups-v2-only VM), when the lanes before it passed
+# after scripts/sweep-stale.sh has removed what killed earlier runs left (test names of dead runs only),
 # around a proof that the suite leaves a live corral agent alone: scripts/foreign-task.sh starts a
 # task with the DEFAULT cgroup parent and state dir before the host lane, checks it untouched after
 # the asan lane, and stops it.
@@ -14,7 +15,8 @@
 # counts as one failure. Exit 0 only when every lane passed.
 # Env: CORRAL_TEST_RUN_ID (default: a new one; names every cgroup/dir/container of this run),
 #      CORRAL_SKIP_V2=1 (no v2 lane), CORRAL_SKIP_ASAN=1 (no asan lane), CORRAL_SKIP_FOREIGN=1 (no
-#      foreign-task proof), CORRAL_SKIP_SETUP=1 (no setup-host/docker-up: repeated runs on a checkout
+#      foreign-task proof), CORRAL_TEST_RUNS_DIR (where live runs register, default
+#      /run/corral-test-runs), CORRAL_SKIP_SETUP=1 (no setup-host/docker-up: repeated runs on a checkout
 #      already built, e.g. the loaded runs), and CORRAL_TEST_SLOWDOWN (stretches every wait's bound).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +31,11 @@ CORRAL_TEST_RUN_ID=${CORRAL_TEST_RUN_ID:-$(date +%H%M%S)$(printf '%04x' $((RANDO
 export CORRAL_TEST_RUN_ID
 logs=$(mktemp -d "${TMPDIR:-/tmp}/corral-ci-logs.XXXXXX")
 foreign_stopped=""
-# However the run ends (a lane's abort included), the foreign task is stopped and the logs removed.
-trap '[ -z "${foreign-}" ] || [ -n "$foreign_stopped" ] || bash scripts/foreign-task.sh stop "$foreign" >/dev/null 2>&1 || true; rm -rf "$logs"' EXIT
+# This run is live while this script runs: scripts/sweep-stale.sh (another run's start) leaves its names alone.
+runs_dir=${CORRAL_TEST_RUNS_DIR:-/run/corral-test-runs}
+mkdir -p "$runs_dir" && echo $$ > "$runs_dir/$CORRAL_TEST_RUN_ID"
+# However the run ends (a lane's abort included), the foreign task is stopped, the logs and the registration removed.
+trap '[ -z "${foreign-}" ] || [ -n "$foreign_stopped" ] || bash scripts/foreign-task.sh stop "$foreign" >/dev/null 2>&1 || true; rm -rf "$logs"; rm -f "$runs_dir/$CORRAL_TEST_RUN_ID"' EXIT
 echo "test: run id $CORRAL_TEST_RUN_ID (every cgroup parent, state dir and container of this run is named corral-test-$CORRAL_TEST_RUN_ID-...)"
 
 total_pass=0 total_fail=0 status=0 summary=()
@@ -65,6 +70,10 @@ check() {
   "$@" || rc=$?
   if ((rc != 0)); then total_fail=$((total_fail + 1)) status=1; summary+=("$name: FAILED (exit $rc)"); else summary+=("$name: ok"); fi
 }
+
+# What killed earlier runs left (their test parents, groups and lock files; never a live run's, never
+# a non-test name) would otherwise pile up run after run: removed first.
+check "stale test groups swept" bash scripts/sweep-stale.sh
 
 foreign=""
 if [ -z "${CORRAL_SKIP_FOREIGN-}" ]; then
