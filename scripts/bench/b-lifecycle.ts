@@ -18,6 +18,7 @@ import {
   removeCgroupTree, v1Mounts, UNIFIED, type Measure, type Row, type Section, type BenchOptions,
 } from './lib.js';
 import { loadCgroupManager, loadNative, loadRawExec } from './corral.js';
+import { driverPhases } from './phases.js';
 
 const execFileP = promisify(cp.execFile);
 const LEVELS = [1, 32];
@@ -250,6 +251,14 @@ export async function run(o: BenchOptions): Promise<Section> {
     rows.push({ case: level === 1 ? 'sequential' : `${level} in flight`, values, checks });
   }
   void repsDone;
+  // Why the driver costs more than the layer: its lifecycle again, phase by phase.
+  if (driver && mgr && nat.ok && !failures['corral raw_exec'] && timeLeftMs() > 15_000) {
+    try {
+      notes.push(await driverPhases(driver, mgr, nat.value, o.quick ? 20 : 40));
+    } catch (err) {
+      notes.push(`driver phases: not measured (${errMsg(err)})`);
+    }
+  }
   // For reference: how far the syscall limit itself is from cgexec, and from plain spawn.
   const ref = rows
     .map((r) => {

@@ -137,10 +137,13 @@ async function main(): Promise<void> {
   fs.writeFileSync(path.join(outDir, `results-${stamp}.json`), JSON.stringify(result, null, 2));
   process.stdout.write(`written: bench-results/latest.json, bench-results/latest.md\n`);
   if (process.argv.includes('--record')) {
+    // A second recorded run on one day gets -2, -3...: an earlier record is never overwritten.
     const day = started.toISOString().slice(0, 10);
-    fs.writeFileSync(path.join(__dirname, `results-${day}.json`), JSON.stringify(result, null, 2));
-    fs.writeFileSync(path.join(__dirname, `results-${day}.md`), md);
-    process.stdout.write(`recorded: scripts/bench/results-${day}.json and .md\n`);
+    let name = `results-${day}`;
+    for (let i = 2; fs.existsSync(path.join(__dirname, `${name}.json`)); i++) name = `results-${day}-${i}`;
+    fs.writeFileSync(path.join(__dirname, `${name}.json`), JSON.stringify(result, null, 2));
+    fs.writeFileSync(path.join(__dirname, `${name}.md`), md);
+    process.stdout.write(`recorded: scripts/bench/${name}.json and .md\n`);
   }
 
 }

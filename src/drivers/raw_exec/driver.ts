@@ -19,7 +19,7 @@ import { openCgroupManager } from './cgroups.js';
 import { type RawExecPluginConfig, type RawExecTaskConfig, type ResolvedPluginConfig, resolvePluginConfig, validateTask } from './config.js';
 import { execInTask } from './exec.js';
 import { type RawExecDriverState, RawExecTask } from './task.js';
-import { startingHandle } from './record.js';
+import { handleCopy, startingHandle } from './record.js';
 import { checkRecoveredHandle } from './recovered-handle.js';
 import { type InterruptedStart, checkExecUser, checkGroupPaths, groupOf, identifyTaskProcess, resolveInterruptedStart } from './recover.js';
 import { processStartTime } from '../../store/owner.js';
@@ -165,7 +165,7 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
       attached = true;
       this.adopt(task);
       task.emitStarted(v.removedEnv);
-      return JSON.parse(JSON.stringify(handle)) as TaskHandle;
+      return handleCopy(handle);
     } catch (err) {
       await this.undoStart(v.id, spawned, attached, cg, persisted).catch(() => {});
       throw err;

@@ -35,3 +35,19 @@ export function startingHandle(v: ValidatedTask, cfg: TaskConfig<object>, mgr: C
     },
   };
 }
+
+/**
+ * The caller's copy of a handle, without a JSON round trip: the driver state (what the driver fills
+ * in and keeps) copied field by field; `config` is the caller's own TaskConfig, which the record
+ * already holds by reference.
+ */
+export function handleCopy(h: TaskHandle<RawExecDriverState>): TaskHandle {
+  const ds = h.driverState;
+  const driverState: RawExecDriverState = {
+    ...ds,
+    cgroup: ds.cgroup ? { ...ds.cgroup, paths: { ...ds.cgroup.paths } } : null,
+    groups: [...ds.groups],
+    env: { ...ds.env },
+  };
+  return { ...h, driverState } as unknown as TaskHandle;
+}
