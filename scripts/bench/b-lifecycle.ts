@@ -211,6 +211,15 @@ export async function run(o: BenchOptions): Promise<Section> {
       failures[im.key] = errMsg(err);
     }
   }
+  // Why the driver costs more than the layer: its lifecycle once more, phase by phase (before the
+  // repetitions, so that a run cut short by the time budget still says it).
+  if (driver && mgr && nat.ok && !failures['corral raw_exec']) {
+    try {
+      notes.push(await driverPhases(driver, mgr, nat.value, o.quick ? 15 : 30));
+    } catch (err) {
+      notes.push(`driver phases: not measured (${errMsg(err)})`);
+    }
+  }
   // Repetitions outermost, so that a run cut short by the time budget still has every level.
   const runs: Record<string, Record<string, number[]>> = {};
   let repsDone = 0;
@@ -251,14 +260,6 @@ export async function run(o: BenchOptions): Promise<Section> {
     rows.push({ case: level === 1 ? 'sequential' : `${level} in flight`, values, checks });
   }
   void repsDone;
-  // Why the driver costs more than the layer: its lifecycle again, phase by phase.
-  if (driver && mgr && nat.ok && !failures['corral raw_exec'] && timeLeftMs() > 15_000) {
-    try {
-      notes.push(await driverPhases(driver, mgr, nat.value, o.quick ? 20 : 40));
-    } catch (err) {
-      notes.push(`driver phases: not measured (${errMsg(err)})`);
-    }
-  }
   // For reference: how far the syscall limit itself is from cgexec, and from plain spawn.
   const ref = rows
     .map((r) => {
