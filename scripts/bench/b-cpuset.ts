@@ -125,6 +125,7 @@ export async function run(o: BenchOptions): Promise<Section> {
     const kern: number[] = [];
     const sharedCreate: number[] = [];
     const inside: number[] = [];
+    const split: Array<[number, number, number]> = [];
     let check = '';
     for (let r = 0; r < reps; r++) {
       if (r >= 3 && timeLeftMs() < 10_000) {
@@ -133,22 +134,36 @@ export async function run(o: BenchOptions): Promise<Section> {
       }
       // The native batch that writes the share pool, timed inside the create: the kernel moving every
       // shared task's affinity happens in that one write.
+      // The rest of the create is split the same way: the mkdirs, the other native write batches.
       const shareFile = shareCpusFile();
       const writeFiles = n.writeFiles;
+      const mkdirSync = fs.mkdirSync;
       let inShare = 0;
+      let inOther = 0;
+      let inMkdir = 0;
       n.writeFiles = ((paths: string[], values: string[]) => {
         const t = nowNs();
-        try { return writeFiles.call(n, paths, values); } finally { if (shareFile && paths.includes(shareFile)) inShare += usSince(t); }
+        try { return writeFiles.call(n, paths, values); } finally {
+          if (shareFile && paths.includes(shareFile)) inShare += usSince(t);
+          else inOther += usSince(t);
+        }
       }) as typeof n.writeFiles;
+      (fs as { mkdirSync: typeof fs.mkdirSync }).mkdirSync = ((...a: Parameters<typeof fs.mkdirSync>) => {
+        const t = nowNs();
+        try { return mkdirSync(...a); } finally { inMkdir += usSince(t); }
+      }) as typeof fs.mkdirSync;
       const t0 = nowNs();
       let g;
       try {
         g = mgr.create(randomUUID(), 'reserved', { resources: { cores: [core] } });
       } finally {
         n.writeFiles = writeFiles;
+        (fs as { mkdirSync: typeof fs.mkdirSync }).mkdirSync = mkdirSync;
       }
-      begin.push(usSince(t0));
+      const tb = usSince(t0);
+      begin.push(tb);
       inside.push(inShare);
+      split.push([inMkdir, inOther, tb - inShare - inOther - inMkdir]);
       if (r === 0) {
         // Untimed: every shared task is off the reserved core now.
         const on = shared.filter((s) => allowed(s.pid).includes(core)).length;
@@ -196,6 +211,8 @@ export async function run(o: BenchOptions): Promise<Section> {
       [INSIDE]: inside.some((x) => x > 0) ? measure(inside, 'µs') : missing('µs', 'no share write seen'),
     };
     rows.push({ case: `N = ${N}`, values, checks: [], extra: { 'shared tasks after the reservation began': check } });
+    const med = (k: 0 | 1 | 2) => measure(split.map((x) => x[k]), 'µs').median?.toFixed(0) ?? '?';
+    notes.push(`N = ${N}: the rest of "begins", medians in µs: mkdir of the task's groups ${med(0)}, the other write batches (the reserved group's cpus and mems, limits) ${med(1)}, everything else (host lock, the tree read, JS) ${med(2)}.`);
   }
   // Flat in N: the N = 1000 figures against N = 10's.
   const first = rows[0];

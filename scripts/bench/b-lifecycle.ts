@@ -224,7 +224,7 @@ export async function run(o: BenchOptions): Promise<Section> {
   const runs: Record<string, Record<string, number[]>> = {};
   let repsDone = 0;
   for (let r = 0; r < reps; r++) {
-    if (r > 0 && timeLeftMs() < 10_000) {
+    if (r > 0 && timeLeftMs() < 30_000) {
       notes.push(`time budget reached: ${r} of ${reps} batches per figure were run`);
       break;
     }

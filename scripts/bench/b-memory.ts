@@ -32,7 +32,7 @@ const N = Number(process.argv[1]);
 interface Mem { rss: number; heap: number; note: string; running?: number }
 
 export async function run(o: BenchOptions): Promise<Section> {
-  const sizes = o.quick ? [100, 300] : [100, 500];
+  const sizes = o.quick ? [100, 200] : [200, 400];
   const notes: string[] = [];
   const KiB = 1024;
   const parentName = `${BENCH_PARENT}-mem`;
