@@ -494,7 +494,7 @@ test('cgroups v2 engine: containers get corral\'s slice as cgroup parent (engine
     const removed: string[] = [];
     const mgr = {
       version: 'v2', parentName, sharedCores: () => [0],
-      create: (allocId: string, name: string) => {
+      createAsync: async (allocId: string, name: string) => {
         made.push(`${allocId}-${name}`);
         return { name: `${allocId}-${name}`, destroy: async () => { removed.push(`${allocId}-${name}`); } };
       },

@@ -24,7 +24,10 @@ export async function driverPhases(driver: TaskDriver, mgr: CgroupManager, addon
       : function (this: unknown, ...a: unknown[]) { const t = process.hrtime.bigint(); try { return orig.apply(this, a); } finally { add(label, t); } };
     undo.push(() => { obj[name] = orig; });
   };
-  for (const m of ['get', 'create', 'put', 'delete']) wrap(TaskStore.prototype, m, `store.${m}`);
+  for (const m of ['get', 'create', 'put', 'delete']) {
+    wrap(TaskStore.prototype, m, `store.${m}`);
+    if (m !== 'get' && `${m}Async` in TaskStore.prototype) wrap(TaskStore.prototype, `${m}Async`, `store.${m}`, true);
+  }
   const a = addon as unknown as { spawn: Fn };
   const spawn = a.spawn;
   a.spawn = function (this: unknown, opts: unknown, cb: Fn) {
@@ -34,7 +37,7 @@ export async function driverPhases(driver: TaskDriver, mgr: CgroupManager, addon
     } finally { add('native spawn, synchronous part (on the loop)', t); }
   };
   undo.push(() => { a.spawn = spawn; });
-  const m = mgr as unknown as { create: Fn };
+  const m = mgr as unknown as { create: Fn; createAsync?: Fn };
   const create = m.create;
   m.create = function (this: unknown, ...args: unknown[]) {
     const t = process.hrtime.bigint();
@@ -44,6 +47,17 @@ export async function driverPhases(driver: TaskDriver, mgr: CgroupManager, addon
     return g;
   };
   undo.push(() => { m.create = create; });
+  const createAsync = m.createAsync;
+  if (createAsync) {
+    m.createAsync = async function (this: unknown, ...args: unknown[]) {
+      const t = process.hrtime.bigint();
+      const g = await createAsync.apply(this, args);
+      add('cgroup create', t);
+      wrap(g, 'destroy', 'cgroup destroy', true);
+      return g;
+    };
+    undo.push(() => { m.createAsync = createAsync; });
+  }
   const t0 = process.hrtime.bigint();
   try {
     for (let i = 0; i < n; i++) {
