@@ -9,6 +9,7 @@ import test from 'ava';
 import { createCgroupManager } from '../src/cgroups/factory.js';
 import type { CgroupManager } from '../src/cgroups/types.js';
 import { DockerDriver } from '../src/drivers/docker/index.js';
+import { RawExecDriver } from '../src/drivers/raw_exec/index.js';
 import { containerPlacement } from '../src/drivers/docker/cpusets.js';
 import type { TaskConfig } from '../src/drivers/contract.js';
 import { CpusetConflictError } from '../src/errors.js';
@@ -100,6 +101,15 @@ test.serial('host dockerd: the parent it gets here; reserved cores held in the p
   t.true(e2 instanceof CpusetConflictError, String(e2));
   t.deepEqual(groupDirsUnder(parent).filter((d) => d.includes(second.allocId)), [], 'a refused start leaves no group');
   t.deepEqual((await docker.listContainers({ all: true, filters: { label: [`io.corral.task_id=${second.id}`] } })).length, 0, 'nor a container');
+
+  // raw_exec's recovery on the same state dir and parent leaves the docker task's group (it names no
+  // raw_exec record, and on v1 it holds no process) and so its reservation.
+  // (Its own manager, as another process would have: the docker driver's knows the group in memory.)
+  const raw = new RawExecDriver({ stateDir: sb.stateDir, cgroupManager: createCgroupManager({ layout: layout!, parentName: parent, lockDir: sb.stateDir }) });
+  sb.defer(() => raw.shutdown());
+  const rec = await raw.recoverAll();
+  t.false(rec.staleRemoved.includes(`${reserved.allocId}-pinned`), JSON.stringify(rec.staleRemoved));
+  t.deepEqual(mgr!.sharedCores(), rest, 'the reservation survives raw_exec\'s clean-up of stale groups');
 
   // A shared container started now runs on the share pool, off the reserved core.
   const shared = task('shared', sb.labels);

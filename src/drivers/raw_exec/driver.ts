@@ -267,8 +267,12 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
       // A group created since the listing above belongs to a record created before it (write-ahead):
       // on a miss, list once more before calling a group stale.
       let again: Set<string> | undefined;
+      // A docker task's group in this parent (its reserved cores; on v1 and for systemd engines it holds
+      // no process) is named by the docker record in a shared state dir: never stale either.
+      const docker = new Set(this.store.records('docker').records
+        .map((r) => (r.handle.driverState as { cgroup?: unknown } | undefined)?.cgroup).filter((g): g is string => typeof g === 'string'));
       const keep = (name: string) => {
-        if ((named.get(name) ?? 0) > 0) return true;
+        if ((named.get(name) ?? 0) > 0 || docker.has(name)) return true;
         again ??= new Set(this.store.records(RAW_EXEC).records.map((r) => groupOf(r.handle)).filter((g): g is string => g !== undefined));
         return again.has(name);
       };
