@@ -1,92 +1,35 @@
 // ProcessHandle: one process behind one pidfd, owned by this object for its whole life (one owner
 // per fd: TypeScript never sees the number). It signals through the pidfd (never a reused pid),
-// watches for the exit with a uv_poll_t on the main loop, then reaps with wait4.
-//
-// Lifetime: a Proc is owned jointly by its uv handle (until the close callback) and its JS wrapper
-// (until finalized); freed when both are gone. napi state (callback reference, async context) is
-// released on the loop while the env is alive: when the exit is delivered, on close(), or by the env
-// cleanup hook (worker thread exit). Nothing napi is touched after the cleanup hook ran.
-#include "process.h"
-
+// watches for the exit with a uv_poll_t on the main loop (pollwatch.h: lifetime, teardown), then
+// reaps with wait4.
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <unistd.h>
-#include <uv.h>
-
-#include <unordered_set>
-#include <vector>
 
 #include "args.h"
 #include "errors.h"
-
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_send_signal
-#define SYS_pidfd_send_signal 424
-#endif
+#include "pidfd.h"
+#include "pollwatch.h"
+#include "process.h"
 
 namespace corral {
 
 namespace {
 
-struct Proc;
-
-// Per-env registry: the wrapper class and every Proc whose handle is not closed yet.
-struct ProcEnv {
-  Napi::FunctionReference ctor;
-  std::unordered_set<Proc*> open;
-  bool gone = false;
-};
-
-struct Proc {
-  uv_poll_t poll;
-  ProcEnv* penv = nullptr;
-  napi_env env = nullptr;
-  int pidfd = -1;
+struct Proc : PollWatch {
   pid_t pid = 0;
   bool reap = true;
   bool child = false;  // spawned by us: ours to reap
   bool watching = false;
-  bool closing = false;  // uv_close called: no callback from now on, pidfd about to close
-  int owners = 2;        // the uv handle and the JS wrapper
-  napi_ref callback = nullptr;
-  napi_async_context async = nullptr;
 
-  // Called on the loop while the env is alive.
-  void ReleaseNapi() {
-    if (callback != nullptr) napi_delete_reference(env, callback);
-    callback = nullptr;
-    if (async != nullptr) napi_async_destroy(env, async);
-    async = nullptr;
-  }
-  void Release() {
-    if (--owners == 0) delete this;
+  // Env teardown: nobody will watch our child any more; it must not stay a zombie.
+  void TearDown() override {
+    if (child && (reap || !watching)) ReapLater(pid);
+    Close();
   }
 };
-
-void OnClosed(uv_handle_t* h) {
-  Proc* p = static_cast<Proc*>(h->data);
-  if (p->pidfd >= 0) close(p->pidfd);
-  p->pidfd = -1;
-  p->Release();
-}
-
-// Stops the watch and closes the pidfd (in the close callback). Must run while napi state may be
-// released: always on the loop, env alive.
-void CloseProc(Proc* p) {
-  if (p->closing) return;
-  p->closing = true;
-  p->ReleaseNapi();
-  if (p->penv != nullptr) p->penv->open.erase(p);
-  uv_poll_stop(&p->poll);
-  uv_close(reinterpret_cast<uv_handle_t*>(&p->poll), OnClosed);
-}
 
 napi_value Num(napi_env env, double d) {
   napi_value v;
@@ -96,7 +39,7 @@ napi_value Num(napi_env env, double d) {
 
 void OnReadable(uv_poll_t* handle, int status, int /*events*/) {
   Proc* p = static_cast<Proc*>(handle->data);
-  if (p->closing || (p->penv != nullptr && p->penv->gone)) return;
+  if (p->closing) return;
   int st = 0;
   struct rusage ru = {};
   bool reaped = false;
@@ -111,12 +54,12 @@ void OnReadable(uv_poll_t* handle, int status, int /*events*/) {
   napi_env env = p->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) {
-    CloseProc(p);
+    p->Close();
     return;
   }
   // Built with raw napi calls and checked statuses: if the env is terminating (a worker being
   // stopped) every call fails and we only close, instead of throwing into a dead env.
-  napi_value info, nul, fn = nullptr, global, unused;
+  napi_value info, nul;
   napi_create_object(env, &info);
   napi_get_null(env, &nul);
   napi_value code = nul, sig = nul;
@@ -135,43 +78,25 @@ void OnReadable(uv_poll_t* handle, int status, int /*events*/) {
     napi_set_named_property(env, r, "maxRssKb", Num(env, static_cast<double>(ru.ru_maxrss)));
     napi_set_named_property(env, info, "rusage", r);
   }
-  if (p->callback != nullptr) napi_get_reference_value(env, p->callback, &fn);
-  napi_async_context async = p->async;
-  p->async = nullptr;  // destroyed below, after the call
-  CloseProc(p);        // releases the reference (fn stays alive in this scope) and the pidfd
-  napi_get_global(env, &global);
-  if (fn != nullptr && async != nullptr) {
-    napi_status s = napi_make_callback(env, async, global, fn, 1, &info, &unused);
-    if (s == napi_pending_exception) {
-      napi_value e;
-      if (napi_get_and_clear_last_exception(env, &e) == napi_ok) napi_fatal_exception(env, e);
-    }
-  }
-  if (async != nullptr) napi_async_destroy(env, async);
+  // The handle is closed before the callback runs (it sees `closed`, and signal() gives ESRCH).
+  JsCallback cb = p->cb;
+  p->cb = JsCallback();
+  p->Close();
+  cb.Call(env, 1, &info, true);
   napi_close_handle_scope(env, scope);
 }
 
-class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
+class ProcessHandle : public WatchWrap<ProcessHandle, Proc> {
  public:
+  static constexpr const char* kCreatedBy = "ProcessHandle is created by spawn() or openProcess()";
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "ProcessHandle",
-                       {InstanceMethod<&ProcessHandle::Watch>("watch"),
-                        InstanceMethod<&ProcessHandle::Signal>("signal"),
-                        InstanceMethod<&ProcessHandle::Close>("close"), InstanceMethod<&ProcessHandle::Ref>("ref"),
-                        InstanceMethod<&ProcessHandle::Unref>("unref"),
-                        InstanceAccessor<&ProcessHandle::Pid>("pid"),
-                        InstanceAccessor<&ProcessHandle::Closed>("closed")});
+                       Methods({InstanceMethod<&ProcessHandle::Watch>("watch"),
+                                InstanceMethod<&ProcessHandle::Signal>("signal"),
+                                InstanceAccessor<&ProcessHandle::Pid>("pid"),
+                                InstanceAccessor<&ProcessHandle::Closed>("closed")}));
   }
-  explicit ProcessHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProcessHandle>(info) {
-    if (info.Length() < 1 || !info[0].IsExternal()) {
-      ThrowType(info.Env(), "ProcessHandle is created by spawn() or openProcess()");
-      return;
-    }
-    p_ = info[0].As<Napi::External<Proc>>().Data();
-  }
-  ~ProcessHandle() override {
-    if (p_ != nullptr) p_->Release();
-  }
+  using WatchWrap::WatchWrap;
 
  private:
   // watch(reap, callback): once; the callback gets ExitInfo once, then the handle is closed.
@@ -179,22 +104,16 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[0].IsBoolean() || !info[1].IsFunction())
       return ThrowType(env, "watch(reap: boolean, callback: (info) => void)");
-    if (p_ == nullptr || p_->closing) return ThrowErrno(env, EBADF, "watch");
-    if (p_->watching) return ThrowType(env, "watch: this process is already watched");
-    p_->reap = info[0].As<Napi::Boolean>().Value();
-    napi_value name;
-    napi_create_string_utf8(env, "corral.processExit", NAPI_AUTO_LENGTH, &name);
-    if (napi_create_reference(env, info[1], 1, &p_->callback) != napi_ok ||
-        napi_async_init(env, nullptr, name, &p_->async) != napi_ok) {
-      p_->ReleaseNapi();
-      return ThrowErrno(env, ENOMEM, "watch");
-    }
-    int r = uv_poll_start(&p_->poll, UV_READABLE, OnReadable);
+    if (!open()) return ThrowErrno(env, EBADF, "watch");
+    if (w_->watching) return ThrowType(env, "watch: this process is already watched");
+    w_->reap = info[0].As<Napi::Boolean>().Value();
+    if (!w_->cb.Hold(env, info[1], "corral.processExit")) return ThrowErrno(env, ENOMEM, "watch");
+    int r = uv_poll_start(&w_->poll, UV_READABLE, OnReadable);
     if (r < 0) {
-      p_->ReleaseNapi();
+      w_->cb.Release(env);
       return ThrowErrno(env, -r, "uv_poll_start");
     }
-    p_->watching = true;
+    w_->watching = true;
     return env.Undefined();
   }
   // signal(sig): pidfd_send_signal. ESRCH once the process is gone (or the handle closed after its exit).
@@ -202,56 +121,26 @@ class ProcessHandle : public Napi::ObjectWrap<ProcessHandle> {
     Napi::Env env = info.Env();
     int64_t sig = 0;
     if (!IntArg(env, info[0], "signal", 0, 64, &sig)) return env.Undefined();
-    if (p_ == nullptr || p_->closing || p_->pidfd < 0) return ThrowErrno(env, ESRCH, "pidfd_send_signal");
-    if (syscall(SYS_pidfd_send_signal, p_->pidfd, static_cast<int>(sig), nullptr, 0) < 0)
-      return ThrowErrno(env, errno, "pidfd_send_signal");
+    if (!open() || w_->fd < 0) return ThrowErrno(env, ESRCH, "pidfd_send_signal");
+    if (PidfdSignal(w_->fd, static_cast<int>(sig)) < 0) return ThrowErrno(env, errno, "pidfd_send_signal");
     return env.Undefined();
   }
-  Napi::Value Close(const Napi::CallbackInfo& info) {
-    if (p_ != nullptr) CloseProc(p_);
-    return info.Env().Undefined();
-  }
-  Napi::Value Ref(const Napi::CallbackInfo& info) {
-    if (p_ != nullptr && !p_->closing) uv_ref(reinterpret_cast<uv_handle_t*>(&p_->poll));
-    return info.Env().Undefined();
-  }
-  Napi::Value Unref(const Napi::CallbackInfo& info) {
-    if (p_ != nullptr && !p_->closing) uv_unref(reinterpret_cast<uv_handle_t*>(&p_->poll));
-    return info.Env().Undefined();
-  }
   Napi::Value Pid(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), p_ != nullptr ? static_cast<double>(p_->pid) : 0);
+    return Napi::Number::New(info.Env(), w_ != nullptr ? static_cast<double>(w_->pid) : 0);
   }
-  Napi::Value Closed(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), p_ == nullptr || p_->closing);
-  }
-  Proc* p_ = nullptr;
+  Napi::Value Closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !open()); }
 };
 
-// The env is going away (worker thread exit, process teardown): release every open Proc's napi
-// state now, while the env is alive, and close its handle; the pidfds close in the close callbacks.
-void CleanupProcs(void* arg) {
-  ProcEnv* pe = static_cast<ProcEnv*>(arg);
-  pe->gone = true;
-  std::vector<Proc*> open(pe->open.begin(), pe->open.end());
-  for (Proc* p : open) {
-    if (p->child && (p->reap || !p->watching)) ReapLater(p->pid);
-    CloseProc(p);
-  }
-  pe->ctor.Reset();
-  delete pe;  // every Proc has left `open`; their penv pointers are no longer followed (gone)
-}
-
-ProcEnv* EnvOf(const Napi::CallbackInfo& info) { return static_cast<ProcEnv*>(info.Data()); }
+WatchSet* SetOf(const Napi::CallbackInfo& info) { return static_cast<WatchSet*>(info.Data()); }
 
 // openProcess(pid): ProcessHandle (pidfd_open).
 Napi::Value OpenProcess(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t pid = 0;
   if (!IntArg(env, info[0], "pid", 1, 0x3fffffff, &pid)) return env.Undefined();
-  long fd = syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0);
+  int fd = PidfdOpen(static_cast<pid_t>(pid));
   if (fd < 0) return ThrowErrno(env, errno, "pidfd_open");
-  return WrapProcess(env, EnvOf(info), static_cast<int>(fd), static_cast<pid_t>(pid), false);
+  return WrapProcess(env, SetOf(info), fd, static_cast<pid_t>(pid), false);
 }
 
 void* ReapThread(void* arg) {
@@ -282,41 +171,16 @@ void ReapLater(pid_t pid) {
 
 // Takes ownership of pidfd, also on failure (closed then).
 Napi::Value WrapProcess(Napi::Env env, void* proc_env, int pidfd, pid_t pid, bool child) {
-  ProcEnv* pe = static_cast<ProcEnv*>(proc_env);
-  uv_loop_t* loop = nullptr;
-  if (pe == nullptr || pe->gone || napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
-    close(pidfd);
-    return ThrowErrno(env, EINVAL, "uv_poll_init");
-  }
   Proc* p = new Proc();
-  p->env = env;
-  p->pidfd = pidfd;
   p->pid = pid;
   p->child = child;
-  int r = uv_poll_init(loop, &p->poll, pidfd);
-  if (r < 0) {
-    close(pidfd);
-    delete p;
-    return ThrowErrno(env, -r, "uv_poll_init");
-  }
-  p->poll.data = p;
-  p->penv = pe;
-  pe->open.insert(p);
-  Napi::Object obj = pe->ctor.New({Napi::External<Proc>::New(env, p)});
-  if (env.IsExceptionPending()) {
-    p->owners = 1;  // no JS wrapper exists
-    CloseProc(p);
-    return env.Undefined();
-  }
-  return obj;
+  return static_cast<WatchSet*>(proc_env)->Adopt(env, p, pidfd);
 }
 
 void* InitPidfd(Napi::Env env, Napi::Object exports) {
-  ProcEnv* pe = new ProcEnv();
-  pe->ctor = Napi::Persistent(ProcessHandle::Define(env));
-  exports.Set("openProcess", Napi::Function::New(env, OpenProcess, "openProcess", pe));
-  napi_add_env_cleanup_hook(env, CleanupProcs, pe);
-  return pe;
+  WatchSet* set = WatchSet::Create(env, ProcessHandle::Define(env));
+  exports.Set("openProcess", Napi::Function::New(env, OpenProcess, "openProcess", set));
+  return set;
 }
 
 }  // namespace corral

@@ -7,9 +7,6 @@
 // to an outsider. The waits that used to run here (groupKill, waitEmpty, waitFrozen) are events on
 // the loop now: src/cgroups/io.ts with watchEvents (events.cc).
 #include <errno.h>
-#include <signal.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <string>
@@ -19,13 +16,7 @@
 #include "cgroupfs.h"
 #include "errors.h"
 #include "fd.h"
-
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_send_signal
-#define SYS_pidfd_send_signal 424
-#endif
+#include "pidfd.h"
 
 namespace corral {
 
@@ -52,7 +43,7 @@ Napi::Value SignalGroup(const Napi::CallbackInfo& info) {
   double gone = 0;
   for (int32_t pid : first) {
     if (pid <= 0) continue;  // never a process group
-    long fd = syscall(SYS_pidfd_open, pid, 0);
+    int fd = PidfdOpen(pid);
     if (fd < 0) {
       if (errno == ESRCH) {
         gone++;
@@ -60,7 +51,7 @@ Napi::Value SignalGroup(const Napi::CallbackInfo& info) {
       }
       return ThrowErrno(env, errno, "pidfd_open", procs.c_str());
     }
-    pinned.push_back(Pinned{pid, UniqueFd(static_cast<int>(fd))});
+    pinned.push_back(Pinned{pid, UniqueFd(fd)});
   }
   err = ReadPidList(procs.c_str(), &second, &sc);
   if (err != 0) return ThrowErrno(env, err, sc, procs.c_str());
@@ -72,7 +63,7 @@ Napi::Value SignalGroup(const Napi::CallbackInfo& info) {
       gone++;  // exited (or moved out) between the reads
       continue;
     }
-    if (syscall(SYS_pidfd_send_signal, p.fd.get(), static_cast<int>(sig), nullptr, 0) == 0)
+    if (PidfdSignal(p.fd.get(), static_cast<int>(sig)) == 0)
       signalled++;
     else if (errno == ESRCH)
       gone++;

@@ -16,9 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
@@ -30,17 +27,14 @@
 #include <unordered_set>
 #include <vector>
 
-#include "spawn_pool.h"
-#include "args.h"
-#include "cgroupfs.h"
 #include "child.h"
 #include "errors.h"
 #include "fd.h"
+#include "jscall.h"
+#include "pidfd.h"
 #include "process.h"
-
-#ifndef SYS_pidfd_send_signal
-#define SYS_pidfd_send_signal 424
-#endif
+#include "spawn_pool.h"
+#include "spawn_request.h"
 
 namespace corral {
 
@@ -64,15 +58,7 @@ enum class State { kRunning, kDone, kAbandoned };
 
 struct Job {
   std::shared_ptr<Hub> hub;
-  // Inputs, owned here: the child reads them through ctx until execve.
-  std::string file, cwd, cgroup_dir, oom;
-  bool has_cwd = false, has_cg = false, has_oom = false;
-  std::vector<std::string> argv_s, envp_s, joins_s;
-  std::vector<char*> argv_p, envp_p;
-  std::vector<const char*> joins_p;
-  std::vector<gid_t> groups;
-  ChildCtx ctx = {};
-  int64_t timeout_ms = 0;
+  SpawnRequest req;  // the child reads it through req.ctx until execve
   // Results.
   State state = State::kRunning;  // guarded by hub->mu
   volatile int pidfd = -1;        // written by the kernel during clone; read by the timer under mu
@@ -81,65 +67,21 @@ struct Job {
   SysError err;
   // Loop side.
   uv_timer_t* timer = nullptr;
-  napi_ref callback = nullptr;
-  napi_async_context async = nullptr;
+  JsCallback cb;
   // The thread's and the loop's claims; each side drops its own once it will not touch the job again.
   std::atomic<int> refs{2};
 
   void Unref() {
     if (--refs == 0) delete this;
   }
-  void ReleaseNapi(napi_env env) {
-    if (callback != nullptr) napi_delete_reference(env, callback);
-    callback = nullptr;
-    if (async != nullptr) napi_async_destroy(env, async);
-    async = nullptr;
-  }
 };
-
-std::vector<char*> CPointers(std::vector<std::string>& strs) {
-  std::vector<char*> p;
-  p.reserve(strs.size() + 1);
-  for (auto& s : strs) p.push_back(&s[0]);
-  p.push_back(nullptr);
-  return p;
-}
-
-std::string DirOf(const std::string& file) {
-  size_t slash = file.rfind('/');
-  return slash == std::string::npos ? std::string(".") : file.substr(0, slash);
-}
-
-// Is a group this child is about to enter frozen? v1: freezer.state beside a joined cgroup.procs
-// (FROZEN or FREEZING; a frozen ancestor shows here too). v2: "frozen 1" in cgroup.events.
-bool FrozenGroup(const Job& j, std::string* which) {
-  std::string text;
-  const char* sc = "";
-  for (const auto& procs : j.joins_s) {
-    std::string dir = DirOf(procs);
-    if (ReadWhole((dir + "/freezer.state").c_str(), &text, &sc) == 0 && text.compare(0, 6, "THAWED") != 0) {
-      *which = dir;
-      return true;
-    }
-    if (ReadWhole((dir + "/cgroup.events").c_str(), &text, &sc) == 0 && text.find("frozen 1") != std::string::npos) {
-      *which = dir;
-      return true;
-    }
-  }
-  if (j.has_cg && ReadWhole((j.cgroup_dir + "/cgroup.events").c_str(), &text, &sc) == 0 &&
-      text.find("frozen 1") != std::string::npos) {
-    *which = j.cgroup_dir;
-    return true;
-  }
-  return false;
-}
 
 // Kills (if it exec'd) and reaps the child of an abandoned or failed job, and closes its pidfd.
 // Runs on the job's thread, which may block here until a frozen group thaws.
 // wait=false (env teardown, on the loop): SIGKILL, then reaped in the background (ReapLater).
 void DisposeChild(Job* j, bool kill_it, bool wait = true) {
   if (j->pid > 0) {
-    if (kill_it && j->pidfd >= 0) syscall(SYS_pidfd_send_signal, j->pidfd, SIGKILL, nullptr, 0);
+    if (kill_it && j->pidfd >= 0) PidfdSignal(j->pidfd, SIGKILL);
     int status;
     if (wait) {
       while (waitpid(static_cast<pid_t>(j->pid), &status, __WALL) < 0 && errno == EINTR) {
@@ -158,15 +100,16 @@ void* ThreadMain(void* arg) {
   std::string frozen;
   UniqueFd cgfd;
   bool cloned = false;
-  if (FrozenGroup(*j, &frozen)) {
+  if (j->req.FrozenGroup(&frozen)) {
     j->err.set(EBUSY, "cgroup-frozen", frozen);
     j->err.detail = "cgroup is frozen";
   } else {
-    if (j->has_cg) cgfd.reset(open(j->cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (j->has_cg && !cgfd.valid()) {
-      j->err.set(errno, "open", j->cgroup_dir);
+    SpawnRequest& r = j->req;
+    if (r.has_cg) cgfd.reset(open(r.cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (r.has_cg && !cgfd.valid()) {
+      j->err.set(errno, "open", r.cgroup_dir);
     } else {
-      cloned = CloneChild(&j->ctx, cgfd.get(), j->cgroup_dir, &j->joins_p, &j->pidfd, &j->pid, &j->placement, &j->err);
+      cloned = CloneChild(&r.ctx, cgfd.get(), r.cgroup_dir, &r.joins_p, &j->pidfd, &j->pid, &j->placement, &j->err);
     }
   }
   cgfd.reset();
@@ -176,10 +119,11 @@ void* ThreadMain(void* arg) {
     // no fd is closed before the state changes; and env teardown marks running jobs abandoned.
     std::unique_lock<std::mutex> lock(hub->mu);
     if (j->state != State::kAbandoned) {
-      if (cloned && j->ctx.err != 0) {
+      const ChildCtx& c = j->req.ctx;
+      if (cloned && c.err != 0) {
         // The child failed before execve and has exited (vfork: we resume only after that): the
         // reap does not wait.
-        j->err.set(j->ctx.err, StepSyscall(j->ctx.step), j->ctx.err_path != nullptr ? j->ctx.err_path : "");
+        j->err.set(c.err, StepSyscall(c.step), c.err_path != nullptr ? c.err_path : "");
         DisposeChild(j, false);
       }
       j->state = State::kDone;
@@ -215,8 +159,8 @@ void Deliver(Hub* hub, Job* j, bool timed_out) {
   size_t argc = 1;
   if (timed_out) {
     SysError te;
-    te.set(ETIMEDOUT, "spawn", j->has_cg ? j->cgroup_dir : j->joins_s.empty() ? std::string() : DirOf(j->joins_s[0]));
-    te.detail = "timed out after " + std::to_string(j->timeout_ms) + " ms";
+    te.set(ETIMEDOUT, "spawn", j->req.Where());
+    te.detail = "timed out after " + std::to_string(j->req.timeout_ms) + " ms";
     args[0] = MakeError(e, te).Value();
   } else if (j->err) {
     args[0] = MakeError(e, j->err).Value();
@@ -236,20 +180,7 @@ void Deliver(Hub* hub, Job* j, bool timed_out) {
       argc = 2;
     }
   }
-  napi_value fn = nullptr, global, unused;
-  if (j->callback != nullptr) napi_get_reference_value(env, j->callback, &fn);
-  napi_get_global(env, &global);
-  napi_async_context async = j->async;
-  j->async = nullptr;
-  if (fn != nullptr && async != nullptr) {
-    napi_status s = napi_make_callback(env, async, global, fn, argc, args, &unused);
-    if (s == napi_pending_exception) {
-      napi_value ex;
-      if (napi_get_and_clear_last_exception(env, &ex) == napi_ok) napi_fatal_exception(env, ex);
-    }
-  }
-  if (async != nullptr) napi_async_destroy(env, async);
-  j->ReleaseNapi(env);
+  j->cb.Call(env, argc, args, true);
 }
 
 // A few results per turn of the loop: each delivery runs its caller's continuation (a start records
@@ -281,7 +212,7 @@ void OnTimeout(uv_timer_t* t) {
     j->state = State::kAbandoned;
     // While it is running the thread touches no fd, so the pidfd the kernel published (if any) is
     // valid here: the child dies as soon as the kernel lets it (at once in a frozen v2 group).
-    if (j->pidfd >= 0) syscall(SYS_pidfd_send_signal, j->pidfd, SIGKILL, nullptr, 0);
+    if (j->pidfd >= 0) PidfdSignal(j->pidfd, SIGKILL);
   }
   // From here the thread disposes of the child; we only deliver the error.
   Deliver(hub, j, true);
@@ -309,89 +240,12 @@ void CleanupHub(void* arg) {
   for (Job* j : finished) DisposeChild(j, true, false);  // exec'd children nobody will ever watch
   for (Job* j : hub->pending) {
     CloseTimer(j);
-    j->ReleaseNapi(hub->env);
+    j->cb.Release(hub->env);
     j->Unref();
   }
   hub->pending.clear();
   uv_close(reinterpret_cast<uv_handle_t*>(hub->async), [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
   hub->async = nullptr;
-}
-
-// Parses spawn's options into j (strictly: a TypeError names the first bad field).
-bool ParseOptions(Napi::Env env, const Napi::Object& o, Job* j) {
-  if (!StringArg(env, o.Get("file"), "spawn: opts.file", &j->file)) return false;
-  if (j->file.empty()) return TypeFail(env, "spawn: opts.file", "must not be empty");
-  if (!StringArrayArg(env, o.Get("argv"), "spawn: opts.argv", kMaxList, &j->argv_s)) return false;
-  if (!StringArrayArg(env, o.Get("envp"), "spawn: opts.envp", kMaxList, &j->envp_s)) return false;
-  Napi::Value v = o.Get("cwd");
-  if ((j->has_cwd = !v.IsUndefined() && !v.IsNull()) && !StringArg(env, v, "spawn: opts.cwd", &j->cwd)) return false;
-  v = o.Get("cgroupDir");
-  if ((j->has_cg = !v.IsUndefined() && !v.IsNull()) && !StringArg(env, v, "spawn: opts.cgroupDir", &j->cgroup_dir))
-    return false;
-  v = o.Get("joinProcs");
-  if (!v.IsUndefined() && !v.IsNull() && !StringArrayArg(env, v, "spawn: opts.joinProcs", 64, &j->joins_s)) return false;
-  bool has_uid, has_gid, has_oom;
-  int64_t uid = 0, gid = 0, oom = 0;
-  // uid/gid -1 (0xffffffff) means "unchanged" to the kernel: never accepted.
-  if (!OptIntProp(env, o, "uid", "spawn: opts.uid", 0, 0xfffffffeLL, &has_uid, &uid)) return false;
-  if (!OptIntProp(env, o, "gid", "spawn: opts.gid", 0, 0xfffffffeLL, &has_gid, &gid)) return false;
-  if (!OptIntProp(env, o, "oomScoreAdj", "spawn: opts.oomScoreAdj", -1000, 1000, &has_oom, &oom)) return false;
-  v = o.Get("groups");
-  bool has_groups = !v.IsUndefined() && !v.IsNull();
-  if (has_groups) {
-    if (!v.IsArray()) return TypeFail(env, "spawn: opts.groups", "must be an array of gids");
-    Napi::Array ga = v.As<Napi::Array>();
-    uint32_t n = ga.Length();
-    if (n > 65536) return TypeFail(env, "spawn: opts.groups", "is too long (NGROUPS_MAX is 65536)");
-    for (uint32_t i = 0; i < n; i++) {
-      int64_t g = 0;
-      if (!IntArg(env, ga.Get(i), "spawn: opts.groups[i]", 0, 0xfffffffeLL, &g)) return false;
-      j->groups.push_back(static_cast<gid_t>(g));
-    }
-  }
-  v = o.Get("stdio");
-  if (!v.IsArray() || v.As<Napi::Array>().Length() != 3)
-    return TypeFail(env, "spawn: opts.stdio", "must be [stdin, stdout, stderr] fds (-1 = /dev/null)");
-  for (uint32_t i = 0; i < 3; i++) {
-    int64_t fd = 0;
-    if (!IntArg(env, v.As<Napi::Array>().Get(i), "spawn: opts.stdio[i]", -1, 0x7fffffff, &fd)) return false;
-    j->ctx.stdio[i] = static_cast<int>(fd);
-  }
-  int64_t timeout = 0;
-  if (!IntArg(env, o.Get("timeoutMs"), "spawn: opts.timeoutMs", 1, 24LL * 3600 * 1000, &timeout)) return false;
-  j->timeout_ms = timeout;
-  bool setsid_flag = o.Get("setsid").ToBoolean().Value();
-  bool ctty_flag = o.Get("controllingTty").ToBoolean().Value();
-  if (env.IsExceptionPending()) return false;
-  if (ctty_flag && !setsid_flag) return TypeFail(env, "spawn: opts.controllingTty", "needs opts.setsid");
-
-  // Everything the child reads is prepared here; the vectors are not touched again until it exec'd.
-  j->argv_p = CPointers(j->argv_s);
-  j->envp_p = CPointers(j->envp_s);
-  for (auto& s : j->joins_s) j->joins_p.push_back(s.c_str());
-  j->joins_p.reserve(j->joins_p.size() + 1);  // room for the v2 fallback join, no reallocation in the thread
-  if ((j->has_oom = has_oom)) j->oom = std::to_string(oom);
-  ChildCtx& c = j->ctx;
-  c.file = j->file.c_str();
-  c.argv = j->argv_p.data();
-  c.envp = j->envp_p.data();
-  c.cwd = j->has_cwd ? j->cwd.c_str() : nullptr;
-  c.oom = has_oom ? j->oom.c_str() : nullptr;
-  c.oom_len = j->oom.size();
-  c.setsid = setsid_flag;
-  c.ctty = ctty_flag;
-  c.set_groups = has_groups || has_uid || has_gid;
-  c.groups = j->groups.data();
-  c.ngroups = j->groups.size();
-  c.has_gid = has_gid;
-  c.gid = static_cast<gid_t>(gid);
-  c.has_uid = has_uid;
-  c.uid = static_cast<uid_t>(uid);
-  struct rlimit rl;
-  c.max_fd = 65536;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 65536)
-    c.max_fd = static_cast<int>(rl.rlim_cur);
-  return true;
 }
 
 // spawn(opts, callback(err, { pid, placement, process })): void
@@ -403,18 +257,12 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   std::unique_ptr<Job> j(new Job());
   j->hub = *holder;
   Hub* hub = j->hub.get();
-  if (!ParseOptions(env, info[0].As<Napi::Object>(), j.get())) return env.Undefined();
+  if (!ParseSpawnOptions(env, info[0].As<Napi::Object>(), &j->req)) return env.Undefined();
   if (hub->async == nullptr) return ThrowErrno(env, EINVAL, "spawn");
 
   uv_loop_t* loop = nullptr;
   napi_get_uv_event_loop(env, &loop);
-  napi_value name;
-  napi_create_string_utf8(env, "corral.spawn", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, info[1], 1, &j->callback) != napi_ok ||
-      napi_async_init(env, nullptr, name, &j->async) != napi_ok) {
-    j->ReleaseNapi(env);
-    return ThrowErrno(env, ENOMEM, "spawn");
-  }
+  if (!j->cb.Hold(env, info[1], "corral.spawn")) return ThrowErrno(env, ENOMEM, "spawn");
   j->timer = new uv_timer_t;
   uv_timer_init(loop, j->timer);
   j->timer->data = j.get();
@@ -423,13 +271,13 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   int r = SubmitSpawnJob(ThreadMain, j.get());
   if (r != 0) {
     CloseTimer(j.get());
-    j->ReleaseNapi(env);
+    j->cb.Release(env);
     return ThrowErrno(env, r, "pthread_create");
   }
   Job* jp = j.release();  // from here on, the state machine decides who frees it
   hub->pending.insert(jp);
   uv_update_time(loop);  // the bound counts from now, not from the start of this loop iteration
-  uv_timer_start(jp->timer, OnTimeout, static_cast<uint64_t>(jp->timeout_ms), 0);
+  uv_timer_start(jp->timer, OnTimeout, static_cast<uint64_t>(jp->req.timeout_ms), 0);
   return env.Undefined();
 }
 
