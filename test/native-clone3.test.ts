@@ -3,7 +3,9 @@
 // with EPERM (a seccomp profile older than clone3, common in CI sandboxes), ENOSYS or E2BIG, and
 // spawns `cat /proc/self/cgroup` into a cgroup2 group through the native spawn. The child must take
 // the join path (placement 'join') and be in the group when it runs: what it reads as its own cgroup
-// is the group. Without the filter (the control), the same spawn is placement 'clone3'.
+// is the group. Without the filter (the control), the same spawn is placement 'clone3'. A clone3
+// failure that is no reason to fall back (EAGAIN) is the spawn's error (syscall 'clone3'). Each
+// leaves no fd open in the spawning process.
 // x86_64 only (elsewhere there is no clone3 trampoline: spawn always joins).
 import test from 'ava';
 import * as cp from 'node:child_process';
@@ -30,7 +32,7 @@ function compileHelper(): string {
   return out;
 }
 
-interface Seen { placement: string; cgroup: string | null; exitCode: number | null }
+interface Seen { placement?: string; cgroup?: string | null; exitCode?: number | null; code?: string; syscall?: string; newFds: string[] }
 
 /** Runs test/helpers/clone3-child.ts (under the helper when `deny` is set); its JSON line and stderr. */
 function runChild(deny: string | undefined, group: string): { seen: Seen; stderr: string } {
@@ -51,7 +53,7 @@ function group(t: import('ava').ExecutionContext): { dir: string; rel: string } 
 ts('control: without a filter, a spawn into a cgroup2 group is clone3 with CLONE_INTO_CGROUP', (t) => {
   const g = group(t);
   const { seen } = runChild(undefined, g.dir);
-  t.deepEqual(seen, { placement: 'clone3', cgroup: g.rel, exitCode: 0 });
+  t.deepEqual(seen, { placement: 'clone3', cgroup: g.rel, exitCode: 0, newFds: [] });
 });
 
 for (const deny of ['EPERM', 'ENOSYS', 'E2BIG']) {
@@ -60,6 +62,14 @@ for (const deny of ['EPERM', 'ENOSYS', 'E2BIG']) {
     const { seen, stderr } = runChild(deny, g.dir);
     // The filter really answered corral's clone3 (and only that one) with the error.
     t.regex(stderr, /clone3-deny: denied 1 passed \d+/);
-    t.deepEqual(seen, { placement: 'join', cgroup: g.rel, exitCode: 0 });
+    t.deepEqual(seen, { placement: 'join', cgroup: g.rel, exitCode: 0, newFds: [] });
   });
 }
+
+ts('clone3 failing with EAGAIN (no reason to fall back): the spawn fails naming clone3, nothing started, no fd left', (t) => {
+  const g = group(t);
+  const { seen, stderr } = runChild('EAGAIN', g.dir);
+  t.regex(stderr, /clone3-deny: denied 1 passed \d+/);
+  t.deepEqual(seen, { code: 'EAGAIN', syscall: 'clone3', newFds: [] });
+  t.is(fs.readFileSync(path.join(g.dir, 'cgroup.procs'), 'utf8'), '');
+});

@@ -12,6 +12,7 @@ import { native, spawnProcess, type ExitInfo, type NativeError } from '../src/na
 import { CgroupIO, type GroupKillMethod, type GroupKillResult } from '../src/cgroups/io.js';
 import { CgroupTimeoutError } from '../src/errors.js';
 import { hostLayout, v2RootControllers } from './helpers/cgroups.js';
+import { until } from './helpers/loop.js';
 import { SLOWDOWN, sandbox } from './helpers/sandbox.js';
 
 const n = native();
@@ -27,20 +28,6 @@ const noFreezer = FREEZER ? undefined : `no v1 freezer hierarchy on this host (m
 /** Stretches waits in the emulated v2 guest (CORRAL_TEST_SLOWDOWN); 1 on the host. */
 const SLOW = SLOWDOWN;
 const live = new Set<number>();
-
-function sleepMs(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs = 5000 * SLOW): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (let step = 2; ; step = Math.min(step * 2, 50)) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleepMs(step);
-  }
-}
 
 /**
  * Groups for one test under a sandbox parent of its own (`PARENT`, in every hierarchy), removed at

@@ -11,6 +11,7 @@ import { native, spawnProcess, type ExitInfo, type SpawnOptions } from '../src/n
 import { CgroupIO } from '../src/cgroups/io.js';
 import { CgroupFrozenError, CgroupTimeoutError } from '../src/errors.js';
 import { hostLayout } from './helpers/cgroups.js';
+import { fdList, heartbeat, noNewFds, settle, sleepMs, until } from './helpers/loop.js';
 import { type Sandbox, sandbox } from './helpers/sandbox.js';
 
 const n = native();
@@ -19,47 +20,13 @@ const V2 = layout.unifiedMount ?? '/sys/fs/cgroup/unified';
 const FREEZER = layout.v1Mounts.freezer;
 const SLOW = Math.max(1, Number(process.env.CORRAL_TEST_SLOWDOWN ?? 1) || 1);
 
-const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const fdCount = () => fs.readdirSync('/proc/self/fd').length;
-/** Our open fds with what they are (for a readable difference when a count is off). */
-// An fd that cannot be read back was closed while we looked (readdir's own directory fd, or a transient
-// one of Node's): it is not held, so it does not count.
-const fdList = () => fs.readdirSync('/proc/self/fd').flatMap((f) => { try { return [`${f}->${fs.readlinkSync(`/proc/self/fd/${f}`)}`]; } catch { return []; } });
-/** No fd of ours that was not open at `before` (fds closed meanwhile by Node itself are fine). */
-function noNewFds(t: import('ava').ExecutionContext, before: string[], what: string): void {
-  const extra = fdList().filter((f) => !before.includes(f));
-  t.deepEqual(extra, [], what);
-}
-/** Lets libuv run the close callbacks (where a closed handle's fd is released) of what just finished. */
-const settle = () => new Promise<void>((r) => setImmediate(() => setImmediate(r)));
-
-async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs = 5000 * SLOW): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (let step = 2; ; step = Math.min(step * 2, 50)) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleepMs(step);
-  }
-}
 
 /** `<root>/<the sandbox's parent>/<name>` (parents made as needed); the sandbox's teardown removes it. */
 function mkgroup(sb: Sandbox, root: string, name: string): string {
   const dir = path.join(root, sb.parent, name);
   fs.mkdirSync(dir, { recursive: true });
   return dir;
-}
-
-/** A 10 ms heartbeat; stop() returns the longest gap between two beats (ms). */
-function heartbeat(): { stop: () => number } {
-  let last = performance.now();
-  let max = 0;
-  const iv = setInterval(() => {
-    const now = performance.now();
-    max = Math.max(max, now - last);
-    last = now;
-  }, 10);
-  return { stop: () => { clearInterval(iv); return Math.max(max, performance.now() - last); } };
 }
 
 const base = (o: Partial<SpawnOptions>): SpawnOptions => ({ file: '/bin/sleep', argv: ['sleep', '100'], envp: [], stdio: [-1, -1, -1], timeoutMs: 10_000, ...o });
@@ -144,8 +111,21 @@ test('fd accounting: every spawn error path and every delivered handle leave our
     ['dup2 EBADF', { file: '/bin/true', stdio: [-1, 987, -1] }],
     ['cgroupDir ENOENT', { file: '/bin/true', cgroupDir: missing }],
     ['join ENOENT', { file: '/bin/true', joinProcs: [path.join(missing, 'cgroup.procs')] }],
+    // The child's write of its pid fails (ENOSPC): the join step's write error, in the child.
+    ['join write ENOSPC', { file: '/bin/true', joinProcs: ['/dev/full'] }],
+    // Strict arguments: a TypeError before anything is opened.
+    ['uid NaN', { file: '/bin/true', uid: NaN }],
+    ['stdio out of range', { file: '/bin/true', stdio: [-1, 2 ** 31, -1] }],
   ];
   for (const [what, o] of errors) await t.throwsAsync(spawnProcess(base(o)), undefined, what);
+  // The synchronous factories' failures: pidfd_open of a pid that does not exist, a missing
+  // cgroup.events, a watch() of a handle already watched.
+  t.throws(() => n.openProcess(0x3ffffffe), { code: 'ESRCH' } as never, 'openProcess ESRCH');
+  t.throws(() => n.watchEvents(path.join(missing, 'cgroup.events'), () => {}), { code: 'ENOENT' } as never, 'watchEvents ENOENT');
+  const twice = await spawnProcess(base({ file: '/bin/true', argv: ['true'] }));
+  const twiceExit = new Promise<ExitInfo>((res) => twice.process.watch(true, res));
+  t.throws(() => twice.process.watch(true, () => {}), { instanceOf: TypeError }, 'watch twice');
+  await twiceExit;
   await settle();
   noNewFds(t, fds, 'after the failed spawns');
   // Successful spawns, concurrently: each ProcessHandle closes its pidfd once the exit is delivered.

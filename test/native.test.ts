@@ -1,4 +1,5 @@
-// Kernel tests of the C++ addon (native/): batched cgroup file I/O, signalling, pidfds, spawn, watchExit.
+// Kernel tests of the C++ addon (native/): batched cgroup file I/O, signalling, pidfds, spawn, watchExit
+// (env teardown with watches open: native-teardown.test.ts).
 // Runs as root on the real kernel: hybrid (v1 controllers + cgroup2 at /sys/fs/cgroup/unified) or
 // v2-only (cgroup2 at /sys/fs/cgroup). v1-only tests skip, with the reason logged, where there is no v1
 // hierarchy. Every cgroup lives under corral-test-native-<random>.
@@ -20,7 +21,8 @@ import {
   type SpawnOptions,
 } from '../src/native.js';
 import { hostLayout } from './helpers/cgroups.js';
-import { bound, sandbox } from './helpers/sandbox.js';
+import { sleepMs, until } from './helpers/loop.js';
+import { sandbox } from './helpers/sandbox.js';
 
 const n = native();
 const layout = hostLayout();
@@ -37,21 +39,6 @@ function noV1(...controllers: string[]): string | undefined {
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-native-'));
 
 // ---------- helpers ----------
-
-function sleepMs(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** Polls fn until it returns a truthy value, bounded. */
-async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs = 5000): Promise<T> {
-  const end = Date.now() + bound(timeoutMs);
-  for (let step = 2; ; step = Math.min(step * 2, 50)) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleepMs(step);
-  }
-}
 
 /**
  * Groups for one test under a sandbox parent of its own (`PARENT`, in every hierarchy), removed at
@@ -518,37 +505,4 @@ test('watch: ref/unref exist and do not break delivery', async (t) => {
     s.process.ref();
   });
   t.is(info.exitCode, 0);
-});
-
-test('a worker thread that exits with watches open (one child alive, one exiting during teardown, one spawn in flight) does not take the process down', async (t) => {
-  const { Worker } = await import('node:worker_threads');
-  const addon = process.env.CORRAL_ADDON ?? path.join(__dirname, '..', 'build', 'Release', 'corral.node');
-  const code = `
-    const a = require(${JSON.stringify(addon)});
-    const sp = (argv) => new Promise((res, rej) => a.spawn({ file: argv[0], argv, envp: [], stdio: [-1, -1, -1], timeoutMs: 10000 }, (e, r) => e ? rej(e) : res(r)));
-    (async () => {
-      const r = await sp(['/bin/sleep', '100']);
-      r.process.watch(true, () => {});
-      const q = await sp(['/bin/sleep', '0.05']);
-      q.process.watch(true, () => {});
-      sp(['/bin/sleep', '0.01']).catch(() => {}); // a spawn still in flight at teardown
-      require('node:worker_threads').parentPort.postMessage([r.pid, q.pid]);
-    })();
-  `;
-  const w = new Worker(code, { eval: true });
-  const [pid, q] = await new Promise<number[]>((resolve, reject) => {
-    w.once('message', resolve);
-    w.once('error', reject);
-  });
-  live.add(pid!);
-  t.teardown(() => { try { process.kill(pid!, 'SIGKILL'); } catch { /* gone */ } });
-  await w.terminate();
-  await sleepMs(100); // the worker's loop closes its handles after teardown; a crash would end this process
-  t.true(fs.existsSync(`/proc/${pid}`), 'its children keep running');
-  // The teardown reaps the worker's children when they exit (no zombie for the life of the process).
-  await until('the short-lived child of the worker to be reaped', () => !fs.existsSync(`/proc/${q}`));
-  process.kill(pid!, 'SIGKILL');
-  await until('the killed child of the worker to be reaped', () => !fs.existsSync(`/proc/${pid}`));
-  live.delete(pid!);
-  t.pass();
 });

@@ -12,6 +12,7 @@ import { RawExecDriver } from '../src/drivers/raw_exec/index.js';
 import { CgroupFrozenError } from '../src/errors.js';
 import type { TaskConfig, TaskHandle } from '../src/drivers/contract.js';
 import { isRoot, newAllocId } from './helpers/cgroups.js';
+import { heartbeat } from './helpers/loop.js';
 import { sandbox } from './helpers/sandbox.js';
 
 const ts = isRoot ? test.serial : test.skip;
@@ -19,18 +20,6 @@ const ENV = { PATH: '/usr/local/bin:/usr/bin:/bin' };
 
 function task(name: string, args: string[] = ['60']): TaskConfig<any> {
   return { id: `${name}-${randomBytes(3).toString('hex')}`, allocId: newAllocId(), name, env: ENV, driver: { command: 'sleep', args } };
-}
-
-/** A 10 ms heartbeat; stop() returns the longest gap between two beats (ms). */
-function heartbeat(): { stop: () => number } {
-  let last = performance.now();
-  let max = 0;
-  const iv = setInterval(() => {
-    const now = performance.now();
-    max = Math.max(max, now - last);
-    last = now;
-  }, 10);
-  return { stop: () => { clearInterval(iv); return Math.max(max, performance.now() - last); } };
 }
 
 /** The freeze control of a task's group (v1 freezer.state or v2 cgroup.freeze) and of its parent. */
