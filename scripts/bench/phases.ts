@@ -26,7 +26,7 @@ export async function driverPhases(driver: TaskDriver, mgr: CgroupManager, addon
   };
   for (const m of ['get', 'create', 'put', 'delete']) {
     wrap(TaskStore.prototype, m, `store.${m}`);
-    if (m !== 'get' && `${m}Async` in TaskStore.prototype) wrap(TaskStore.prototype, `${m}Async`, `store.${m}`, true);
+    if (`${m}Async` in TaskStore.prototype) wrap(TaskStore.prototype, `${m}Async`, `store.${m}`, true);
   }
   const a = addon as unknown as { spawn: Fn };
   const spawn = a.spawn;
