@@ -6,4 +6,4 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 if [ ! -f "$root/build/Release/corral.node" ] || [ ! -f "$root/dist/src/cli/main.js" ]; then
   bash "$root/scripts/setup-host.sh" >&2
 fi
-exec node "$root/bin/corral.js" "$@"
+exec "$root/bin/corral" "$@"

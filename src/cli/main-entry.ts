@@ -1,4 +1,4 @@
-/** Runs the CLI from the TypeScript sources (`node --import tsx src/cli/main-entry.ts ...`), as bin/corral.js does from dist. */
+/** Runs the CLI from the TypeScript sources (`node --import tsx src/cli/main-entry.ts ...`), as bin/corral (through bin/corral.js) does from dist. */
 process.on('SIGUSR1', () => {}); // before anything else: no inspector on SIGUSR1 (see signal-relay.ts)
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { main } = require('./main.js') as typeof import('./main.js');

@@ -45,7 +45,8 @@ export class SignalRelay {
 /**
  * Node opens its inspector (a debugger, on 127.0.0.1:9229) when it receives SIGUSR1, unless a
  * listener for SIGUSR1 is installed: then libuv's handler replaces Node's. corral runs as root, so
- * main() installs one for the whole life of the process, as early as it can.
+ * main() installs one for the whole life of the process, as early as it can (bin/corral.js does on
+ * its first line; bin/corral covers Node's own start-up before that, see the comment there).
  */
 export function guardDebugSignal(): void {
   if (process.listenerCount('SIGUSR1') === 0) process.on('SIGUSR1', () => {});
