@@ -164,6 +164,7 @@ t('docker: flags that do not apply are refused, not ignored; --version', async (
     const r = await runCorral(sb, ['run', '--driver', 'docker', '--image', 'busybox', ...stateArgs(sb), ...flag, 'true']);
     tt.is(r.code, 125, r.stderr);
     tt.regex(r.stderr, new RegExp(`${flag[0]} does not apply to --driver docker`));
+    if (flag[0] === '--tty') tt.regex(r.stderr, /gives a container no terminal/);
   }
   const v = await runCorral(sb, ['--version']);
   tt.is(v.code, 0);

@@ -28,7 +28,8 @@ SIGUSR1, SIGUSR2 and SIGCONT are passed to the task unchanged. When corral retur
 no cgroup of the task remain.
 
 Options:
-  -t, --tty             give the task a pseudo-terminal as its controlling terminal (raw_exec)
+  -t, --tty             give the task a pseudo-terminal as its controlling terminal (raw_exec;
+                        refused with --driver docker, which passes stdin without a terminal)
   --summary             at the end, one line on stderr: exit status, duration, peak memory, CPU,
                         OOM kills, forks refused at --pids-max (printed anyway when one of its
                         processes was OOM-killed, it hit --pids-max, or corral killed it)
@@ -86,7 +87,7 @@ const NOT_FOR_DOCKER: [keyof typeof OPTIONS, string][] = [
   ['cwd', 'the container runs in the image\'s working directory'],
   ['inherit-env', 'a container gets only the --env values'],
   ['no-cgroups', 'docker always runs a container in a cgroup'],
-  ['tty', 'not supported by the docker driver'],
+  ['tty', 'the docker driver gives a container no terminal (corral\'s stdin is passed to it, so pipes work)'],
 ];
 
 function intFlag(name: string, v: string | undefined): number | undefined {
