@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { DEFAULT_LOCK_DIR } from '../src/cgroups/lock.js';
 import { cleanupParent, hostLayout, isRoot, pidAlive, waitFor } from './helpers/cgroups.js';
-import { RUN_ID, sandbox } from './helpers/sandbox.js';
+import { sandbox } from './helpers/sandbox.js';
 
 const execFileP = promisify(execFile);
 const ROOT = path.resolve(__dirname, '..');
@@ -21,7 +21,8 @@ tr('stale test parents (dead creator) are swept with their processes and lock fi
   const freezer = hostLayout().v1Mounts.freezer!;
   // A creator that cannot exist (above pid_max): a pid of an exited process may be reused at once.
   const dead = Number(fs.readFileSync('/proc/sys/kernel/pid_max', 'utf8')) + 1;
-  const stale = `corral-test-${RUN_ID}-sweepgone-${dead}-1`;
+  // Not this run's id: scripts/test.sh registers its run as live, and a live run's names are never swept.
+  const stale = `corral-test-sweepgone${process.pid}-x-${dead}-1`;
   const live = `${sb.name}-live-${process.pid}-1`; // its creator (this worker) is alive
   const registered = `corral-test-sweepreg${process.pid}-x-${dead}-2`; // dead creator, but its run is live
   const nopid = `corral-test-sweepnopid${process.pid}-x`;
