@@ -218,8 +218,9 @@ test('groupKill signal-loop: CgroupTimeoutError while a v1-frozen task cannot di
   try {
     const err = await t.throwsAsync(groupKill({ method: 'signal-loop', procsPath: procs, controlDir: u, timeoutMs: 150 }), { instanceOf: CgroupTimeoutError });
     t.like(err, { phase: 'become empty', path: procs });
-    // (A CPU-starved machine may tick rarely; the thaw-from-a-timer below is the real proof.)
-    t.true(ticks >= 1, `event loop ticked ${ticks} times while groupKill ran`);
+    // Logged, not asserted: a CPU-starved machine (or an ASan build) may not tick a 5 ms timer within a
+    // 150 ms bound. The thaw-from-a-timer below is the proof that the loop runs while groupKill waits.
+    t.log(`event loop ticked ${ticks} times while groupKill ran`);
   } finally {
     clearInterval(iv);
   }
