@@ -438,7 +438,9 @@ ts('noCgroups: tracked by session/process group, killed by group, stats from /pr
   const e = await tt.throwsAsync(d.startTask(bad), { instanceOf: InvalidConfigError });
   tt.is(e?.field, 'resources.memoryBytes');
   const marker = `corral-nocg-${randomBytes(4).toString('hex')}`;
-  const cfg = task({ command: 'bash', args: ['-c', `trap "" TERM; (exec -a ${marker} sleep 1000) & (exec -a ${marker} sleep 1000 &); while :; do :; done`] });
+  // Bounded (300 s): with no cgroup, only this test's teardown can kill the task, and a worker killed
+  // from outside (a CI timeout) never runs it; an unbounded busy loop would then spin on for good.
+  const cfg = task({ command: 'bash', args: ['-c', `trap "" TERM; (exec -a ${marker} sleep 300) & (exec -a ${marker} sleep 300 &); while ((SECONDS < 300)); do :; done`] });
   const h = await d.startTask(cfg);
   await waitFor(() => pidsWithMarker(marker).length >= 3, { what: 'children (and the main bash, whose script names the marker)' });
   pidsWithMarker(marker).forEach((p) => knownPids.add(p));
