@@ -16,12 +16,24 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
   });
 }
 
-/** A signal that aborts when any of the given ones does (undefined ones ignored). */
+const kSources = Symbol('corral.anySignal.sources');
+
+/**
+ * A signal that aborts when any of the given ones does (undefined ones ignored).
+ *
+ * The combined signal holds its sources strongly. Node's AbortSignal.any holds them only weakly, and
+ * Node 20 lets an AbortSignal.timeout() be collected before it fires once nothing else refers to it:
+ * `taskStats(id, { signal: AbortSignal.timeout(700) })` then streamed on for good after the first GC
+ * (seen under load in examples/raw-exec.ts). Sources do not hold the combined signal, so a dropped one
+ * is still collected.
+ */
 export function anySignal(...signals: Array<AbortSignal | undefined>): AbortSignal | undefined {
   const s = signals.filter((x): x is AbortSignal => x !== undefined);
   if (s.length === 0) return undefined;
   if (s.length === 1) return s[0];
-  return AbortSignal.any(s);
+  const any = AbortSignal.any(s);
+  Object.defineProperty(any, kSources, { value: s });
+  return any;
 }
 
 /**
