@@ -20,6 +20,7 @@ import type {
   Capabilities, ExecTaskResult, ExitResult, Fingerprint, TaskConfig, TaskDriver, TaskEvent, TaskHandle, TaskResourceUsage, TaskStatus,
 } from '../contract.js';
 import { describeExit } from './exit.js';
+import { Gate } from '../../util/gate.js';
 import { validateExecCmd, validateTaskId } from './task-config.js';
 
 /** What the core needs of a driver's task. */
@@ -97,6 +98,8 @@ export abstract class DriverCore<T extends CoreTask, D extends object = object> 
   protected readonly defaults: ResolvedCoreOptions;
   protected readonly tasks = new Map<string, T>();
   private readonly starting = new Set<string>();
+  /** Starts admitted at once (the rest queue in order), made on first use from startConcurrency(). */
+  private startGate?: Gate;
   private readonly hub = new EventHub<TaskEvent>();
   private readonly life = new AbortController();
   private outerSignal: AbortSignal | undefined;
@@ -224,6 +227,14 @@ export abstract class DriverCore<T extends CoreTask, D extends object = object> 
     })();
   }
 
+  /**
+   * How many starts run their steps at once; the rest wait in order. Unbounded here: a docker start
+   * can wait minutes on an image pull, and must not hold up the others. raw_exec bounds it.
+   */
+  protected startConcurrency(): number {
+    return Number.POSITIVE_INFINITY;
+  }
+
   async startTask(cfg: TaskConfig<D>): Promise<TaskHandle> {
     this.assertOpen();
     if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) throw new InvalidConfigError('config', cfg, 'must be an object');
@@ -231,11 +242,16 @@ export abstract class DriverCore<T extends CoreTask, D extends object = object> 
     if (this.tasks.has(id) || this.starting.has(id)) throw new TaskExistsError(id);
     this.starting.add(id);
     startsInFlight.add(inFlightKey(this.store, id));
+    let release: (() => void) | undefined;
     try {
+      this.startGate ??= new Gate(this.startConcurrency());
+      release = await this.startGate.acquire();
+      this.assertOpen(); // shut down while it waited at the gate
       // Read off the loop: many starts called in one turn must not each read the state dir on it.
       if (await this.store.getAsync(id)) throw new TaskExistsError(id);
       return await this.start(cfg, id);
     } finally {
+      release?.();
       this.starting.delete(id);
       startsInFlight.delete(inFlightKey(this.store, id));
     }
