@@ -132,7 +132,9 @@ test('bin/corral: SIGUSR1 during Node\'s own start-up (before any listener) open
   fs.copyFileSync(path.join(__dirname, '..', 'bin', 'corral'), path.join(dir, 'corral'));
   fs.chmodSync(path.join(dir, 'corral'), 0o755);
   fs.writeFileSync(path.join(dir, 'corral.js'), 'setTimeout(() => { console.log("still running"); }, 1500);\n');
-  const child = spawn(path.join(dir, 'corral'), [], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH}` } });
+  // No core file: the abort Node 20 may make here (below) is expected, and the v2 lane's crash
+  // record would otherwise report it as if corral had crashed.
+  const child = spawn('/bin/sh', ['-c', 'ulimit -c 0 && exec "$0"', path.join(dir, 'corral')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH}` } });
   tt.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); });
   let out = '';
   let err = '';
@@ -158,9 +160,11 @@ test('bin/corral: SIGUSR1 during Node\'s own start-up (before any listener) open
   tt.deepEqual(listened, [], 'no listening socket, ever');
   tt.notRegex(err, /Debugger listening/);
   // Node 20 itself may abort on a SIGUSR1 that comes before its inspector is set up (an assertion in
-  // inspector_agent.cc, with or without this wrapper): a crash before corral's first line, no debugger.
+  // inspector_agent.cc, with or without this wrapper), or at exit when its inspector's start thread
+  // still holds a static mutex (uv_mutex_destroy in an exit handler; seen in the v2 guest): a crash
+  // of Node's own, with no debugger. Neither can happen to corral.js, which installs a listener.
   tt.regex(err, /Starting inspector on 192\.0\.2\.1:9229 failed|start_io_thread_async_initialized/);
-  if (r.signal === 'SIGABRT') tt.regex(err, /start_io_thread_async_initialized/);
+  if (r.signal === 'SIGABRT') tt.log('Node aborted (its own SIGUSR1 race); no debugger listened');
   else tt.deepEqual([r, out], [{ code: 0, signal: null }, 'still running\n'], err.slice(0, 2000));
 });
 

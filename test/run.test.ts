@@ -12,6 +12,7 @@ import { RawExecDriver } from '../src/drivers/raw_exec/driver.js';
 import { AbortError, CorralError, InvalidConfigError } from '../src/errors.js';
 import { run, type RunOptions } from '../src/run.js';
 import { groupDirsUnder, pidAlive, waitFor } from './helpers/cgroups.js';
+import { pidsWithMarker } from './helpers/cli.js';
 import { type Sandbox, bound, sandbox, within } from './helpers/sandbox.js';
 
 interface Ctx { sb: Sandbox; tmp: string; opts: RunOptions }
@@ -115,11 +116,14 @@ test.serial('an AbortSignal stops the task and kills its whole group; aborted be
 test.serial('an abort that lands while the task is still starting stops it too (no wait for an exit that never comes)', async (t) => {
   const c = setup(t, 'run-abort-early');
   // The task's process runs before startTask resolves: abort the moment its pid file appears
-  // (polled every loop turn), a few times, so the abort falls inside that window.
+  // (polled every loop turn), a few times, so the abort falls inside that window. The abort can
+  // land between the shell's creating the pid file and its writing the pid, so the sleeper is found
+  // by a marker in its command line (a sleep length no other process has), not through the file.
   for (let i = 0; i < 5; i++) {
     const pidFile = path.join(c.sb.stateDir, `bg-${i}.pid`);
+    const marker = `1000.${process.pid}${i}${Date.now() % 100000}`;
     const ac = new AbortController();
-    const p = run('sh', sleeperScript(pidFile), { ...c.opts, signal: ac.signal, killSignal: 'SIGKILL', forceKillAfterMs: 0 });
+    const p = run('sh', ['-c', `sleep ${marker} & echo $! > ${pidFile}; wait`], { ...c.opts, signal: ac.signal, killSignal: 'SIGKILL', forceKillAfterMs: 0 });
     await within(new Promise<void>((resolve) => {
       const poll = () => (fs.existsSync(pidFile) ? resolve() : setImmediate(poll));
       poll();
@@ -127,8 +131,7 @@ test.serial('an abort that lands while the task is still starting stops it too (
     ac.abort();
     const r = await within(p, 20_000, `run() to end after the abort (try ${i})`);
     t.like(r, { aborted: true, signal: 'SIGKILL' }, `try ${i}`);
-    await waitFor(() => fs.readFileSync(pidFile, 'utf8').endsWith('\n'), { timeoutMs: 5000, what: 'the pid file to be complete' });
-    t.false(pidAlive(Number(fs.readFileSync(pidFile, 'utf8'))), `the background process was killed too (try ${i})`);
+    t.deepEqual(pidsWithMarker(marker), [], `the shell and its background sleeper were killed too (try ${i})`);
   }
   assertNothingLeft(t, c);
 });
