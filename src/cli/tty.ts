@@ -19,6 +19,7 @@ export class PtySession {
   private readonly stdin: NodeJS.ReadStream;
   private readonly out: NodeJS.WritableStream;
   private rawSet = false;
+  private bytesOut = 0;
   private readonly ended: Promise<void>;
   private readonly onResize = () => this.resize();
   private readonly onInput = (d: Buffer) => this.write(d);
@@ -33,7 +34,7 @@ export class PtySession {
     this.slave = p.slave;
     this.masterFd = p.master;
     this.master = new tty.ReadStream(p.master);
-    this.master.on('data', (d: Buffer) => { out.write(d); });
+    this.master.on('data', (d: Buffer) => { this.bytesOut += d.length; out.write(d); });
     this.ended = new Promise((resolve) => {
       // When the last holder of the slave closes, reads on the master fail with EIO: that is the end.
       this.master.on('error', () => resolve());
@@ -96,12 +97,29 @@ export class PtySession {
     }
   }
 
+  /**
+   * After the bound: the loop polls I/O once more per turn, so while a turn still brings output,
+   * take another (at most 100). The master is a blocking fd (libuv keeps a pty master it cannot
+   * reopen in blocking mode), so it is never read here directly.
+   */
+  private async drainPolled(ended: () => boolean): Promise<void> {
+    for (let i = 0; i < 100 && !ended(); i++) {
+      const before = this.bytesOut;
+      await new Promise<void>((r) => setImmediate(r));
+      if (this.bytesOut === before) return;
+    }
+  }
+
   /** Waits (bounded) until the task's side is closed and its output drained, then releases everything. */
   async close(drainMs: number): Promise<void> {
     this.closeSlave();
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.ended, new Promise<void>((r) => { timer = setTimeout(r, drainMs); })]);
+    let ended = false;
+    await Promise.race([this.ended.then(() => { ended = true; }), new Promise<void>((r) => { timer = setTimeout(r, drainMs); })]);
     clearTimeout(timer);
+    // The bound ran out first. After a loop stall longer than drainMs (a loaded host), the timer runs
+    // before the poll phase that would read the task's last output: give that phase its turn.
+    if (!ended) await this.drainPolled(() => ended);
     process.off('SIGWINCH', this.onResize);
     this.stdin.off('data', this.onInput);
     this.stdin.off('end', this.onInputEnd);
