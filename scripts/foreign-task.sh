@@ -28,6 +28,7 @@ start)
   created=""
   [[ -e /var/lib/corral ]] || created+=" /var/lib/corral"
   pre_parents=$(find /sys/fs/cgroup -maxdepth 3 -type d \( -name corral -o -name corral.slice \) 2>/dev/null | sort)
+  pre_locks=$(find /run/corral -maxdepth 1 -name '*-corral.lock' 2>/dev/null | sort)
   out=$(mktemp "${TMPDIR:-/tmp}/foreign-task.XXXXXX")
   # Its own session: the suite's signals to process groups or sessions would never reach it by accident.
   setsid node bin/corral.js run --alloc-id "$alloc" --name foreign -- sh -c 'sleep 86400 & exec sleep 86401' </dev/null >"$out" 2>&1 &
@@ -45,6 +46,8 @@ start)
   rec=$(record)
   post_parents=$(find /sys/fs/cgroup -maxdepth 3 -type d \( -name corral -o -name corral.slice \) 2>/dev/null | sort)
   created+=" $(comm -13 <(echo "$pre_parents") <(echo "$post_parents") | tr '\n' ' ')"
+  # The default parent's cpuset lock file, when this task's corral made it.
+  created+=" $(comm -13 <(echo "$pre_locks") <(find /run/corral -maxdepth 1 -name '*-corral.lock' 2>/dev/null | sort) | tr '\n' ' ')"
   {
     echo "alloc=$alloc"; echo "cli=$cli"; echo "cli_start=$(starttime "$cli")"; echo "out=$out"
     echo "pids='$(sort -n "$g1/cgroup.procs" | tr '\n' ' ')'"
@@ -90,6 +93,7 @@ stop)
   # otherwise: someone else may have started using them meanwhile).
   for c in $created; do
     if [[ $c == /var/lib/corral ]]; then rm -f /var/lib/corral/agent-id; rmdir /var/lib/corral/tasks /var/lib/corral 2>/dev/null
+    elif [[ $c == *.lock ]]; then flock -n "$c" true 2>/dev/null && rm -f "$c" # never one another process holds
     else find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null; fi
   done
   rm -f "$sf"

@@ -71,7 +71,7 @@ if [[ -n $segv || -n $cores ]]; then
   say "CRASH RECORD: kernel lines:"; printf '%s\n' "$segv" | sed 's/^/  /'
   say "CRASH RECORD: core files (in guest RAM, gone with the guest): $(echo $cores)"
   if command -v gdb >/dev/null; then
-    for c in /tmp/cores/*; do say "bt of $c"; gdb -q -batch -ex bt "$(command -v node)" "$c" 2>&1 | head -40 | sed 's/^/  /'; done
+    for c in /tmp/cores/*; do say "bt of $c"; gdb -q -batch -ex "thread apply all bt 12" "$(command -v node)" "$c" 2>&1 | grep -v "^\[New LWP" | head -160 | sed 's/^/  /'; done
   fi
 fi
 
