@@ -88,6 +88,8 @@ cleanup() {
       for _ in 1 2 3 4 5 6 7 8 9 10; do rmdir "$g" 2>/dev/null && break; sleep 0.1; done
     done
   done
+  # The cpuset host-lock files of this run's parents (the groups are gone: nobody holds them).
+  rm -f /run/corral/*-corral-bench-"$CORRAL_BENCH_RUN"*.lock
   remove_containers "$CORRAL_BENCH_RUN"
   rm -f "/tmp/corral-bench-$CORRAL_BENCH_RUN-docker.sock"
   rm -rf /var/tmp/corral-bench-state-* 2>/dev/null || true
