@@ -366,7 +366,8 @@ export abstract class DriverCore<T extends CoreTask, D extends object = object> 
     this.destroyGate ??= new Gate(this.startConcurrency());
     const release = await this.destroyGate.acquire();
     try {
-      if (!this.tasks.has(taskId)) return; // destroyed by another call while this one waited
+      // Destroyed by another call while this one waited (and perhaps a new task started under its id).
+      if (this.tasks.get(taskId) !== t) return;
       if (await this.isRunning(t, force)) {
         if (!force) throw new TaskRunningError(taskId);
       }
