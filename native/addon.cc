@@ -13,6 +13,7 @@ void InitUsers(Napi::Env env, Napi::Object exports);
 void InitPipe(Napi::Env env, Napi::Object exports);
 void InitFlock(Napi::Env env, Napi::Object exports);
 void InitPty(Napi::Env env, Napi::Object exports);
+void InitRecordFile(Napi::Env env, Napi::Object exports);
 }  // namespace corral
 
 // Pins this shared object in memory: a worker thread's env may be torn down (and the addon
@@ -37,6 +38,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   corral::InitPipe(env, exports);
   corral::InitFlock(env, exports);
   corral::InitPty(env, exports);
+  corral::InitRecordFile(env, exports);
   return exports;
 }
 

@@ -256,3 +256,17 @@ export interface PtyAddon {
 export function ptyNative(): PtyAddon {
   return native() as unknown as PtyAddon;
 }
+
+/** native/record_file.cc, apart from NativeAddon for the same reason as PtyAddon. */
+export interface RecordFileAddon {
+  /**
+   * On the libuv pool, in one job: writes `text` to the new file `tmp` (O_EXCL, 0600), then links it
+   * to `file` (exclusive: EEXIST when `file` exists) or renames it over `file`. `tmp` never survives
+   * a failure.
+   */
+  writeRecordAsync(tmp: string, file: string, text: string, exclusive: boolean, callback: (err: NativeError | null) => void): void;
+}
+
+export function recordFileNative(): RecordFileAddon {
+  return native() as unknown as RecordFileAddon;
+}

@@ -88,6 +88,25 @@ test('create is exclusive and writes a starting record owned by this process; pu
   t.deepEqual(fs.readdirSync(path.join(store.dir, 'tasks')), [path.basename(store.fileFor('a'))]);
 });
 
+test('the async writes (one native pool job each) keep the same rules: exclusive create, replacing put, idempotent delete, no temp file', async (t) => {
+  const store = tempStore(t);
+  await store.createAsync(handle('a'));
+  t.like(store.getRecord('a'), { state: 'starting', ownerStatus: 'self' });
+  t.deepEqual(store.getRecord('a')!.handle, handle('a'));
+  await t.throwsAsync(store.createAsync(handle('a')), { code: 'ERR_TASK_EXISTS' });
+  // Many creates of one id at once: exactly one wins.
+  const results = await Promise.allSettled(Array.from({ length: 20 }, () => store.createAsync(handle('race'))));
+  t.is(results.filter((r) => r.status === 'fulfilled').length, 1);
+  t.true(results.every((r) => r.status === 'fulfilled' || (r.reason as { code?: string }).code === 'ERR_TASK_EXISTS'));
+  await store.putAsync(handle('a'));
+  t.is(store.getRecord('a')!.state, 'running');
+  t.is(fs.statSync(store.fileFor('a')).mode & 0o777, 0o600);
+  await store.deleteAsync('a');
+  await store.deleteAsync('a');
+  t.is(store.get('a'), undefined);
+  t.deepEqual(fs.readdirSync(path.join(store.dir, 'tasks')), [path.basename(store.fileFor('race'))]);
+});
+
 test('owner liveness: a live other process is alive, a dead one or a pid with another start time is dead, no owner is dead', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-store-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -219,7 +238,7 @@ test('listing removes temp files and puts back adoption claims of processes that
   t.is(fs.readdirSync(tasks).filter((n) => n.includes('.claim.')).length, 1);
 });
 
-test('ENOSPC on a tiny tmpfs state dir: the write fails with ENOSPC, no temp file is left, the previous record is intact', (t) => {
+test('ENOSPC on a tiny tmpfs state dir: the write fails with ENOSPC, no temp file is left, the previous record is intact', async (t) => {
   if (process.getuid?.() !== 0) return t.pass('needs root to mount a tmpfs');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-enospc-'));
   t.teardown(() => {
@@ -235,6 +254,11 @@ test('ENOSPC on a tiny tmpfs state dir: the write fails with ENOSPC, no temp fil
   t.is((e1 as NodeJS.ErrnoException).code, 'ENOSPC');
   const e2 = t.throws(() => store.create({ ...big, taskId: 'other' }));
   t.is((e2 as NodeJS.ErrnoException).code, 'ENOSPC');
+  t.deepEqual(fs.readdirSync(path.join(dir, 'tasks')), [path.basename(store.fileFor('small'))]);
+  t.deepEqual(store.get('small'), handle('small'));
+  // The async paths the drivers use: the same error, no temp file, the record intact.
+  t.is((await t.throwsAsync(store.putAsync(big)) as NodeJS.ErrnoException).code, 'ENOSPC');
+  t.is((await t.throwsAsync(store.createAsync({ ...big, taskId: 'other' })) as NodeJS.ErrnoException).code, 'ENOSPC');
   t.deepEqual(fs.readdirSync(path.join(dir, 'tasks')), [path.basename(store.fileFor('small'))]);
   t.deepEqual(store.get('small'), handle('small'));
   // Space again: writes work again.

@@ -26,6 +26,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { InvalidConfigError, TaskExistsError, TaskNotFoundError, TaskOwnedError } from '../errors.js';
 import type { TaskHandle } from '../drivers/contract.js';
+import { recordFileNative } from '../native.js';
 import { type OwnerStatus, type TaskOwner, invalidOwner, ownerStatus, processStartTime, selfOwner } from './owner.js';
 
 export { type OwnerStatus, type TaskOwner, ownerStatus, selfOwner } from './owner.js';
@@ -107,32 +108,26 @@ export class TaskStore {
   /** create off the event loop: resolves once the record is in place (the same exclusivity and errors). */
   async createAsync(handle: TaskHandle, state: RecordState = 'starting'): Promise<void> {
     const file = this.fileFor(handle.taskId);
-    const tmp = await this.writeTmpAsync(file, this.serialise(handle, state));
     try {
-      await fsp.link(tmp, file);
+      await this.writeRecordAsync(file, this.serialise(handle, state), true);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new TaskExistsError(handle.taskId);
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST' && (err as NodeJS.ErrnoException).syscall === 'link') throw new TaskExistsError(handle.taskId);
       throw err;
-    } finally {
-      await fsp.rm(tmp, { force: true });
     }
   }
 
   /** put off the event loop: resolves once the record is replaced. */
   async putAsync(handle: TaskHandle, opts: { state?: RecordState } = {}): Promise<void> {
-    const file = this.fileFor(handle.taskId);
-    const tmp = await this.writeTmpAsync(file, this.serialise(handle, opts.state ?? 'running'));
-    try {
-      await fsp.rename(tmp, file);
-    } catch (err) {
-      await fsp.rm(tmp, { force: true });
-      throw err;
-    }
+    await this.writeRecordAsync(this.fileFor(handle.taskId), this.serialise(handle, opts.state ?? 'running'), false);
   }
 
-  /** delete off the event loop. */
+  /** delete off the event loop (one unlink; a record already gone is deleted). */
   async deleteAsync(taskId: string): Promise<void> {
-    await fsp.rm(this.fileFor(taskId), { force: true });
+    try {
+      await fsp.unlink(this.fileFor(taskId));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
   }
 
   /** Writes (replaces) a task's record, owned by this store's owner. Default state `running`. */
@@ -313,19 +308,20 @@ export class TaskStore {
     return tmp;
   }
 
-  private async writeTmpAsync(file: string, text: string): Promise<string> {
+  /**
+   * A temp file beside `file`, then link (exclusive) or rename over it: one libuv pool job (native
+   * writeRecordAsync) instead of the five or six hops of fs.promises, which were a third of a whole
+   * task lifecycle on an idle machine. The temp file never survives a failure.
+   */
+  private async writeRecordAsync(file: string, text: string, exclusive: boolean): Promise<void> {
     if (!this.tasksDirMade) {
       await fsp.mkdir(this.tasksDir, { recursive: true, mode: 0o700 });
       this.tasksDirMade = true;
     }
     const tmp = this.tmpName(file);
-    try {
-      await fsp.writeFile(tmp, text, { mode: 0o600, flag: 'wx' });
-    } catch (err) {
-      await fsp.rm(tmp, { force: true });
-      throw err;
-    }
-    return tmp;
+    await new Promise<void>((resolve, reject) => {
+      recordFileNative().writeRecordAsync(tmp, file, text, exclusive, (err) => (err ? reject(err) : resolve()));
+    });
   }
 
   private tmpName(file: string): string {

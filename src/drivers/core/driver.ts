@@ -241,6 +241,14 @@ export abstract class DriverCore<T extends CoreTask, D extends object = object> 
     return Number.POSITIVE_INFINITY;
   }
 
+  /**
+   * true when start() begins with the exclusive createAsync of the task's record, which refuses an
+   * existing record itself (TaskExistsError): then no separate read of the state dir comes first.
+   */
+  protected createsRecordFirst(): boolean {
+    return false;
+  }
+
   async startTask(cfg: TaskConfig<D>): Promise<TaskHandle> {
     this.assertOpen();
     if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) throw new InvalidConfigError('config', cfg, 'must be an object');
@@ -254,7 +262,7 @@ export abstract class DriverCore<T extends CoreTask, D extends object = object> 
       release = await this.startGate.acquire();
       this.assertOpen(); // shut down while it waited at the gate
       // Read off the loop: many starts called in one turn must not each read the state dir on it.
-      if (await this.store.getAsync(id)) throw new TaskExistsError(id);
+      if (!this.createsRecordFirst() && (await this.store.getAsync(id))) throw new TaskExistsError(id);
       return await this.start(cfg, id);
     } finally {
       release?.();

@@ -368,6 +368,10 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     return 8;
   }
 
+  protected override createsRecordFirst(): boolean {
+    return true;
+  }
+
   protected async destroy(task: RawExecTask): Promise<string> {
     if (task.running || task.pids().length > 0) await task.stop(0, 9, this.lifeSignal);
     if (task.cgroup) await task.cgroup.destroy({ timeoutMs: this.config.killTimeoutMs });
