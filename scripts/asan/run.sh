@@ -26,6 +26,7 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$log_dir/ubsan
 status=0
 tests=(test/native*.test.ts)
 for f in test/raw-exec*.test.ts; do [ -f "$f" ] && tests+=("$f"); done
+tests+=(test/task-store.test.ts) # the record writes run in the addon (writeRecordAsync)
 echo "test:asan: ${tests[*]} (addon $addon, UV_THREADPOOL_SIZE=1)"
 LD_PRELOAD="$libasan" npx --no-install ava --timeout=5m "${tests[@]}" || status=$?
 if [ "$status" -eq 0 ]; then
