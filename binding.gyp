@@ -21,7 +21,8 @@
         "native/pipe.cc",
         "native/flock.cc",
         "native/pty.cc",
-        "native/record_file.cc"
+        "native/record_file.cc",
+        "native/control.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "_GNU_SOURCE"],

@@ -14,6 +14,7 @@ void InitPipe(Napi::Env env, Napi::Object exports);
 void InitFlock(Napi::Env env, Napi::Object exports);
 void InitPty(Napi::Env env, Napi::Object exports);
 void InitRecordFile(Napi::Env env, Napi::Object exports);
+void InitControl(Napi::Env env, Napi::Object exports);
 }  // namespace corral
 
 // Pins this shared object in memory: a worker thread's env may be torn down (and the addon
@@ -39,6 +40,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   corral::InitFlock(env, exports);
   corral::InitPty(env, exports);
   corral::InitRecordFile(env, exports);
+  corral::InitControl(env, exports);
   return exports;
 }
 

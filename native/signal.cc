@@ -17,6 +17,7 @@
 #include "errors.h"
 #include "fd.h"
 #include "pidfd.h"
+#include "signal.h"
 
 namespace corral {
 
@@ -27,6 +28,65 @@ struct Pinned {
   UniqueFd fd;
 };
 
+}  // namespace
+
+SignalOutcome SignalMembers(const std::string& procs, int sig) {
+  SignalOutcome out;
+  std::vector<int32_t> first, second;
+  const char* sc = "";
+  int err = ReadPidList(procs.c_str(), &first, &sc);
+  if (err != 0) {
+    out.err.set(err, sc, procs);
+    return out;
+  }
+  std::vector<Pinned> pinned;
+  pinned.reserve(first.size());
+  for (int32_t pid : first) {
+    if (pid <= 0) continue;  // never a process group
+    int fd = PidfdOpen(pid);
+    if (fd < 0) {
+      if (errno == ESRCH) {
+        out.gone++;
+        continue;
+      }
+      out.err.set(errno, "pidfd_open", procs);
+      return out;
+    }
+    pinned.push_back(Pinned{pid, UniqueFd(fd)});
+  }
+  err = ReadPidList(procs.c_str(), &second, &sc);
+  if (err != 0) {
+    out.err.set(err, sc, procs);
+    return out;
+  }
+  std::sort(second.begin(), second.end());
+  int first_err = 0;
+  for (Pinned& p : pinned) {
+    if (!std::binary_search(second.begin(), second.end(), p.pid)) {
+      out.gone++;  // exited (or moved out) between the reads
+      continue;
+    }
+    if (PidfdSignal(p.fd.get(), sig) == 0)
+      out.signalled++;
+    else if (errno == ESRCH)
+      out.gone++;
+    else if (first_err == 0)
+      first_err = errno;
+  }
+  // Every member was tried; the first real failure (EPERM) is reported afterwards.
+  if (first_err != 0) out.err.set(first_err, "pidfd_send_signal", procs);
+  return out;
+}
+
+namespace {
+
+Napi::Object OutcomeObject(Napi::Env env, const SignalOutcome& o) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("signalled", Napi::Number::New(env, o.signalled));
+  r.Set("gone", Napi::Number::New(env, o.gone));
+  return r;
+}
+
 // signalGroup(procsPath: string, signal: number): { signalled, gone }
 Napi::Value SignalGroup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -34,48 +94,9 @@ Napi::Value SignalGroup(const Napi::CallbackInfo& info) {
   int64_t sig = 0;
   if (!StringArg(env, info[0], "signalGroup: procsPath", &procs)) return env.Undefined();
   if (!IntArg(env, info[1], "signalGroup: signal", 0, 64, &sig)) return env.Undefined();
-  std::vector<int32_t> first, second;
-  const char* sc = "";
-  int err = ReadPidList(procs.c_str(), &first, &sc);
-  if (err != 0) return ThrowErrno(env, err, sc, procs.c_str());
-  std::vector<Pinned> pinned;
-  pinned.reserve(first.size());
-  double gone = 0;
-  for (int32_t pid : first) {
-    if (pid <= 0) continue;  // never a process group
-    int fd = PidfdOpen(pid);
-    if (fd < 0) {
-      if (errno == ESRCH) {
-        gone++;
-        continue;
-      }
-      return ThrowErrno(env, errno, "pidfd_open", procs.c_str());
-    }
-    pinned.push_back(Pinned{pid, UniqueFd(fd)});
-  }
-  err = ReadPidList(procs.c_str(), &second, &sc);
-  if (err != 0) return ThrowErrno(env, err, sc, procs.c_str());
-  std::sort(second.begin(), second.end());
-  double signalled = 0;
-  int first_err = 0;
-  for (Pinned& p : pinned) {
-    if (!std::binary_search(second.begin(), second.end(), p.pid)) {
-      gone++;  // exited (or moved out) between the reads
-      continue;
-    }
-    if (PidfdSignal(p.fd.get(), static_cast<int>(sig)) == 0)
-      signalled++;
-    else if (errno == ESRCH)
-      gone++;
-    else if (first_err == 0)
-      first_err = errno;
-  }
-  // Every member was tried; the first real failure (EPERM) is thrown afterwards.
-  if (first_err != 0) return ThrowErrno(env, first_err, "pidfd_send_signal", procs.c_str());
-  Napi::Object r = Napi::Object::New(env);
-  r.Set("signalled", Napi::Number::New(env, signalled));
-  r.Set("gone", Napi::Number::New(env, gone));
-  return r;
+  SignalOutcome o = SignalMembers(procs, static_cast<int>(sig));
+  if (o.err) return ThrowErrno(env, o.err.err, o.err.syscall, o.err.path.c_str());
+  return OutcomeObject(env, o);
 }
 
 }  // namespace

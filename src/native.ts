@@ -125,6 +125,13 @@ export interface NativeAddon {
   applyAsync(ops: FsOp[], callback: (err: (NativeError & { index: number }) | null) => void): void;
   /** Signals every process in `cgroup.procs`, each confirmed a member through a pidfd (never a reused pid). */
   signalGroup(procsPath: string, signal: number): { signalled: number; gone: number };
+  /**
+   * A group kill's steps on corral's own threads (neither the loop nor the libuv pool, see
+   * native/control.cc): one control-file write, one read, one confirmed signal of every member.
+   */
+  controlWrite(path: string, value: string, callback: (err: NativeError | null) => void): void;
+  controlRead(path: string, callback: (err: NativeError | null, text?: string) => void): void;
+  controlSignalGroup(procsPath: string, signal: number, callback: (err: NativeError | null, result?: { signalled: number; gone: number }) => void): void;
   /** Calls back on the loop each time the kernel notifies a change of a cgroup2 `cgroup.events`. */
   watchEvents(eventsPath: string, callback: (ok: boolean) => void): EventsWatch;
   /** Spawns a process that is inside its cgroup before its first instruction, on a thread of its own, bounded. */

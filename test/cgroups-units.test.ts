@@ -214,6 +214,14 @@ function fakeAddon(cpusetRoot?: string): FakeAddon {
     readFiles(paths) {
       return paths.map((p) => read(p) ?? { code: 'ENOENT', errno: -2, syscall: 'open', path: p, message: 'ENOENT' });
     },
+    controlWrite(p, v, cb) {
+      const r = self.writeFiles([p], [v])[0];
+      setImmediate(() => cb(r ? Object.assign(new Error(r.message), r) as any : null));
+    },
+    controlRead(p, cb) {
+      const v = read(p);
+      setImmediate(() => (v === undefined ? cb(Object.assign(new Error('ENOENT'), { code: 'ENOENT', errno: -2, syscall: 'open', path: p }) as any) : cb(null, v)));
+    },
     readProcs(p) {
       if (!fs.existsSync(path.dirname(p))) throw Object.assign(new Error('ENOENT'), { code: 'ENOENT', errno: -2, syscall: 'open', path: p });
       const v = read(p) ?? '';
@@ -224,6 +232,10 @@ function fakeAddon(cpusetRoot?: string): FakeAddon {
       const n = (read(p) ?? '').split('\n').filter(Boolean).length;
       if (sig === 9) files.set(p, '');
       return { signalled: n, gone: 0 };
+    },
+    controlSignalGroup(p, sig, cb) {
+      const r = self.signalGroup(p, sig);
+      setImmediate(() => cb(null, r));
     },
     // The steps run on this thread (the fake tree is a temp dir), the result comes back on a later turn.
     applyAsync: (ops, cb) => {

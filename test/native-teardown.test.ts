@@ -42,6 +42,12 @@ const WORKER = `
     const ev = a.watchEvents(workerData.events, () => {});
     const evClosing = a.watchEvents(workerData.events, () => {});
     sp(['/bin/true']).catch(() => {});               // in flight: its thread kills and reaps it
+    // A group kill's steps in flight (control.cc): their threads free them once the env is gone.
+    for (let i = 0; i < 8; i++) {
+      a.controlRead(workerData.events, () => {});
+      a.controlSignalGroup(workerData.events.replace(/cgroup\.events$/, 'cgroup.procs'), 0, () => {});
+      a.controlWrite(workerData.events.replace(/cgroup\.events$/, 'cgroup.freeze'), '0', () => {});
+    }
     parentPort.postMessage([watched.pid, idle.pid, closing.pid, exiting.pid]);
     // Closed in the same turn as the teardown starts: their close callbacks are still pending then.
     closing.process.close();

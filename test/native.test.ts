@@ -232,6 +232,26 @@ test('signalGroup: each member confirmed through a pidfd; strict arguments', asy
   for (const bad of [NaN, Infinity, -1, 65]) t.throws(() => n.signalGroup(procs, bad), { instanceOf: TypeError }, String(bad));
 });
 
+test('control steps (a group kill\'s write, read, confirmed signal) off the loop; errors name the path; strict arguments', async (t) => {
+  const { mkgroup } = cgroups(t);
+  const g = mkgroup(V2, 'control.scope');
+  const procs = path.join(g, 'cgroup.procs');
+  const call = <T>(f: (cb: (err: any, r?: T) => void) => void) => new Promise<T | undefined>((res, rej) => f((e, r) => (e ? rej(e) : res(r))));
+  const a = await spawnWatched(t, { file: '/bin/sleep', argv: ['sleep', '100'], cgroupDir: g });
+  t.is((await call<string>((cb) => n.controlRead(procs, cb)))!.trim(), String(a.pid));
+  await call((cb) => n.controlWrite(path.join(g, 'cgroup.freeze'), '1', cb));
+  await until('the group to freeze', () => /^frozen 1$/m.test(fs.readFileSync(path.join(g, 'cgroup.events'), 'utf8')) || undefined);
+  await call((cb) => n.controlWrite(path.join(g, 'cgroup.freeze'), '0', cb));
+  t.deepEqual(await call((cb) => n.controlSignalGroup(procs, 15, cb)), { signalled: 1, gone: 0 });
+  t.is((await a.exit).signal, 15);
+  const missing = path.join(g, 'no-such-file');
+  assertErrorShape(t, await t.throwsAsync(call((cb) => n.controlRead(missing, cb))), 'ENOENT', 'open');
+  assertErrorShape(t, await t.throwsAsync(call((cb) => n.controlWrite(missing, '1', cb))), 'ENOENT', 'open');
+  for (const bad of [NaN, Infinity, -1, 65]) t.throws(() => n.controlSignalGroup(procs, bad, () => {}), { instanceOf: TypeError }, String(bad));
+  t.throws(() => n.controlRead(procs, undefined as never), { instanceOf: TypeError });
+  t.throws(() => n.controlWrite(procs, 1 as never, () => {}), { instanceOf: TypeError });
+});
+
 // ---------- spawn ----------
 
 test('spawn into a v2 group with clone3: in the group before its first instruction', async (t) => {

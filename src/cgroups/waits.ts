@@ -9,6 +9,10 @@
  *   that time of the write; the loop still runs everything else between two checks), then on
  *   timers backing off from 1 ms to 20 ms.
  * The deadline starts when the wait starts. On expiry: CgroupTimeoutError naming the phase.
+ *
+ * What can stall in the kernel stays off the loop: a kill's writes and signals, and v1's reads
+ * (freezer.state takes the freezer mutex), run as single steps on corral's own threads
+ * (native/control.cc), never on the libuv pool; cgroup.events is read on the loop (no lock).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -31,8 +35,12 @@ const EVENTS_SAFETY_MS = 100;
 const SIGKILL = 9;
 
 export interface WaitSpec {
-  /** true: done. Called on the loop; must not block (one read of a cgroupfs file). May throw. */
-  check: () => boolean;
+  /**
+   * true: done. Called on the loop; must not block: one read of a cgroupfs file, synchronous where
+   * the kernel answers without a lock another group's operation may hold (cgroup.events), else a
+   * promise (a read off the loop). May throw or reject. Never two at once.
+   */
+  check: () => boolean | Promise<boolean>;
   /** A cgroup.events file whose notifications should trigger a re-check. */
   eventsPath?: string;
   /** Called after each check that found the condition unmet (v1 freezer re-writes, re-kills). */
@@ -52,63 +60,80 @@ export function waitFor(addon: NativeAddon, spec: WaitSpec): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     let immediate: NodeJS.Immediate | undefined;
     let done = false;
+    let checking = false;
+    let again = false;
     const started = now();
     let step = 1;
+    const disarm = () => {
+      if (timer) clearTimeout(timer);
+      if (immediate) clearImmediate(immediate);
+      timer = undefined;
+      immediate = undefined;
+    };
     const finish = (err?: unknown) => {
       if (done) return;
       done = true;
       watch?.close();
-      if (timer) clearTimeout(timer);
-      if (immediate) clearImmediate(immediate);
+      disarm();
       if (err) reject(err);
       else resolve();
     };
-    const recheck = (): boolean => {
-      if (done) return true;
+    // One check at a time; a trigger that arrives during an asynchronous check runs another after it.
+    const pass = (): void => {
+      if (done) return;
+      if (checking) {
+        again = true;
+        return;
+      }
+      let r: boolean | Promise<boolean>;
       try {
-        if (spec.check()) {
-          finish();
-          return true;
-        }
+        r = spec.check();
+      } catch (err) {
+        return finish(err);
+      }
+      if (typeof r === 'boolean') return settle(r);
+      checking = true;
+      r.then((ok) => { checking = false; settle(ok); }, (err) => { checking = false; finish(err); });
+    };
+    const settle = (ok: boolean): void => {
+      if (done) return;
+      if (ok) return finish();
+      try {
         // Not there yet: nudge it for the next pass (a group that froze or emptied at once costs no extra write).
         spec.tick?.();
       } catch (err) {
-        finish(err);
-        return true;
+        return finish(err);
       }
-      if (now() >= spec.deadline) {
-        finish(new CgroupTimeoutError(spec.phase, spec.path, spec.timeoutMs));
-        return true;
+      if (now() >= spec.deadline) return finish(new CgroupTimeoutError(spec.phase, spec.path, spec.timeoutMs));
+      if (again) {
+        again = false;
+        return pass();
       }
-      return false;
+      schedule();
     };
+    // The next pass: spinning on setImmediate at first (v1), then timers backing off; with a watch
+    // only a slow safety poll, the notifications drive the passes.
     const schedule = () => {
-      if (done) return;
+      disarm();
       const t = now();
       const left = Math.max(0, spec.deadline - t);
       if (!watch && t - started < SPIN_MS && left > 0) {
-        immediate = setImmediate(() => { immediate = undefined; if (!recheck()) schedule(); });
+        immediate = setImmediate(() => { immediate = undefined; pass(); });
         return;
       }
       const delay = watch ? EVENTS_SAFETY_MS : step;
       step = Math.min(step * 2, MAX_STEP_MS);
-      timer = setTimeout(() => { timer = undefined; if (!recheck()) schedule(); }, Math.max(0, Math.min(delay, left)));
+      timer = setTimeout(() => { timer = undefined; pass(); }, Math.max(0, Math.min(delay, left)));
     };
-    if (recheck()) return;
     if (spec.eventsPath) {
+      // Armed before the first check: a change after it is notified, one before it is seen by it.
       try {
-        watch = addon.watchEvents(spec.eventsPath, () => {
-          if (!recheck()) {
-            // keep the safety poll armed; the notification path needs no rescheduling
-          }
-        });
+        watch = addon.watchEvents(spec.eventsPath, () => pass());
       } catch {
         watch = undefined; // no cgroup.events here (v1): timers only
       }
-      // A change between the first check and arming the watch would be missed: check once more.
-      if (watch && recheck()) return;
     }
-    schedule();
+    pass();
   });
 }
 
@@ -135,14 +160,80 @@ export class GroupOps {
     }
   }
 
-  /** Empty: v2 by `populated 0` in cgroup.events (one small read), v1 by an empty cgroup.procs. */
-  isEmpty(procs: string, v2: boolean): boolean {
-    if (v2) return /^populated 0$/m.test(this.read(path.join(path.dirname(procs), 'cgroup.events')));
-    return this.read(procs) === '';
+  /**
+   * The group kill's writes, signals and v1 reads run on corral's own threads (native/control.cc):
+   * a v1 freezer write took 2–7 ms each with 200 destroys at once, and cgroup.kill and
+   * cgroup.freeze take the kernel's cgroup mutex; the libuv pool may be stuck on a slow filesystem.
+   */
+  writeAsync(p: string, value: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      try {
+        this.addon().controlWrite(p, value, (err) => (err ? reject(CgroupError.from(err, p)) : resolve()));
+      } catch (err) {
+        reject(CgroupError.from(err, p));
+      }
+    });
   }
 
-  isFrozen(dir: string, version: 1 | 2, frozen: boolean): boolean {
-    if (version === 1) return this.read(path.join(dir, 'freezer.state')).trim() === (frozen ? 'FROZEN' : 'THAWED');
+  signalAsync(procs: string, sig: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      try {
+        this.addon().controlSignalGroup(procs, sig, (err, r) => (err ? reject(CgroupError.from(err, procs)) : resolve(r!.signalled)));
+      } catch (err) {
+        reject(CgroupError.from(err, procs));
+      }
+    });
+  }
+
+  /**
+   * A tick that runs `step` off the loop, at most one at a time (a pass that finds the last one
+   * still running skips it); a failure is kept for the wait to report.
+   */
+  private backgroundTick(step: () => Promise<void>): { tick: () => void; failure: () => unknown; idle: () => Promise<void> } {
+    let running: Promise<void> | undefined;
+    let failed: unknown;
+    return {
+      tick: () => {
+        if (running || failed !== undefined) return;
+        running = step().catch((err) => { failed = err ?? new Error('tick failed'); }).finally(() => { running = undefined; });
+      },
+      failure: () => failed,
+      idle: async () => { await running; },
+    };
+  }
+
+  /** waitFor, then the background step's last run settled (a late FROZEN must not land after the thaw). */
+  private async waitWithTick(spec: WaitSpec, bg: { idle: () => Promise<void> } | undefined): Promise<void> {
+    try {
+      await waitFor(this.addon(), spec);
+    } finally {
+      await bg?.idle();
+    }
+  }
+
+  /** A read off the loop (see writeAsync), as a CgroupError on failure. */
+  readAsync(p: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      try {
+        this.addon().controlRead(p, (err, text) => (err ? reject(CgroupError.from(err, p)) : resolve(text!)));
+      } catch (err) {
+        reject(CgroupError.from(err, p));
+      }
+    });
+  }
+
+  /**
+   * Empty: v2 by `populated 0` in cgroup.events (one small read on the loop: the kernel answers it
+   * without a lock), v1 by an empty cgroup.procs, read off the loop.
+   */
+  isEmpty(procs: string, v2: boolean): boolean | Promise<boolean> {
+    if (v2) return /^populated 0$/m.test(this.read(path.join(path.dirname(procs), 'cgroup.events')));
+    return this.readAsync(procs).then((text) => text === '');
+  }
+
+  /** v1 freezer.state is read off the loop: the read takes the freezer mutex, which a freeze of a large group holds. */
+  isFrozen(dir: string, version: 1 | 2, frozen: boolean): boolean | Promise<boolean> {
+    if (version === 1) return this.readAsync(path.join(dir, 'freezer.state')).then((text) => text.trim() === (frozen ? 'FROZEN' : 'THAWED'));
     return new RegExp(`^frozen ${frozen ? 1 : 0}$`, 'm').test(this.read(path.join(dir, 'cgroup.events')));
   }
 
@@ -161,22 +252,24 @@ export class GroupOps {
     const dir = path.dirname(procs);
     const v2 = opts.v2 ?? this.hasEvents(dir);
     let lastKill = now();
-    return waitFor(this.addon(), {
-      check: () => this.isEmpty(procs, v2),
+    // Something that raced in between the kill and the thaw gets SIGKILLed again every ~10 ms.
+    const rekill = opts.rekill ? this.backgroundTick(async () => {
+      if (now() - lastKill < 10) return;
+      lastKill = now();
+      opts.rekill!.count += await this.signalAsync(procs, SIGKILL);
+    }) : undefined;
+    return this.waitWithTick({
+      check: () => {
+        if (rekill?.failure() !== undefined) throw rekill.failure();
+        return this.isEmpty(procs, v2);
+      },
       ...(v2 ? { eventsPath: path.join(dir, 'cgroup.events') } : {}),
-      ...(opts.rekill ? {
-        // Something that raced in between the kill and the thaw gets SIGKILLed again every ~10 ms.
-        tick: () => {
-          if (now() - lastKill < 10) return;
-          lastKill = now();
-          opts.rekill!.count += this.signal(procs, SIGKILL);
-        },
-      } : {}),
+      ...(rekill ? { tick: rekill.tick } : {}),
       deadline: opts.deadline ?? now() + timeoutMs,
       timeoutMs,
       phase: 'become empty',
       path: procs,
-    });
+    }, rekill);
   }
 
   /**
@@ -187,23 +280,25 @@ export class GroupOps {
   waitFrozen(dir: string, version: 1 | 2, frozen: boolean, timeoutMs: number, opts: { deadline?: number; rewrite?: boolean } = {}): Promise<void> {
     const state = path.join(dir, 'freezer.state');
     let lastThaw = now();
-    return waitFor(this.addon(), {
-      check: () => this.isFrozen(dir, version, frozen),
+    const rewrite = opts.rewrite && version === 1 ? this.backgroundTick(async () => {
+      if (now() - lastThaw > 200) {
+        lastThaw = now();
+        await this.writeAsync(state, 'THAWED');
+      }
+      await this.writeAsync(state, 'FROZEN');
+    }) : undefined;
+    return this.waitWithTick({
+      check: () => {
+        if (rewrite?.failure() !== undefined) throw rewrite.failure();
+        return this.isFrozen(dir, version, frozen);
+      },
       ...(version === 2 ? { eventsPath: path.join(dir, 'cgroup.events') } : {}),
-      ...(opts.rewrite && version === 1 ? {
-        tick: () => {
-          if (now() - lastThaw > 200) {
-            lastThaw = now();
-            this.write(state, 'THAWED');
-          }
-          this.write(state, 'FROZEN');
-        },
-      } : {}),
+      ...(rewrite ? { tick: rewrite.tick } : {}),
       deadline: opts.deadline ?? now() + timeoutMs,
       timeoutMs,
       phase: frozen ? 'freeze' : 'thaw',
       path: dir,
-    });
+    }, rewrite);
   }
 
   private hasEvents(dir: string): boolean {
@@ -237,7 +332,7 @@ export class GroupOps {
   ): Promise<GroupKillResult> {
     switch (method) {
       case 'cgroup.kill':
-        this.write(path.join(dir, 'cgroup.kill'), '1');
+        await this.writeAsync(path.join(dir, 'cgroup.kill'), '1');
         await this.waitEmpty(procs, timeoutMs, { v2: true, deadline });
         return elapsed();
       case 'freeze-v2':
@@ -246,19 +341,19 @@ export class GroupOps {
         const ctl = path.join(dir, v1 ? 'freezer.state' : 'cgroup.freeze');
         const thaw = v1 ? 'THAWED' : '0';
         try {
-          this.write(ctl, v1 ? 'FROZEN' : '1');
+          await this.writeAsync(ctl, v1 ? 'FROZEN' : '1');
           await this.waitFrozen(dir, v1 ? 1 : 2, true, timeoutMs, { deadline, rewrite: v1 });
           // Frozen: no member can exit or fork, so the list is the whole group.
-          out.count += this.signal(procs, SIGKILL);
+          out.count += await this.signalAsync(procs, SIGKILL);
         } finally {
           // Always thaw (the SIGKILLs are delivered when the tasks run again), even after an error.
-          try { this.write(ctl, thaw); } catch { /* reported by the wait below, or the first error wins */ }
+          await this.writeAsync(ctl, thaw).catch(() => { /* reported by the wait below, or the first error wins */ });
         }
         await this.waitEmpty(procs, timeoutMs, { v2: !v1, deadline, rekill: out });
         return elapsed();
       }
       case 'signal-loop':
-        out.count += this.signal(procs, SIGKILL);
+        out.count += await this.signalAsync(procs, SIGKILL);
         await this.waitEmpty(procs, timeoutMs, { v2: false, deadline, rekill: out });
         return elapsed();
     }

@@ -212,7 +212,9 @@ export class RawExecTask implements CoreTask {
   private hurry: AbortController | undefined;
 
   private async doStop(timeoutMs: number, sig: number, abort: AbortSignal): Promise<void> {
-    if (this.running) {
+    // With no grace and a cgroup the group kill below is the signal: sending one to the main
+    // process first, here on the loop, would only wake it to die while the loop waits.
+    if (this.running && (timeoutMs > 0 || !this.cgroup)) {
       this.emit('killing', `sending ${signalName(sig) ?? sig} to the task, group kill after ${timeoutMs} ms`);
       try {
         this.signal(sig);
