@@ -1,4 +1,5 @@
-// writeRecordAsync: a small file put in place atomically, in one libuv pool job.
+// writeRecord / writeRecordAsync: a small file put in place atomically (temp file, then link or
+// rename), on the calling thread or in one libuv pool job; the task store's one way to write.
 //
 // Why native: the task store writes a record on every start (create, then replace) and removes it on
 // destroy. Through fs.promises each write is open, write, close, link or rename and an unlink: five
@@ -44,25 +45,33 @@ int WriteNew(const std::string& tmp, const std::string& text, const char** sc) {
   return err;
 }
 
+// The temp file, then link(2) (exclusive: EEXIST when the record exists) or rename(2) over it.
+// The temp name goes either way.
+SysError WriteRecord(const std::string& tmp, const std::string& file, const std::string& text, bool exclusive) {
+  SysError e;
+  const char* sc = "";
+  int err = WriteNew(tmp, text, &sc);
+  if (err != 0) {
+    e.set(err, sc, tmp);
+    return e;
+  }
+  if (exclusive) {
+    if (::link(tmp.c_str(), file.c_str()) < 0) e.set(errno, "link", file);
+    ::unlink(tmp.c_str());
+  } else if (::rename(tmp.c_str(), file.c_str()) < 0) {
+    e.set(errno, "rename", file);
+    ::unlink(tmp.c_str());
+  }
+  return e;
+}
+
 class RecordWorker : public Napi::AsyncWorker {
  public:
   RecordWorker(Napi::Function cb, std::string tmp, std::string file, std::string text, bool exclusive)
       : Napi::AsyncWorker(cb, "corral.writeRecordAsync"), tmp_(std::move(tmp)), file_(std::move(file)),
         text_(std::move(text)), exclusive_(exclusive) {}
 
-  void Execute() override {
-    const char* sc = "";
-    int err = WriteNew(tmp_, text_, &sc);
-    if (err != 0) return err_.set(err, sc, tmp_);
-    if (exclusive_) {
-      // link(2) fails with EEXIST when the record exists: creation is exclusive. The temp name goes either way.
-      if (::link(tmp_.c_str(), file_.c_str()) < 0) err_.set(errno, "link", file_);
-      ::unlink(tmp_.c_str());
-    } else if (::rename(tmp_.c_str(), file_.c_str()) < 0) {
-      err_.set(errno, "rename", file_);
-      ::unlink(tmp_.c_str());
-    }
-  }
+  void Execute() override { err_ = WriteRecord(tmp_, file_, text_, exclusive_); }
 
   void OnOK() override {
     Napi::Env env = Env();
@@ -76,6 +85,13 @@ class RecordWorker : public Napi::AsyncWorker {
   SysError err_;
 };
 
+bool RecordArgs(const Napi::CallbackInfo& info, const char* name, std::string* tmp, std::string* file, std::string* text) {
+  Napi::Env env = info.Env();
+  std::string w = name;
+  return StringArg(env, info[0], (w + ": tmp").c_str(), tmp) && StringArg(env, info[1], (w + ": file").c_str(), file) &&
+         StringArg(env, info[2], (w + ": text").c_str(), text);
+}
+
 // writeRecordAsync(tmp, file, text, exclusive, callback(err | null))
 Napi::Value WriteRecordAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -83,12 +99,21 @@ Napi::Value WriteRecordAsync(const Napi::CallbackInfo& info) {
     return ThrowType(env, "writeRecordAsync(tmp: string, file: string, text: string, exclusive: boolean, callback)");
   }
   std::string tmp, file, text;
-  if (!StringArg(env, info[0], "writeRecordAsync: tmp", &tmp)) return env.Undefined();
-  if (!StringArg(env, info[1], "writeRecordAsync: file", &file)) return env.Undefined();
-  if (!StringArg(env, info[2], "writeRecordAsync: text", &text)) return env.Undefined();
+  if (!RecordArgs(info, "writeRecordAsync", &tmp, &file, &text)) return env.Undefined();
   auto* w = new RecordWorker(info[4].As<Napi::Function>(), std::move(tmp), std::move(file), std::move(text),
                              info[3].As<Napi::Boolean>().Value());
   w->Queue();
+  return env.Undefined();
+}
+
+// writeRecord(tmp, file, text, exclusive): undefined, or throws the failing step's error.
+Napi::Value WriteRecordSync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[3].IsBoolean()) return ThrowType(env, "writeRecord(tmp: string, file: string, text: string, exclusive: boolean)");
+  std::string tmp, file, text;
+  if (!RecordArgs(info, "writeRecord", &tmp, &file, &text)) return env.Undefined();
+  SysError e = WriteRecord(tmp, file, text, info[3].As<Napi::Boolean>().Value());
+  if (e) return ThrowErrno(env, e.err, e.syscall, e.path.c_str());
   return env.Undefined();
 }
 
@@ -96,6 +121,7 @@ Napi::Value WriteRecordAsync(const Napi::CallbackInfo& info) {
 
 void InitRecordFile(Napi::Env env, Napi::Object exports) {
   exports.Set("writeRecordAsync", Napi::Function::New(env, WriteRecordAsync, "writeRecordAsync"));
+  exports.Set("writeRecord", Napi::Function::New(env, WriteRecordSync, "writeRecord"));
 }
 
 }  // namespace corral

@@ -272,6 +272,8 @@ export interface RecordFileAddon {
    * a failure.
    */
   writeRecordAsync(tmp: string, file: string, text: string, exclusive: boolean, callback: (err: NativeError | null) => void): void;
+  /** The same steps on the calling thread; throws the failing step's error (`syscall` open, write, close, link or rename). */
+  writeRecord(tmp: string, file: string, text: string, exclusive: boolean): void;
 }
 
 export function recordFileNative(): RecordFileAddon {

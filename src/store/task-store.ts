@@ -94,14 +94,11 @@ export class TaskStore {
    */
   create(handle: TaskHandle, state: RecordState = 'starting'): void {
     const file = this.fileFor(handle.taskId);
-    const tmp = this.writeTmp(file, this.serialise(handle, state));
     try {
-      fs.linkSync(tmp, file);
+      this.writeRecord(file, this.serialise(handle, state), true);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new TaskExistsError(handle.taskId);
+      if (isLinkExists(err)) throw new TaskExistsError(handle.taskId);
       throw err;
-    } finally {
-      fs.rmSync(tmp, { force: true });
     }
   }
 
@@ -111,7 +108,7 @@ export class TaskStore {
     try {
       await this.writeRecordAsync(file, this.serialise(handle, state), true);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST' && (err as NodeJS.ErrnoException).syscall === 'link') throw new TaskExistsError(handle.taskId);
+      if (isLinkExists(err)) throw new TaskExistsError(handle.taskId);
       throw err;
     }
   }
@@ -132,14 +129,7 @@ export class TaskStore {
 
   /** Writes (replaces) a task's record, owned by this store's owner. Default state `running`. */
   put(handle: TaskHandle, opts: { state?: RecordState } = {}): void {
-    const file = this.fileFor(handle.taskId);
-    const tmp = this.writeTmp(file, this.serialise(handle, opts.state ?? 'running'));
-    try {
-      fs.renameSync(tmp, file);
-    } catch (err) {
-      fs.rmSync(tmp, { force: true });
-      throw err;
-    }
+    this.writeRecord(this.fileFor(handle.taskId), this.serialise(handle, opts.state ?? 'running'), false);
   }
 
   /** get off the event loop. */
@@ -200,16 +190,13 @@ export class TaskStore {
         if ('record' in claimed) throw new TaskOwnedError(taskId, claimed.record.owner!);
         throw new TaskNotFoundError(taskId);
       }
-      const tmp = this.writeTmp(file, this.serialise(claimed.record.handle, claimed.record.state));
       try {
-        fs.linkSync(tmp, file);
+        this.writeRecord(file, this.serialise(claimed.record.handle, claimed.record.state), true);
       } catch (err) {
         // EEXIST: another agent created a new task of this id after we took the old record.
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new TaskExistsError(taskId);
+        if (isLinkExists(err)) throw new TaskExistsError(taskId);
         restoreClaim(claim, file);
         throw err;
-      } finally {
-        fs.rmSync(tmp, { force: true });
       }
       fs.rmSync(claim, { force: true });
       return claimed.record;
@@ -292,20 +279,17 @@ export class TaskStore {
     return JSON.stringify({ ...handle, state, owner: this.owner }) + '\n';
   }
 
-  /** Writes `text` to a new temp file beside `file`; on any failure (ENOSPC, EDQUOT...) the temp file is removed. */
-  private writeTmp(file: string, text: string): string {
+  /**
+   * A temp file beside `file` (O_EXCL, 0600), then link (exclusive: EEXIST from link when the record
+   * exists) or rename over it; the temp file never survives a failure (ENOSPC, EDQUOT...). One native
+   * primitive (native/record_file.cc) for this and the asynchronous path below.
+   */
+  private writeRecord(file: string, text: string, exclusive: boolean): void {
     if (!this.tasksDirMade) {
       fs.mkdirSync(this.tasksDir, { recursive: true, mode: 0o700 });
       this.tasksDirMade = true;
     }
-    const tmp = this.tmpName(file);
-    try {
-      fs.writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
-    } catch (err) {
-      fs.rmSync(tmp, { force: true });
-      throw err;
-    }
-    return tmp;
+    recordFileNative().writeRecord(this.tmpName(file), file, text, exclusive);
   }
 
   /**
@@ -375,6 +359,11 @@ function restoreClaim(claim: string, file: string): void {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
   fs.rmSync(claim, { force: true });
+}
+
+/** The exclusive create's refusal: the record exists (not an EEXIST of the temp file). */
+function isLinkExists(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | null)?.code === 'EEXIST' && (err as NodeJS.ErrnoException).syscall === 'link';
 }
 
 function invalidRecord(v: unknown): string | undefined {
