@@ -74,6 +74,11 @@ export class CgroupIO {
     return this.ops.signal(procsPath, signal);
   }
 
+  /** One control-file write off the loop (a freeze or thaw: the kernel takes the cgroup or freezer mutex). */
+  writeControl(p: string, value: string): Promise<void> {
+    return this.ops.writeAsync(p, value);
+  }
+
   /** Empties a group with `method`, bounded by timeoutMs from the call; waits are loop events. */
   groupKill(method: GroupKillMethod, procsPath: string, controlDir: string, timeoutMs: number): Promise<GroupKillResult> {
     return this.ops.groupKill(method, procsPath, controlDir, timeoutMs);

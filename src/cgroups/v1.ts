@@ -198,15 +198,30 @@ export class CgroupV1Manager extends ManagerCore<V1TaskCgroup> {
       for (const c of m.controllers) paths[c] = dir;
       (m.cpuset && kind === 'share' ? joined : owned).push(dir);
     }
+    // Every running task holds these paths: the share group's are one string per manager, and a
+    // group's cgroup.procs is one string however many fields name it (about 1 KiB per task on v1).
+    if (kind === 'share' && paths.cpuset) paths.cpuset = this.shared(paths.cpuset);
+    const joinProcs = [...owned.map((d) => path.join(d, 'cgroup.procs')), ...joined.map((d) => this.shared(path.join(d, 'cgroup.procs')))];
     const main = paths.freezer ?? owned.find((d) => d !== paths.cpuset) ?? owned[0];
+    const procs = path.join(main ?? joined[0] ?? path.join(this.layout.root, this.parentName, name), 'cgroup.procs');
     return {
       paths,
       owned,
-      procs: path.join(main ?? joined[0] ?? path.join(this.layout.root, this.parentName, name), 'cgroup.procs'),
-      placement: { joinProcs: [...owned, ...joined].map((d) => path.join(d, 'cgroup.procs')) },
+      procs: joinProcs.find((p) => p === procs) ?? procs,
+      placement: { joinProcs },
       reserved: kind === 'reserve' || kind === 'legacy-reserved',
-      ...(paths.cpuset && (kind === 'share' || kind === 'legacy-shared') ? { cpusFile: path.join(paths.cpuset, 'cpuset.cpus') } : {}),
+      ...(paths.cpuset && (kind === 'share' || kind === 'legacy-shared') ? { cpusFile: this.shared(path.join(paths.cpuset, 'cpuset.cpus')) } : {}),
     };
+  }
+
+  private readonly sharedStrings = new Map<string, string>();
+
+  /** One instance of a path that many groups hold (the share group's). Only shared parents' paths come here. */
+  private shared(p: string): string {
+    const have = this.sharedStrings.get(p);
+    if (have !== undefined) return have;
+    this.sharedStrings.set(p, p);
+    return p;
   }
 
   protected recipe(allocId: string, taskName: string, name: string, res: TaskResources): GroupRecipe<V1TaskCgroup> {
@@ -315,13 +330,13 @@ export class V1TaskCgroup extends BaseTaskCgroup {
 
   async freeze(opts: { timeoutMs?: number } = {}): Promise<void> {
     const d = this.freezerDir();
-    this.ctx.io.writeAll([[path.join(d, 'freezer.state'), 'FROZEN']]);
+    await this.ctx.io.writeControl(path.join(d, 'freezer.state'), 'FROZEN');
     await this.ctx.io.waitFrozen(d, 1, true, opts.timeoutMs ?? this.ctx.freezeTimeoutMs, { rewrite: true });
   }
 
   async thaw(opts: { timeoutMs?: number } = {}): Promise<void> {
     const d = this.freezerDir();
-    this.ctx.io.writeAll([[path.join(d, 'freezer.state'), 'THAWED']]);
+    await this.ctx.io.writeControl(path.join(d, 'freezer.state'), 'THAWED');
     await this.ctx.io.waitFrozen(d, 1, false, opts.timeoutMs ?? this.ctx.freezeTimeoutMs);
   }
 

@@ -258,12 +258,12 @@ export class V2TaskCgroup extends BaseTaskCgroup {
   }
 
   async freeze(opts: { timeoutMs?: number } = {}): Promise<void> {
-    this.ctx.io.writeAll([[path.join(this.dir, 'cgroup.freeze'), '1']]);
+    await this.ctx.io.writeControl(path.join(this.dir, 'cgroup.freeze'), '1');
     await this.ctx.io.waitFrozen(this.dir, 2, true, opts.timeoutMs ?? this.ctx.freezeTimeoutMs);
   }
 
   async thaw(opts: { timeoutMs?: number } = {}): Promise<void> {
-    this.ctx.io.writeAll([[path.join(this.dir, 'cgroup.freeze'), '0']]);
+    await this.ctx.io.writeControl(path.join(this.dir, 'cgroup.freeze'), '0');
     await this.ctx.io.waitFrozen(this.dir, 2, false, opts.timeoutMs ?? this.ctx.freezeTimeoutMs);
   }
 
