@@ -274,6 +274,11 @@ export interface RecordFileAddon {
   writeRecordAsync(tmp: string, file: string, text: string, exclusive: boolean, callback: (err: NativeError | null) => void): void;
   /** The same steps on the calling thread; throws the failing step's error (`syscall` open, write, close, link or rename). */
   writeRecord(tmp: string, file: string, text: string, exclusive: boolean): void;
+  /**
+   * On the libuv pool: appends `text` (one record line) to the existing `file` in one write(2), with
+   * no truncation and no rename (ENOENT when the file is gone). A short write is cut back off.
+   */
+  appendRecordAsync(file: string, text: string, callback: (err: NativeError | null) => void): void;
 }
 
 export function recordFileNative(): RecordFileAddon {

@@ -162,6 +162,12 @@ for (const noCgroups of [true, false]) {
   });
 }
 
+
+/** A record file's current record: its last line (a start appends the running record to the starting one). */
+function lastRecordLine(file: string): string {
+  return fs.readFileSync(file, 'utf8').trim().split('\n').pop()!;
+}
+
 ts('agent SIGKILLed at random points during 50 concurrent starts, repeated: every task process is tracked or killed, no group without a record', async (t) => {
   const sb = sandbox(t, 'crash');
   const RUNS = Number(process.env.CORRAL_CRASH_RUNS ?? 4);
@@ -225,7 +231,7 @@ ts('a bad handle among good ones is reported in failed and skipped; the good one
   t.is(await run.exited, 0);
   const store = new TaskStore(sb.stateDir);
   const good = run.started[0]!;
-  const raw = JSON.parse(fs.readFileSync(store.fileFor(good.taskId), 'utf8')) as Record<string, unknown>;
+  const raw = JSON.parse(lastRecordLine(store.fileFor(good.taskId))) as Record<string, unknown>;
   fs.writeFileSync(store.fileFor('bad'), JSON.stringify({ ...raw, taskId: 'bad', allocId: 'not-a-uuid', config: { ...(raw.config as object), id: 'bad', allocId: 'not-a-uuid' } }));
   // An empty group of ours that no record names: what stale clean-up removes.
   const crashed = randomUUID();
@@ -252,7 +258,7 @@ ts('edited handles are refused and never acted upon: uid removed, uid denied, an
   const store = new TaskStore(sb.stateDir);
   const edit = (name: string, f: (s: Record<string, unknown>) => void) => {
     const file = store.fileFor(by[name]!.taskId);
-    const rec = JSON.parse(fs.readFileSync(file, 'utf8')) as { driverState: Record<string, unknown> };
+    const rec = JSON.parse(lastRecordLine(file)) as { driverState: Record<string, unknown> };
     f(rec.driverState);
     fs.writeFileSync(file, JSON.stringify(rec));
   };

@@ -107,6 +107,36 @@ test('the async writes (one native pool job each) keep the same rules: exclusive
   t.deepEqual(fs.readdirSync(path.join(store.dir, 'tasks')), [path.basename(store.fileFor('race'))]);
 });
 
+test('putAsync appends the running record as the file\'s last line (no rename over the file); readers take the last complete line and skip a tail still being written', async (t) => {
+  const store = new TaskStore(fs.mkdtempSync(path.join(os.tmpdir(), 'corral-store-append-')));
+  t.teardown(() => fs.rmSync(store.dir, { recursive: true, force: true }));
+  await store.createAsync(handle('a'), 'starting');
+  const file = store.fileFor('a');
+  const ino = fs.statSync(file).ino;
+  const running = { ...handle('a'), driverState: { pid: 4242 } };
+  await store.putAsync(running);
+  t.is(fs.statSync(file).ino, ino, 'the same file: appended to, not replaced');
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  t.is(lines.length, 3, 'two complete lines');
+  t.is(store.getRecord('a')!.state, 'running');
+  t.deepEqual(store.getRecord('a')!.handle, running);
+  t.deepEqual(await store.getAsync('a'), running);
+  t.deepEqual(store.list().handles, [running]);
+  // What a reader may see while a line is being appended: a prefix without its newline.
+  const tail = JSON.stringify({ ...handle('a'), driverState: { pid: 1 }, state: 'running' });
+  fs.appendFileSync(file, tail.slice(0, tail.length >> 1));
+  t.deepEqual(store.getRecord('a')!.handle, running, 'the incomplete tail is skipped');
+  t.deepEqual(store.list().problems, []);
+  // A record that was deleted meanwhile is written anew by putAsync.
+  await store.deleteAsync('a');
+  await store.putAsync(running);
+  t.is(fs.readFileSync(file, 'utf8').split('\n').length, 2, 'one line');
+  t.is(store.getRecord('a')!.state, 'running');
+  // A record file written by hand as one JSON document without a newline is still read.
+  fs.writeFileSync(store.fileFor('b'), JSON.stringify({ ...handle('b'), state: 'running' }));
+  t.deepEqual(store.get('b'), handle('b'));
+});
+
 test('owner liveness: a live other process is alive, a dead one or a pid with another start time is dead, no owner is dead', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'corral-store-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -257,7 +287,9 @@ test('ENOSPC on a tiny tmpfs state dir: the write fails with ENOSPC, no temp fil
   t.deepEqual(fs.readdirSync(path.join(dir, 'tasks')), [path.basename(store.fileFor('small'))]);
   t.deepEqual(store.get('small'), handle('small'));
   // The async paths the drivers use: the same error, no temp file, the record intact.
+  const before = fs.readFileSync(store.fileFor('small'), 'utf8');
   t.is((await t.throwsAsync(store.putAsync(big)) as NodeJS.ErrnoException).code, 'ENOSPC');
+  t.is(fs.readFileSync(store.fileFor('small'), 'utf8'), before, 'a short append is cut back off');
   t.is((await t.throwsAsync(store.createAsync({ ...big, taskId: 'other' })) as NodeJS.ErrnoException).code, 'ENOSPC');
   t.deepEqual(fs.readdirSync(path.join(dir, 'tasks')), [path.basename(store.fileFor('small'))]);
   t.deepEqual(store.get('small'), handle('small'));

@@ -6,7 +6,13 @@
  *  - `owner`: the agent process that owns the task (pid and process start time, see owner.ts).
  *
  * Writes are atomic (temp file, then rename or link); a failed write removes its temp file, and
- * temp files of writers that died mid-write are removed when the directory is listed.
+ * temp files of writers that died mid-write are removed when the directory is listed. A record file
+ * is one or more lines, each a whole record, the last complete one current: the drivers' update of a
+ * starting task to running (putAsync) appends its line in one write(2) instead of replacing the file,
+ * because ext4 (auto_da_alloc) starts writeback of a file renamed over another, about 1 ms per start
+ * on the default on-disk state dir. A reader sees an appended line whole or only as a prefix without
+ * its newline (the file's size grows after the copy), which it skips; an agent killed mid-append
+ * leaves the record as it was (a `starting` record, which recovery resolves).
  * A new record is created with link(2), which fails if the file exists: two agents can never
  * both create the same task. Adoption of a dead owner's record renames the file away first (one
  * renamer wins), so two agents never adopt the same task either.
@@ -113,9 +119,21 @@ export class TaskStore {
     }
   }
 
-  /** put off the event loop: resolves once the record is replaced. */
+  /**
+   * put off the event loop: resolves once the record says the new state. The new record is appended
+   * to the file as its last line (one write, see the header); a record that is gone is written anew.
+   */
   async putAsync(handle: TaskHandle, opts: { state?: RecordState } = {}): Promise<void> {
-    await this.writeRecordAsync(this.fileFor(handle.taskId), this.serialise(handle, opts.state ?? 'running'), false);
+    const file = this.fileFor(handle.taskId);
+    const text = this.serialise(handle, opts.state ?? 'running');
+    try {
+      await new Promise<void>((resolve, reject) => {
+        recordFileNative().appendRecordAsync(file, text, (err) => (err ? reject(err) : resolve()));
+      });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await this.writeRecordAsync(file, text, false);
+    }
   }
 
   /** delete off the event loop (one unlink; a record already gone is deleted). */
@@ -324,7 +342,25 @@ export class TaskStore {
     return this.parseRecord(text, asFile);
   }
 
+  /**
+   * A record file holds one or more records, one per line; the last complete line is the current one.
+   * A line still being appended shows as a tail without its newline and is skipped; a file with no
+   * complete line is read whole (records written by hand or before records had a newline).
+   */
   private parseRecord(text: string, asFile: string): { record: TaskRecord } | { problem: string } {
+    const lines = text.split('\n');
+    lines.pop();
+    let last: { problem: string } | undefined;
+    for (let i = lines.length - 1; i >= 0; i--) {
+      if (lines[i]!.trim() === '') continue;
+      const r = this.parseLine(lines[i]!, asFile);
+      if ('record' in r) return r;
+      last ??= r;
+    }
+    return last ?? this.parseLine(text, asFile);
+  }
+
+  private parseLine(text: string, asFile: string): { record: TaskRecord } | { problem: string } {
     let v: unknown;
     try {
       v = JSON.parse(text);

@@ -72,7 +72,7 @@ function recordedContainers(stateDir: string): string[] {
   try { files = fs.readdirSync(path.join(stateDir, 'tasks')); } catch { return ids; }
   for (const f of files) {
     try {
-      const r = JSON.parse(fs.readFileSync(path.join(stateDir, 'tasks', f), 'utf8')) as { driver?: string; driverState?: { containerId?: unknown } };
+      const r = JSON.parse(fs.readFileSync(path.join(stateDir, 'tasks', f), 'utf8').trim().split('\n').pop()!) as { driver?: string; driverState?: { containerId?: unknown } };
       if (r.driver === 'docker' && typeof r.driverState?.containerId === 'string') ids.push(r.driverState.containerId);
     } catch { /* not a record */ }
   }
