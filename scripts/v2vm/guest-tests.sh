@@ -7,7 +7,8 @@
 # 1. says what the guest is (kernel, vCPUs, memory, cgroup2 controllers) and checks it is v2-only;
 # 2. loads the native addon with plain node (fast; a broken build fails here with a clear message);
 # 3. runs ava on FILE... with timeouts raised for the emulated guest, one test file at a time;
-# 4. runs scripts/check-leftovers.sh: the tests must leave nothing under corral* on v2 either.
+# 4. runs the stress script (scripts/asan/stress.ts, release addon) for V2_STRESS_ROUNDS rounds (60; 0: skip);
+# 5. runs scripts/check-leftovers.sh: the tests must leave nothing under corral* on v2 either.
 # Exit: ava's status, or check-leftovers' (1), or 3 when this is not a v2-only guest.
 set -uo pipefail
 [[ -n ${V2VM_GUEST-} ]] || { echo "guest-tests: runs only inside the v2 VM (use npm run test:v2)" >&2; exit 2; }
@@ -34,6 +35,7 @@ say "node + addon check took $(el "$t")s"
 # Timeouts: ava's (inactivity) timeout is raised from the package's 2m; one file at a time keeps the
 # two emulated vCPUs for the test itself. Tests may read CORRAL_TEST_SLOWDOWN to stretch their own waits.
 export CORRAL_TEST_LANE=v2vm CORRAL_TEST_SLOWDOWN=${CORRAL_TEST_SLOWDOWN:-20}
+V2_STRESS_ROUNDS=${V2_STRESS_ROUNDS:-60}
 if [[ -n ${V2_NODE_OPTIONS-} ]]; then export NODE_OPTIONS="${NODE_OPTIONS:+$NODE_OPTIONS }$V2_NODE_OPTIONS"; fi
 # A crash must say where it happened: core dumps into guest RAM (the guest is thrown away, so the
 # lane prints what they are), and the kernel's segfault lines (they name the faulting object and
@@ -61,6 +63,20 @@ if ((rc)); then
       say "CRASH then PASS on re-run: $(echo $crashed) — the lane passes, but the crash is a real bug to find"
       rc=0
     fi
+  fi
+fi
+
+# The stress lane's script (scripts/asan/stress.ts) with the release addon, on the real v2-only kernel:
+# rounds of concurrent spawns, exec, signals, group kills by cgroup.kill and cgroup.freeze, waits,
+# rmdirs, spawns into frozen groups and worker threads exiting with watches open; the fd count and
+# our children must be as before. A crash here is recorded below like one in the tests.
+if ((V2_STRESS_ROUNDS > 0)); then
+  say "stress: ${V2_STRESS_ROUNDS} rounds (UV_THREADPOOL_SIZE=1)"
+  t=$(now)
+  if UV_THREADPOOL_SIZE=1 node --import tsx scripts/asan/stress.ts "$V2_STRESS_ROUNDS" 2>&1 | sed 's/^/  /'; then
+    say "stress: clean after $(el "$t")s"
+  else
+    say "stress: FAILED after $(el "$t")s"; ((rc)) || rc=1
   fi
 fi
 
