@@ -291,8 +291,10 @@ export async function run(o: BenchOptions): Promise<Section> {
     },
   });
 
-  const cases: { n: number; mode: Mode; reps: number }[] = [
-    { n: 10, mode: 'pause', reps: o.quick ? 3 : 7 },
+  // `times`: measurements per repetition. The small groups are cheap to make and their figures are
+  // the noisiest (a few ms, where one scheduling delay counts), so they get more of them.
+  const cases: { n: number; mode: Mode; reps: number; times?: number }[] = [
+    { n: 10, mode: 'pause', reps: o.quick ? 3 : 7, times: 3 },
     { n: 100, mode: 'pause', reps: o.quick ? 3 : 5 },
     { n: 1000, mode: 'pause', reps: o.quick ? 2 : 5 },
     { n: 5000, mode: 'pause', reps: o.quick ? 1 : 4 },
@@ -319,7 +321,7 @@ export async function run(o: BenchOptions): Promise<Section> {
       const runs = (allRuns[caseName(c)] ??= {});
       // The order of the methods rotates with each repetition, so no method always follows the same one.
       const order = methods.map((_, i) => methods[(i + r) % methods.length]!);
-      for (const m of order) {
+      for (const m of order.flatMap((x) => Array<Method>(c.times ?? 1).fill(x))) {
         if (timeLeftMs() < 10_000) {
           cut = `time budget reached in repetition ${r + 1} (at ${caseName(c)}); later cases have fewer runs`;
           break;

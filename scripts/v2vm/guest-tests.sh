@@ -7,7 +7,7 @@
 # 1. says what the guest is (kernel, vCPUs, memory, cgroup2 controllers) and checks it is v2-only;
 # 2. loads the native addon with plain node (fast; a broken build fails here with a clear message);
 # 3. runs ava on FILE... with timeouts raised for the emulated guest, one test file at a time;
-# 4. runs the stress script (scripts/asan/stress.ts, release addon) for V2_STRESS_ROUNDS rounds (60; 0: skip);
+# 4. runs the stress script (scripts/asan/stress.ts, release addon) for V2_STRESS_ROUNDS rounds (300, about 90 s; 0: skip);
 # 5. runs scripts/check-leftovers.sh: the tests must leave nothing under corral* on v2 either.
 # Exit: ava's status, or check-leftovers' (1), or 3 when this is not a v2-only guest.
 set -uo pipefail
@@ -35,7 +35,7 @@ say "node + addon check took $(el "$t")s"
 # Timeouts: ava's (inactivity) timeout is raised from the package's 2m; one file at a time keeps the
 # two emulated vCPUs for the test itself. Tests may read CORRAL_TEST_SLOWDOWN to stretch their own waits.
 export CORRAL_TEST_LANE=v2vm CORRAL_TEST_SLOWDOWN=${CORRAL_TEST_SLOWDOWN:-20}
-V2_STRESS_ROUNDS=${V2_STRESS_ROUNDS:-60}
+V2_STRESS_ROUNDS=${V2_STRESS_ROUNDS:-300}
 if [[ -n ${V2_NODE_OPTIONS-} ]]; then export NODE_OPTIONS="${NODE_OPTIONS:+$NODE_OPTIONS }$V2_NODE_OPTIONS"; fi
 # A crash must say where it happened: core dumps into guest RAM (the guest is thrown away, so the
 # lane prints what they are), and the kernel's segfault lines (they name the faulting object and
