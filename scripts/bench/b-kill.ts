@@ -70,6 +70,16 @@ async function finish(pop: Population, groupDir: string): Promise<void> {
   await Promise.race([pop.done, sleep(10_000)]);
 }
 
+/** Runs a bash script that prints "$t0 $t1" ($EPOCHREALTIME around its own work) on group `dir`: ms between them. */
+function bashTimedMs(script: string, dir: string): number {
+  const out = cp.execFileSync('bash', ['-c', script, 'bash', dir], { encoding: 'utf8' }).trim().split(' ');
+  const us = (x: string) => {
+    const [a, b] = x.split(/[.,]/);
+    return Number(a) * 1e6 + Number(b);
+  };
+  return (us(out[1]!) - us(out[0]!)) / 1000;
+}
+
 async function rmdirRetry(dir: string): Promise<void> {
   for (let i = 0; i < 400; i++) {
     try {
@@ -196,12 +206,7 @@ export async function run(o: BenchOptions): Promise<Section> {
     run: async (n, m) => ({
       ms: await unifiedRun(n, m, async (dir) => {
         const script = 'g=$1; t0=$EPOCHREALTIME; echo 1 > "$g/cgroup.kill"; while read -r _ < "$g/cgroup.procs"; do :; done; t1=$EPOCHREALTIME; echo "$t0 $t1"';
-        const out = cp.execFileSync('bash', ['-c', script, 'bash', dir], { encoding: 'utf8' }).trim().split(' ');
-        const us = (s: string) => {
-          const [a, b] = s.split(/[.,]/);
-          return Number(a) * 1e6 + Number(b);
-        };
-        return (us(out[1]!) - us(out[0]!)) / 1000;
+        return bashTimedMs(script, dir);
       }),
     }),
   });
@@ -212,12 +217,7 @@ export async function run(o: BenchOptions): Promise<Section> {
     run: async (n, m) => ({
       ms: await unifiedRun(n, m, async (dir) => {
         const script = 'g=$1; t0=$EPOCHREALTIME; echo 1 > "$g/cgroup.kill"; while mapfile -t e < "$g/cgroup.events"; [[ ${e[0]} != "populated 0" ]]; do :; done; t1=$EPOCHREALTIME; echo "$t0 $t1"';
-        const out = cp.execFileSync('bash', ['-c', script, 'bash', dir], { encoding: 'utf8' }).trim().split(' ');
-        const us = (s: string) => {
-          const [a, b] = s.split(/[.,]/);
-          return Number(a) * 1e6 + Number(b);
-        };
-        return (us(out[1]!) - us(out[0]!)) / 1000;
+        return bashTimedMs(script, dir);
       }),
     }),
   });
@@ -241,12 +241,7 @@ export async function run(o: BenchOptions): Promise<Section> {
             'while read -r _ < "$g/cgroup.procs"; do :; done',
             't1=$EPOCHREALTIME; echo "$t0 $t1"',
           ].join('\n');
-          const out = cp.execFileSync('bash', ['-c', script, 'bash', dir], { encoding: 'utf8' }).trim().split(' ');
-          const us = (x: string) => {
-            const [a, b] = x.split(/[.,]/);
-            return Number(a) * 1e6 + Number(b);
-          };
-          return { ms: (us(out[1]!) - us(out[0]!)) / 1000 };
+          return { ms: bashTimedMs(script, dir) };
         } finally {
           await finish(pop, dir);
           await rmdirRetry(dir);
