@@ -197,6 +197,8 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
   protected abstract reservations(): Reservations;
   /** The parent's set-up still to do (its synchronous part done by this call), or undefined when it is ready. */
   protected abstract parentSetup(): ParentSetup | undefined;
+  /** The directories parentSetup makes, parents first; none once the parent is ready. */
+  protected abstract parentDirs(): string[];
   /** How to make the group (the parent is ready); throws for a conflict found without the lock (EEXIST, unsupported). */
   protected abstract recipe(allocId: string, taskName: string, name: string, res: TaskResources): GroupRecipe<G>;
   /** The writes that bring the partition on disk in line with the reservations in the tree (read now). */
@@ -292,9 +294,14 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
   /** ensureParent with the lock taken without blocking the loop; concurrent callers share one set-up. */
   protected ensureParentAsync(): Promise<void> {
     if (this.parentSetting) return this.parentSetting;
-    const s = this.parentSetup();
-    if (!s) return Promise.resolve();
+    const dirs = this.parentDirs();
+    if (dirs.length === 0) return Promise.resolve();
     this.parentSetting = (async () => {
+      // The directories first, off the loop (a cgroup mkdir waits for the kernel's cgroup mutex): the
+      // set-up then finds them made and does only its reads and control-file writes here.
+      await this.io.mkdirsAsync(dirs);
+      const s = this.parentSetup();
+      if (!s) return;
       if (s.locked) await this.lock.holdAsync(s.locked);
       s.done();
     })().finally(() => { this.parentSetting = undefined; });

@@ -120,6 +120,17 @@ export class CgroupIO {
     });
   }
 
+  /** Each directory made unless it exists, in order, off the loop (one pool job each). */
+  async mkdirsAsync(dirs: readonly string[]): Promise<void> {
+    for (const d of dirs) {
+      try {
+        await this.applyAsync([['mkdir', d]]);
+      } catch (err) {
+        if ((err as CgroupError).code !== 'EEXIST') throw err;
+      }
+    }
+  }
+
   /**
    * mkdir / write / rmdir steps in order, off the event loop (libuv pool): cgroup creation and its
    * limit writes can stall in the kernel. Throws the CgroupError of the first failed step (later

@@ -98,6 +98,18 @@ export class CgroupV1Manager extends ManagerCore<V1TaskCgroup> {
    * The parent's set-up (idempotent): `<parent>` under each mount now; `share` and `reserve` in the
    * cpuset one, and the partition synced, under the lock by the caller.
    */
+  protected parentDirs(): string[] {
+    if (this.parentReady) return [];
+    const out: string[] = [];
+    for (const m of this.mounts) {
+      let dir = m.mountPoint;
+      for (const seg of this.parentName.split('/')) out.push((dir = path.join(dir, seg)));
+    }
+    const cs = this.cpusetBase;
+    if (cs) out.push(path.join(cs, SHARE_GROUP), path.join(cs, RESERVE_GROUP));
+    return out;
+  }
+
   protected parentSetup(): ParentSetup | undefined {
     if (this.parentReady) return undefined;
     const writes: FileWrite[] = [];

@@ -97,6 +97,15 @@ export class CgroupV2Manager extends ManagerCore<V2TaskCgroup> {
    * The parent's set-up (idempotent): the parent, share.slice and reserve.slice made and the
    * controllers enabled down to them now; the share pool synced under the lock by the caller.
    */
+  protected parentDirs(): string[] {
+    if (this.ready) return [];
+    const out: string[] = [];
+    let dir = this.layout.root;
+    for (const seg of [...this.parentName.split('/'), SHARE_SLICE]) out.push((dir = path.join(dir, seg)));
+    out.push(this.reserveDir);
+    return out;
+  }
+
   protected parentSetup(): ParentSetup | undefined {
     if (this.ready) return undefined;
     const want = V2_WANTED_CONTROLLERS.filter((c) => this.rootControllers.includes(c));
