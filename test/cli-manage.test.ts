@@ -13,6 +13,8 @@ import { randomBytes } from 'node:crypto';
 import { groupDirsUnder, isRoot, waitFor } from './helpers/cgroups.js';
 import { type Sandbox, bound, sandbox } from './helpers/sandbox.js';
 import { CORRAL, corral, pidsWithMarker, runCorral, taskFiles } from './helpers/cli.js';
+import { until } from './helpers/loop.js';
+import { TaskStore } from '../src/store/task-store.js';
 
 const t = isRoot ? test.serial : test.skip;
 
@@ -29,7 +31,16 @@ async function worker(sb: Sandbox, marker: string) {
   const owner = corral(sb, ['run', ...sb.cliArgs, '--name', 'worker', 'bash', '-c',
     `trap 'echo got-usr2' USR2; trap '' TERM; (exec -a ${marker} sleep 1000) & echo ready; while :; do sleep 0.05; done`]);
   await owner.seen('ready');
+  await recordedRunning(sb, 'worker');
   return owner;
+}
+
+/**
+ * A task prints before its corral run has recorded it as running (the spawn returns first): the
+ * other commands are meant to act on a running task, not on one still starting.
+ */
+function recordedRunning(sb: Sandbox, name: string): Promise<true> {
+  return until(`the record of ${name} to say running`, () => new TaskStore(sb.stateDir).records().records.some((r) => r.handle.taskName === name && r.state === 'running'));
 }
 
 t('ps shows every column of a task of another corral run; kill signals it, and it stays its owner\'s', async (tt) => {
@@ -75,7 +86,8 @@ t('stats and stop act on a task of another corral run; unknown ids are refused',
   const sample = JSON.parse(s.stdout.trim()) as { taskId: string; memory: { usageBytes: number }; cpu: { percent: number } };
   tt.regex(sample.taskId, /-worker$/);
   tt.true(sample.memory.usageBytes > 0);
-  tt.regex(line.stdout, /CPU\s+\d+\.\d%\s+MEM\s+\S+ \w*B/);
+  tt.is(line.code, 0, line.stderr);
+  tt.regex(line.stdout, /CPU\s+\d+\.\d%\s+MEM\s+\S+ \w*B/, `stderr: ${line.stderr}`);
   tt.is(none.code, 125);
   tt.regex(none.stderr, /no task "no-such-task"/);
   // stop: the task ignores SIGTERM, so the group is killed after the timeout; its owner then cleans up.
@@ -91,6 +103,7 @@ t('a SIGKILLed corral run leaves an orphaned task; corral gc destroys it and lea
   const marker = `corral-cli-gc-${randomBytes(4).toString('hex')}`;
   const owner = corral(sb, ['run', ...sb.cliArgs, '--name', 'orphan', 'bash', '-c', `(exec -a ${marker} sleep 1000) & echo ready; exec -a ${marker} sleep 1000`]);
   await owner.seen('ready');
+  await recordedRunning(sb, 'orphan');
   // corral's own command line holds the marker too.
   await waitFor(() => pidsWithMarker(marker).filter((p) => p !== owner.child.pid).length === 2, { timeoutMs: bound(10_000), what: 'both task processes' });
   owner.child.kill('SIGKILL');

@@ -133,17 +133,27 @@ export async function statsCommand(argv: string[], io: RunIo): Promise<number> {
     try {
       return await withStoredTask(p.values['state-dir'] as string | undefined, id, async (driver, h) => {
         let n = 0;
+        let first: TaskResourceUsage | undefined;
+        const show = (s: TaskResourceUsage) => {
+          if (p.values.json) io.stdout.write(JSON.stringify(s) + '\n');
+          else io.stdout.write(live ? `\r\x1b[K${statsLine(h.taskId, s)}` : `${statsLine(h.taskId, s)}\n`);
+        };
         try {
           for await (const s of driver.taskStats(h.taskId, { intervalMs, signal: ac.signal })) {
             n++;
-            if (p.values.once && n === 1) continue; // the first sample has no interval to measure CPU over
-            if (p.values.json) io.stdout.write(JSON.stringify(s) + '\n');
-            else io.stdout.write(live ? `\r\x1b[K${statsLine(h.taskId, s)}` : `${statsLine(h.taskId, s)}\n`);
+            // The first sample has no interval to measure CPU over; --once shows the second.
+            if (p.values.once && n === 1) {
+              first = s;
+              continue;
+            }
+            show(s);
             if (p.values.once) break;
           }
         } catch (err) {
           if ((err as { code?: string }).code !== 'ABORT_ERR') throw err;
         }
+        // The task ended (or is not running) after one sample: --once still shows what there is.
+        if (p.values.once && n === 1 && first) show(first);
         if (live) io.stdout.write('\n');
         return 0;
       });
