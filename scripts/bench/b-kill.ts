@@ -201,26 +201,18 @@ export async function run(o: BenchOptions): Promise<Section> {
     });
     notes.push(`corral v1 (freezer): the v1 manager was not usable (${v1Reason}); measured native groupKill('freezer-v1') directly`);
   } else reasons['corral v1 TaskCgroup.kill (freezer)'] = v1Reason ?? natReason ?? 'no freezer controller';
-  methods.push({
-    key: 'kernel cgroup.kill (sh)',
+  /** `cgroup.kill` written from bash, then `until` (a bash loop) re-reads the group until it is done. */
+  const bashKill = (key: string, until: string) => methods.push({
+    key,
     run: async (n, m) => ({
-      ms: await unifiedRun(n, m, async (dir) => {
-        const script = 'g=$1; t0=$EPOCHREALTIME; echo 1 > "$g/cgroup.kill"; while read -r _ < "$g/cgroup.procs"; do :; done; t1=$EPOCHREALTIME; echo "$t0 $t1"';
-        return bashTimedMs(script, dir);
-      }),
+      ms: await unifiedRun(n, m, async (dir) =>
+        bashTimedMs(`g=$1; t0=$EPOCHREALTIME; echo 1 > "$g/cgroup.kill"; ${until}; t1=$EPOCHREALTIME; echo "$t0 $t1"`, dir)),
     }),
   });
+  bashKill('kernel cgroup.kill (sh)', 'while read -r _ < "$g/cgroup.procs"; do :; done');
   // The same end as corral's v2 kill: the group unpopulated (what its removal needs). cgroup.procs
   // reads empty earlier: a dying process leaves that list before it has finished exiting.
-  methods.push({
-    key: 'kernel cgroup.kill until populated 0 (sh)',
-    run: async (n, m) => ({
-      ms: await unifiedRun(n, m, async (dir) => {
-        const script = 'g=$1; t0=$EPOCHREALTIME; echo 1 > "$g/cgroup.kill"; while mapfile -t e < "$g/cgroup.events"; [[ ${e[0]} != "populated 0" ]]; do :; done; t1=$EPOCHREALTIME; echo "$t0 $t1"';
-        return bashTimedMs(script, dir);
-      }),
-    }),
-  });
+  bashKill('kernel cgroup.kill until populated 0 (sh)', 'while mapfile -t e < "$g/cgroup.events"; [[ ${e[0]} != "populated 0" ]]; do :; done');
   if (fBase) {
     // v1 has no cgroup.kill: its limit is the freezer sequence itself with no user-space work around
     // it (bash builtins only, no fork): FROZEN (re-written until the state reads FROZEN), SIGKILL

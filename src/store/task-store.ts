@@ -9,8 +9,8 @@
  * temp files of writers that died mid-write are removed when the directory is listed. A record file
  * is one or more lines, each a whole record, the last complete one current: the drivers' update of a
  * starting task to running (putAsync) appends its line in one write(2) instead of replacing the file,
- * because ext4 (auto_da_alloc) starts writeback of a file renamed over another, about 1 ms per start
- * on the default on-disk state dir. A reader sees an appended line whole or only as a prefix without
+ * because ext4 (auto_da_alloc) starts writeback of a file renamed over another (about 100 µs more
+ * than the append on an idle disk, more while the disk is busy). A reader sees an appended line whole or only as a prefix without
  * its newline (the file's size grows after the copy), which it skips; an agent killed mid-append
  * leaves the record as it was (a `starting` record, which recovery resolves).
  * A new record is created with link(2), which fails if the file exists: two agents can never
