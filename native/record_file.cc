@@ -15,6 +15,7 @@
 #include "args.h"
 #include "errors.h"
 #include "fd.h"
+#include "record_file.h"
 
 namespace corral {
 namespace {
@@ -66,6 +67,8 @@ SysError WriteRecord(const std::string& tmp, const std::string& file, const std:
   return e;
 }
 
+}  // namespace
+
 // Appends `text` (one record line) to the existing `file` in one write(2): no truncation and no
 // rename over the file, so ext4 does not start writeback of it (auto_da_alloc does on both, ~1 ms).
 // A reader sees the line whole or not at all as a complete line: i_size grows only after the copy,
@@ -95,6 +98,8 @@ SysError AppendRecord(const std::string& file, const std::string& text) {
   if (::close(fd.release()) < 0 && errno != EINTR) e.set(errno, "close", file);
   return e;
 }
+
+namespace {
 
 class RecordWorker : public Napi::AsyncWorker {
  public:

@@ -10,12 +10,21 @@
 // 'spawn'), the job is abandoned, and the child is SIGKILLed through its pidfd; the thread, when the
 // kernel lets it go, kills and reaps the child and closes the pidfd itself.
 //
+// opts.record: once the child has exec'd, this same thread appends the caller's record line (its
+// write-ahead `running` state) with the child's pid and start time filled in. Handing that append to
+// the libuv pool after the result came back cost a thread wake-up and a loop turn, each waiting for a
+// CPU while the new child runs (~1 ms of a ~6 ms start→wait→destroy on 2 cores); this thread is
+// already running. The line's placeholders are bytes a JSON text never holds raw: \x01P (pid) and
+// \x01T (start time, field 22 of /proc/<pid>/stat). A failed append does not fail the spawn: the
+// result carries it (recordError) and the caller writes the record its own way.
+//
 // Results come back through one uv_async_t per env. Job states change under the hub's mutex only:
 // running -> done (thread) | abandoned (timer or env teardown). Whoever makes the transition owns
 // what follows, so the pidfd has exactly one owner at every moment.
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
@@ -27,12 +36,14 @@
 #include <unordered_set>
 #include <vector>
 
+#include "cgroupfs.h"
 #include "child.h"
 #include "errors.h"
 #include "fd.h"
 #include "jscall.h"
 #include "pidfd.h"
 #include "process.h"
+#include "record_file.h"
 #include "spawn_pool.h"
 #include "spawn_request.h"
 
@@ -63,8 +74,10 @@ struct Job {
   State state = State::kRunning;  // guarded by hub->mu
   volatile int pidfd = -1;        // written by the kernel during clone; read by the timer under mu
   long pid = -1;
+  long long start_time = -1;  // field 22 of /proc/<pid>/stat, read once the child exec'd
   const char* placement = "none";
   SysError err;
+  SysError record_err;  // opts.record's append, when it failed
   // Loop side.
   uv_timer_t* timer = nullptr;
   JsCallback cb;
@@ -95,6 +108,53 @@ void DisposeChild(Job* j, bool kill_it, bool wait = true) {
   j->pid = -1;
 }
 
+// Field 22 (starttime, clock ticks after boot) of /proc/<pid>/stat, or -1. The comm (field 2) may
+// hold spaces and parentheses, so fields are counted from the last ')'.
+long long ReadStartTime(long pid) {
+  std::string text;
+  const char* sc = "";
+  if (ReadWhole(("/proc/" + std::to_string(pid) + "/stat").c_str(), &text, &sc) != 0) return -1;
+  size_t p = text.rfind(')');
+  if (p == std::string::npos) return -1;
+  p += 1;
+  for (int field = 3; field <= 22; field++) {  // each field is preceded by one space
+    if (p >= text.size() || text[p] != ' ') return -1;
+    p += 1;
+    if (field == 22) break;
+    p = text.find(' ', p);
+    if (p == std::string::npos) return -1;
+  }
+  char* end = nullptr;
+  long long v = strtoll(text.c_str() + p, &end, 10);
+  return end != text.c_str() + p ? v : -1;
+}
+
+// The record line with its placeholders filled in (see the header).
+std::string FillRecord(const std::string& text, long pid, long long start_time) {
+  std::string out;
+  out.reserve(text.size() + 32);
+  for (size_t i = 0; i < text.size(); i++) {
+    if (text[i] == '\x01' && i + 1 < text.size() && (text[i + 1] == 'P' || text[i + 1] == 'T')) {
+      out += text[i + 1] == 'P' ? std::to_string(pid) : std::to_string(start_time);
+      i++;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
+// After a successful spawn, on the spawn thread: the start time, and opts.record's append.
+void AfterExec(Job* j) {
+  j->start_time = ReadStartTime(j->pid);
+  if (!j->req.has_record) return;
+  if (j->start_time < 0) {
+    j->record_err.set(ESRCH, "read", "/proc/" + std::to_string(j->pid) + "/stat");
+    return;
+  }
+  j->record_err = AppendRecord(j->req.record_file, FillRecord(j->req.record_text, j->pid, j->start_time));
+}
+
 void* ThreadMain(void* arg) {
   Job* j = static_cast<Job*>(arg);
   std::string frozen;
@@ -113,6 +173,8 @@ void* ThreadMain(void* arg) {
     }
   }
   cgfd.reset();
+  // The child has exec'd or exited (vfork: we resume only then), so its error word is final.
+  if (cloned && j->req.ctx.err == 0) AfterExec(j);
   std::shared_ptr<Hub> hub = j->hub;
   {
     // One critical section: while the job is running the timer may signal the published pidfd, so
@@ -168,6 +230,8 @@ void Deliver(Hub* hub, Job* j, bool timed_out) {
     Napi::Object r = Napi::Object::New(e);
     r.Set("pid", Napi::Number::New(e, static_cast<double>(j->pid)));
     r.Set("placement", Napi::String::New(e, j->placement));
+    if (j->start_time >= 0) r.Set("startTime", Napi::Number::New(e, static_cast<double>(j->start_time)));
+    if (j->record_err) r.Set("recordError", MakeError(e, j->record_err).Value());
     int fd = j->pidfd;
     j->pidfd = -1;  // owned by the ProcessHandle from here on (closed by it on failure too)
     Napi::Value h = WrapProcess(e, hub->proc_env, fd, static_cast<pid_t>(j->pid), true);

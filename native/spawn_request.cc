@@ -63,6 +63,15 @@ bool ParseSpawnOptions(Napi::Env env, const Napi::Object& o, SpawnRequest* r) {
     return false;
   v = o.Get("joinProcs");
   if (!v.IsUndefined() && !v.IsNull() && !StringArrayArg(env, v, "spawn: opts.joinProcs", 64, &r->joins_s)) return false;
+  v = o.Get("record");
+  if ((r->has_record = !v.IsUndefined() && !v.IsNull())) {
+    if (!v.IsObject()) return TypeFail(env, "spawn: opts.record", "must be { file, text }");
+    Napi::Object rec = v.As<Napi::Object>();
+    if (!StringArg(env, rec.Get("file"), "spawn: opts.record.file", &r->record_file)) return false;
+    if (!StringArg(env, rec.Get("text"), "spawn: opts.record.text", &r->record_text)) return false;
+    if (r->record_file.empty()) return TypeFail(env, "spawn: opts.record.file", "must not be empty");
+    if (r->record_text.empty()) return TypeFail(env, "spawn: opts.record.text", "must not be empty");
+  }
   bool has_uid, has_gid, has_oom;
   int64_t uid = 0, gid = 0, oom = 0;
   // uid/gid -1 (0xffffffff) means "unchanged" to the kernel: never accepted.

@@ -17,6 +17,9 @@ namespace corral {
 struct SpawnRequest {
   std::string file, cwd, cgroup_dir, oom;
   bool has_cwd = false, has_cg = false, has_oom = false;
+  // opts.record: a line appended to record_file once the child exec'd (see spawn.cc).
+  std::string record_file, record_text;
+  bool has_record = false;
   std::vector<std::string> argv_s, envp_s, joins_s;
   std::vector<char*> argv_p, envp_p;
   std::vector<const char*> joins_p;  // room reserved for the v2 fallback join (no reallocation in the thread)

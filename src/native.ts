@@ -57,6 +57,13 @@ export interface SpawnOptions {
    * by the spawn thread once the kernel lets it go.
    */
   timeoutMs: number;
+  /**
+   * A line appended to `file` (one write) by the spawn's own thread once the child has exec'd, with
+   * every `\x01P` replaced by the child's pid and every `\x01T` by its start time: a write-ahead
+   * record that says "running" without a further hop off the loop. Its failure does not fail the
+   * spawn (SpawnResult.recordError).
+   */
+  record?: { file: string; text: string };
 }
 
 export interface SpawnResult {
@@ -65,6 +72,10 @@ export interface SpawnResult {
   placement: 'clone3' | 'join' | 'none';
   /** Owns the child's pidfd: watch it, signal through it, close it. */
   process: ProcessHandle;
+  /** Field 22 of the child's /proc/<pid>/stat (clock ticks after boot), read right after the exec. */
+  startTime?: number;
+  /** SpawnOptions.record's append failed (the process runs; the record does not say so). */
+  recordError?: NativeError;
 }
 
 export interface Rusage {

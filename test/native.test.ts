@@ -451,12 +451,38 @@ test('spawn: bad options are TypeErrors thrown before anything starts (NaN, ±In
     ['timeoutMs NaN', { timeoutMs: NaN }],
     ['timeoutMs missing', { timeoutMs: undefined }],
     ['timeoutMs 0', { timeoutMs: 0 }],
+    ['record not an object', { record: 'x' }],
+    ['record.file empty', { record: { file: '', text: 'x' } }],
+    ['record.text missing', { record: { file: '/tmp/x' } }],
+    ['record.text empty', { record: { file: '/tmp/x', text: '' } }],
   ];
   let called = 0;
   for (const [what, o] of bad) {
     t.throws(() => n.spawn({ ...ok, ...o } as SpawnOptions, () => { called++; }), { instanceOf: TypeError }, what);
   }
   t.is(called, 0, 'no callback for a rejected call');
+});
+
+test('spawn record: the spawn thread appends the line with pid and start time filled in; a failed append is reported, the process runs', async (t) => {
+  const file = path.join(tmp, `record-${process.pid}`);
+  fs.writeFileSync(file, 'first\n');
+  t.teardown(() => fs.rmSync(file, { force: true }));
+  const r = await spawnProcess({ file: '/bin/true', argv: ['true'], envp: [], stdio: [-1, -1, -1], timeoutMs: 10_000,
+    record: { file, text: '{"pid":\x01P,"pgid":\x01P,"startTime":\x01T,"s":"\\u0001P"}\n' } });
+  const exit = new Promise<ExitInfo>((res) => r.process.watch(true, res));
+  // Read before the reap (the watch reaps on a later turn): the stat is the child's.
+  const st = fs.readFileSync(`/proc/${r.pid}/stat`, 'utf8');
+  const starttime = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[19]);
+  await exit;
+  t.is(r.recordError, undefined);
+  t.is(r.startTime, starttime);
+  t.is(fs.readFileSync(file, 'utf8'), `first\n{"pid":${r.pid},"pgid":${r.pid},"startTime":${starttime},"s":"\\u0001P"}\n`);
+  // A record that is gone: the process still runs and is delivered; the error names the file.
+  const gone = path.join(tmp, `no-such-dir-${process.pid}`, 'record');
+  const r2 = await spawnProcess({ file: '/bin/true', argv: ['true'], envp: [], stdio: [-1, -1, -1], timeoutMs: 10_000, record: { file: gone, text: 'x\n' } });
+  await new Promise<ExitInfo>((res) => r2.process.watch(true, res));
+  t.like(r2.recordError, { code: 'ENOENT', syscall: 'open', path: gone });
+  t.true(r2.pid > 0);
 });
 
 // ---------- ProcessHandle.watch ----------

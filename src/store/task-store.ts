@@ -8,7 +8,8 @@
  * Writes are atomic (temp file, then rename or link); a failed write removes its temp file, and
  * temp files of writers that died mid-write are removed when the directory is listed. A record file
  * is one or more lines, each a whole record, the last complete one current: the drivers' update of a
- * starting task to running (putAsync) appends its line in one write(2) instead of replacing the file,
+ * starting task to running (putAsync, or the raw_exec spawn's own thread with the line from
+ * recordLine) appends its line in one write(2) instead of replacing the file,
  * because ext4 (auto_da_alloc) starts writeback of a file renamed over another (about 100 µs more
  * than the append on an idle disk, more while the disk is busy). A reader sees an appended line whole or only as a prefix without
  * its newline (the file's size grows after the copy), which it skips; an agent killed mid-append
@@ -134,6 +135,14 @@ export class TaskStore {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       await this.writeRecordAsync(file, text, false);
     }
+  }
+
+  /**
+   * A task's record file and the line putAsync would append to it: for a writer that appends it on
+   * another thread (the raw_exec spawn's SpawnOptions.record).
+   */
+  recordLine(handle: TaskHandle, state: RecordState): { file: string; text: string } {
+    return { file: this.fileFor(handle.taskId), text: this.serialise(handle, state) };
   }
 
   /** delete off the event loop (one unlink; a record already gone is deleted). */

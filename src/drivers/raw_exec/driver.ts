@@ -19,7 +19,7 @@ import { openCgroupManager } from './cgroups.js';
 import { type RawExecPluginConfig, type RawExecTaskConfig, type ResolvedPluginConfig, resolvePluginConfig, validateTask } from './config.js';
 import { execInTask } from './exec.js';
 import { type RawExecDriverState, RawExecTask } from './task.js';
-import { handleCopy, startingHandle } from './record.js';
+import { handleCopy, runningLine, startingHandle } from './record.js';
 import { checkRecoveredHandle } from './recovered-handle.js';
 import { type InterruptedStart, checkExecUser, checkGroupPaths, groupOf, identifyTaskProcess, resolveInterruptedStart } from './recover.js';
 import { processStartTime } from '../../store/owner.js';
@@ -133,6 +133,12 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
       const errFd = v.stderrFd ?? (v.stderrPath ? fds.add(openOutput(v.stderrPath)) : -1);
       if (mgr) cg = await mgr.createAsync(v.allocId, v.name, { resources: v.resources });
       const placement = cg?.placement ?? {};
+      const state = handle.driverState;
+      if (cg && state.cgroup) state.cgroup.paths = { ...cg.paths };
+      handle.startedAt = new Date().toISOString();
+      // The spawn thread appends the record's `running` line itself once the child exec'd: no
+      // further hop off the loop (native/spawn.cc says why).
+      const record = runningLine(this.store, handle);
       // Off the event loop (a thread of its own) and bounded: a frozen group is refused at once
       // (CgroupFrozenError), a child that never gets to exec fails the start (CgroupTimeoutError).
       spawned = await spawnProcess({
@@ -147,19 +153,17 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
         ...(placement.cgroupDir ? { cgroupDir: placement.cgroupDir } : {}),
         ...(placement.joinProcs ? { joinProcs: [...placement.joinProcs] } : {}),
         ...(v.oomScoreAdj !== undefined ? { oomScoreAdj: v.oomScoreAdj } : {}),
+        ...(record ? { record } : {}),
         timeoutMs: this.config.killTimeoutMs,
       });
       fds.closeAll();
       // Not reaped yet (only our watch reaps), so the stat is there even if it already exited.
-      const st = readProcStat(spawned.pid);
-      if (!st) throw new SpawnError(v.id, `/proc/${spawned.pid}/stat unreadable right after spawn`);
-      const state = handle.driverState;
+      const startTime = spawned.startTime ?? readProcStat(spawned.pid)?.starttime;
+      if (startTime === undefined) throw new SpawnError(v.id, `/proc/${spawned.pid}/stat unreadable right after spawn`);
       state.pid = spawned.pid;
-      state.startTime = st.starttime;
+      state.startTime = startTime;
       state.pgid = spawned.pid;
-      if (cg && state.cgroup) state.cgroup.paths = { ...cg.paths };
-      handle.startedAt = new Date().toISOString();
-      await this.store.putAsync(handle as unknown as TaskHandle, { state: 'running' });
+      if (!record || spawned.recordError) await this.store.putAsync(handle as unknown as TaskHandle, { state: 'running' });
       const task = this.newTask(handle, cg, false);
       task.attach(spawned.process, true);
       attached = true;
