@@ -211,13 +211,15 @@ static Napi::Value StatfsType(const Napi::CallbackInfo& info) {
 
 // One step of applyAsync.
 struct FsOp {
-  enum Kind { kMkdir, kWrite, kRmdir } kind;
+  enum Kind { kMkdir, kWrite, kRmdir, kAbsent } kind;
   std::string path, value;
 };
 
-// Runs a list of cgroupfs steps (mkdir, write, rmdir) in order on the libuv pool: short work that
-// never waits for a condition, but whose syscalls can stall (cgroup creation takes locks the kernel
-// shares with every other cgroup operation on the host). Stops at the first failure.
+// Runs a list of cgroupfs steps (mkdir, write, rmdir, absent) in order on the libuv pool: short work
+// that never waits for a condition, but whose syscalls can stall (cgroup creation takes locks the
+// kernel shares with every other cgroup operation on the host). Stops at the first failure.
+// `absent` fails with EEXIST when the path exists: a group's creation checks that none of its name
+// exists elsewhere in the same job as its mkdirs, instead of one pool hop per lookup before it.
 class ApplyWorker : public Napi::AsyncWorker {
  public:
   ApplyWorker(Napi::Function cb, std::vector<FsOp> ops) : Napi::AsyncWorker(cb, "corral.applyAsync"), ops_(std::move(ops)) {}
@@ -230,6 +232,9 @@ class ApplyWorker : public Napi::AsyncWorker {
         err = WriteOnce(op.path.c_str(), op.value.data(), op.value.size(), &sc);
       } else if (op.kind == FsOp::kMkdir) {
         if (::mkdir(op.path.c_str(), 0755) < 0) err = errno, sc = "mkdir";
+      } else if (op.kind == FsOp::kAbsent) {
+        struct stat st;
+        if (::stat(op.path.c_str(), &st) == 0) err = EEXIST, sc = "stat";
       } else if (::rmdir(op.path.c_str()) < 0) {
         err = errno, sc = "rmdir";
       }
@@ -258,7 +263,7 @@ class ApplyWorker : public Napi::AsyncWorker {
   SysError err_;
 };
 
-// applyAsync(ops: [op: 'mkdir' | 'write' | 'rmdir', path: string, value?: string][], callback(err | null))
+// applyAsync(ops: [op: 'mkdir' | 'write' | 'rmdir' | 'absent', path: string, value?: string][], callback(err | null))
 static Napi::Value ApplyAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsFunction())
@@ -280,11 +285,13 @@ static Napi::Value ApplyAsync(const Napi::CallbackInfo& info) {
       op.kind = FsOp::kMkdir;
     } else if (kind == "rmdir") {
       op.kind = FsOp::kRmdir;
+    } else if (kind == "absent") {
+      op.kind = FsOp::kAbsent;
     } else if (kind == "write") {
       op.kind = FsOp::kWrite;
       if (!StringArg(env, t.Get(2u), "applyAsync: value", &op.value)) return env.Undefined();
     } else {
-      return ThrowType(env, "applyAsync: op must be 'mkdir', 'write' or 'rmdir'");
+      return ThrowType(env, "applyAsync: op must be 'mkdir', 'write', 'rmdir' or 'absent'");
     }
     ops.push_back(std::move(op));
   }

@@ -119,8 +119,8 @@ export interface EventsWatch {
   unref(): void;
 }
 
-/** One step of applyAsync. */
-export type FsOp = readonly ['mkdir' | 'rmdir', string] | readonly ['write', string, string];
+/** One step of applyAsync. `absent` fails with EEXIST (syscall 'stat') when the path exists. */
+export type FsOp = readonly ['mkdir' | 'rmdir' | 'absent', string] | readonly ['write', string, string];
 
 export interface NativeAddon {
   /** Writes value[i] to paths[i] (open O_WRONLY, one write, close). Returns one entry per item: null on success. */
@@ -130,7 +130,7 @@ export interface NativeAddon {
   /** Parses a `cgroup.procs` (or `tasks`) file. Throws on error. */
   readProcs(procsPath: string): Int32Array;
   /**
-   * mkdir / write / rmdir steps in order on the libuv pool (cgroup creation and limits off the loop);
+   * mkdir / write / rmdir / absent steps in order on the libuv pool (cgroup creation and limits off the loop);
    * stops at the first failure: an Error with errno fields and `index` of the failed step.
    */
   applyAsync(ops: FsOp[], callback: (err: (NativeError & { index: number }) | null) => void): void;

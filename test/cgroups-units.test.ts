@@ -245,7 +245,9 @@ function fakeAddon(cpusetRoot?: string): FakeAddon {
         try {
           if (op[0] === 'mkdir') fs.mkdirSync(op[1]);
           else if (op[0] === 'rmdir') fs.rmdirSync(op[1]);
-          else {
+          else if (op[0] === 'absent') {
+            if (fs.existsSync(op[1])) throw Object.assign(new Error(`EEXIST: ${op[1]}`), { code: 'EEXIST', errno: -17, syscall: 'stat', path: op[1] });
+          } else {
             const r = self.writeFiles([op[1]], [op[2] as string])[0];
             if (r) throw Object.assign(new Error(r.message), r);
           }

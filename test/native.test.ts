@@ -15,6 +15,7 @@ import {
   native,
   spawnProcess,
   type ExitInfo,
+  type FsOp,
   type ProcessHandle,
   type NativeError,
   type NativeErrorInfo,
@@ -461,6 +462,18 @@ test('spawn: bad options are TypeErrors thrown before anything starts (NaN, ±In
     t.throws(() => n.spawn({ ...ok, ...o } as SpawnOptions, () => { called++; }), { instanceOf: TypeError }, what);
   }
   t.is(called, 0, 'no callback for a rejected call');
+});
+
+test('applyAsync: absent fails with EEXIST naming the path and stops there; steps after a passed check run', async (t) => {
+  const dir = path.join(tmp, `apply-${process.pid}`);
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const apply = (ops: FsOp[]) => new Promise<(NativeError & { index: number }) | null>((res) => n.applyAsync(ops, res));
+  t.is(await apply([['absent', dir], ['mkdir', dir]]), null);
+  t.true(fs.statSync(dir).isDirectory());
+  const e = await apply([['absent', path.join(dir, 'missing')], ['absent', dir], ['rmdir', dir]]);
+  t.like(e, { code: 'EEXIST', syscall: 'stat', path: dir, index: 1 });
+  t.true(fs.existsSync(dir), 'no step after the failed check ran');
+  t.throws(() => n.applyAsync([['nope' as never, dir]], () => {}), { instanceOf: TypeError });
 });
 
 test('spawn record: the spawn thread appends the line with pid and start time filled in; a failed append is reported, the process runs', async (t) => {

@@ -4,8 +4,6 @@
  * join/pids/signal, the shared-or-reserved cpus and destroy. Each version supplies its layout
  * (where a group's directories are, how the partition is written) through the abstract hooks.
  */
-import * as fs from 'node:fs';
-import * as fsp from 'node:fs/promises';
 import { CgroupError, CgroupUnsupportedError, InvalidConfigError } from '../errors.js';
 import { formatCpuList, parseCpuList } from './cpulist.js';
 import { detectCgroupLayout } from './detect.js';
@@ -131,6 +129,15 @@ export abstract class BaseTaskCgroup implements TaskCgroup {
  * writes). It runs under the host lock when the group reserves cores (it reads the reservations from
  * the tree and checks the new one against them). `build` makes the group object once the steps ran.
  */
+/**
+ * A recipe's steps, led by the checks that none of its conflicts exists: in the same job as the
+ * mkdirs (one pool hop; a cgroupfs lookup waits while the host's mkdirs and rmdirs hold kernfs), and
+ * under the host lock for a reservation.
+ */
+function planOf<G>(r: GroupRecipe<G>): FsOp[] {
+  return [...r.conflicts.map((d): FsOp => ['absent', d]), ...r.plan()];
+}
+
 export interface GroupRecipe<G> {
   reserves: boolean;
   /** Directories that must not exist (the same group in another kind or layout): EEXIST naming the first found. */
@@ -245,9 +252,7 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
     const { name, res } = this.admit(allocId, taskName, opts);
     this.ensureParent();
     const r = this.recipe(allocId, taskName, name, res);
-    const clash = r.conflicts.find((d) => fs.existsSync(d));
-    if (clash) throw eexist(clash);
-    const make = () => this.applyPlan(r.plan(), r.reserves);
+    const make = () => this.applyPlan(planOf(r), r.reserves);
     if (r.reserves) this.lock.hold(make);
     else make();
     const g = r.build();
@@ -261,11 +266,7 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
     try {
       await this.ensureParentAsync();
       const r = this.recipe(allocId, taskName, name, res);
-      // Looked up off the loop: a cgroupfs lookup waits while the host's mkdirs and rmdirs hold kernfs.
-      const found = await Promise.all(r.conflicts.map((d) => fsp.access(d).then(() => true, () => false)));
-      const clash = r.conflicts.find((_, i) => found[i]);
-      if (clash) throw eexist(clash);
-      const make = () => this.applyPlanAsync(r.plan(), r.reserves);
+      const make = () => this.applyPlanAsync(planOf(r), r.reserves);
       await (r.reserves ? this.lock.holdAsync(make) : make());
       const g = r.build();
       this.groups.set(name, g);
@@ -333,7 +334,7 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
     for (const d of made.reverse()) tryRmdir(d);
     if (reserves) this.io.writeSome(this.resyncWrites());
     const op = ops[failed];
-    if (op?.[0] === 'mkdir' && (err as CgroupError).code === 'EEXIST') return eexist(op[1]);
+    if ((op?.[0] === 'mkdir' || op?.[0] === 'absent') && (err as CgroupError).code === 'EEXIST') return eexist(op[1]);
     return err;
   }
 

@@ -108,7 +108,8 @@ export class CgroupIO {
       } else {
         try {
           if (op[0] === 'mkdir') fs.mkdirSync(op[1]);
-          else fs.rmdirSync(op[1]);
+          else if (op[0] === 'rmdir') fs.rmdirSync(op[1]);
+          else if (fs.existsSync(op[1])) throw Object.assign(new Error(`EEXIST: ${op[1]} exists`), { code: 'EEXIST', errno: -17, syscall: 'stat', path: op[1] });
         } catch (e) {
           err = CgroupError.from(e, op[1]);
         }
@@ -132,7 +133,7 @@ export class CgroupIO {
   }
 
   /**
-   * mkdir / write / rmdir steps in order, off the event loop (libuv pool): cgroup creation and its
+   * mkdir / write / rmdir / absent steps in order, off the event loop (libuv pool): cgroup creation and its
    * limit writes can stall in the kernel. Throws the CgroupError of the first failed step (later
    * steps did not run); `index` on it says which.
    */
