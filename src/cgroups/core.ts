@@ -129,6 +129,14 @@ export abstract class BaseTaskCgroup implements TaskCgroup {
  * writes). It runs under the host lock when the group reserves cores (it reads the reservations from
  * the tree and checks the new one against them). `build` makes the group object once the steps ran.
  */
+export interface GroupRecipe<G> {
+  reserves: boolean;
+  /** Directories that must not exist (the same group in another kind or layout): EEXIST naming the first found. */
+  conflicts: string[];
+  plan(): FsOp[];
+  build(): G;
+}
+
 /**
  * A recipe's steps, led by the checks that none of its conflicts exists: in the same job as the
  * mkdirs (one pool hop; a cgroupfs lookup waits while the host's mkdirs and rmdirs hold kernfs), and
@@ -136,14 +144,6 @@ export abstract class BaseTaskCgroup implements TaskCgroup {
  */
 function planOf<G>(r: GroupRecipe<G>): FsOp[] {
   return [...r.conflicts.map((d): FsOp => ['absent', d]), ...r.plan()];
-}
-
-export interface GroupRecipe<G> {
-  reserves: boolean;
-  /** Directories that must not exist (the same group in another kind or layout): EEXIST naming the first found. */
-  conflicts: string[];
-  plan(): FsOp[];
-  build(): G;
 }
 
 /** The parent's one-time set-up: `locked` runs under the host lock (the partition), `done` marks it ready. */

@@ -365,13 +365,15 @@ export class V1TaskCgroup extends BaseTaskCgroup {
   oomKilled(): boolean {
     const d = this.paths.memory;
     if (!d) return false;
-    const [ctl, failcnt, max, limit] = this.ctx.io.readAll(
-      ['memory.oom_control', 'memory.failcnt', 'memory.max_usage_in_bytes', 'memory.limit_in_bytes'].map((f) => path.join(d, f)),
-    ).map((x) => (typeof x === 'string' ? x : undefined));
-    const kv = parseKeyValues(ctl);
+    // One read on every task's exit: the others only where the kernel (before 4.13) has no count.
+    const [ctl] = this.ctx.io.readAll([path.join(d, 'memory.oom_control')]);
+    const kv = parseKeyValues(typeof ctl === 'string' ? ctl : undefined);
     const k = kv.get('oom_kill');
     if (k !== undefined) return k > 0;
     if (kv.get('under_oom') === 1) return true;
+    const [failcnt, max, limit] = this.ctx.io.readAll(
+      ['memory.failcnt', 'memory.max_usage_in_bytes', 'memory.limit_in_bytes'].map((f) => path.join(d, f)),
+    ).map((x) => (typeof x === 'string' ? x : undefined));
     const f = parseNumber(failcnt) ?? 0;
     const m = parseNumber(max) ?? 0;
     const l = parseNumber(limit) ?? Infinity;
