@@ -316,24 +316,27 @@ export class GroupOps {
     const deadline = now() + timeoutMs;
     const out = { count: 0 };
     const elapsed = () => ({ signalled: out.count, elapsedNs: Number(process.hrtime.bigint() - t0) });
-    const existed = fs.existsSync(path.dirname(procs));
+    // The group existed once the first step (a control write, or a read of cgroup.procs) succeeded:
+    // no lookup of it on the loop before the kill.
+    const first = { done: false };
     try {
-      return await this.killBy(method, procs, dir, timeoutMs, deadline, out, elapsed);
+      return await this.killBy(method, procs, dir, timeoutMs, deadline, out, elapsed, first);
     } catch (err) {
       // A missing group is an error; one that existed and was removed meanwhile (by the task's owner) was emptied.
-      if (existed && removed(err, procs)) return elapsed();
+      if (first.done && removed(err, procs)) return elapsed();
       throw err;
     }
   }
 
   private async killBy(
     method: GroupKillMethod, procs: string, dir: string, timeoutMs: number, deadline: number,
-    out: { count: number }, elapsed: () => GroupKillResult,
+    out: { count: number }, elapsed: () => GroupKillResult, first: { done: boolean },
   ): Promise<GroupKillResult> {
     switch (method) {
       case 'cgroup.kill':
         await this.writeAsync(path.join(dir, 'cgroup.kill'), '1');
-        await this.waitEmpty(procs, timeoutMs, { v2: true, deadline });
+        first.done = true;
+        await this.waitEmptyHere(procs, timeoutMs, { v2: true, deadline });
         return elapsed();
       case 'freeze-v2':
       case 'freezer-v1': {
@@ -342,6 +345,7 @@ export class GroupOps {
         const thaw = v1 ? 'THAWED' : '0';
         try {
           await this.writeAsync(ctl, v1 ? 'FROZEN' : '1');
+          first.done = true;
           await this.waitFrozen(dir, v1 ? 1 : 2, true, timeoutMs, { deadline, rewrite: v1 });
           // Frozen: no member can exit or fork, so the list is the whole group.
           out.count += await this.signalAsync(procs, SIGKILL);
@@ -349,12 +353,13 @@ export class GroupOps {
           // Always thaw (the SIGKILLs are delivered when the tasks run again), even after an error.
           await this.writeAsync(ctl, thaw).catch(() => { /* reported by the wait below, or the first error wins */ });
         }
-        await this.waitEmpty(procs, timeoutMs, { v2: !v1, deadline, rekill: out });
+        await this.waitEmptyHere(procs, timeoutMs, { v2: !v1, deadline, rekill: out });
         return elapsed();
       }
       case 'signal-loop':
         out.count += await this.signalAsync(procs, SIGKILL);
-        await this.waitEmpty(procs, timeoutMs, { v2: false, deadline, rekill: out });
+        first.done = true;
+        await this.waitEmptyHere(procs, timeoutMs, { v2: false, deadline, rekill: out });
         return elapsed();
     }
   }
