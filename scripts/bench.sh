@@ -37,7 +37,7 @@ if [ ! -f build/Release/corral.node ]; then
 fi
 
 mkdir -p build/bench
-for prog in lifecycle forker; do
+for prog in lifecycle forker killwait; do
   if [ ! -x "build/bench/$prog" ] || [ "scripts/bench/$prog.c" -nt "build/bench/$prog" ]; then
     cc -O2 -Wall -o "build/bench/$prog" "scripts/bench/$prog.c"
   fi

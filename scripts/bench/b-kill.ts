@@ -213,6 +213,15 @@ export async function run(o: BenchOptions): Promise<Section> {
   // The same end as corral's v2 kill: the group unpopulated (what its removal needs). cgroup.procs
   // reads empty earlier: a dying process leaves that list before it has finished exiting.
   bashKill('kernel cgroup.kill until populated 0 (sh)', 'while mapfile -t e < "$g/cgroup.events"; [[ ${e[0]} != "populated 0" ]]; do :; done');
+  // The same end, waited for as corral waits: asleep in poll(2) until the kernel signals a change of
+  // cgroup.events (scripts/bench/killwait.c), not re-reading in a busy loop. A sleeping waiter has to be
+  // woken and scheduled while the dying processes hold the CPUs; a busy one is already running.
+  methods.push({
+    key: 'kernel cgroup.kill, poll(2) until populated 0 (C)',
+    run: async (n, m) => ({
+      ms: await unifiedRun(n, m, async (dir) => Number(cp.execFileSync(binPath('killwait'), [dir], { encoding: 'utf8' }).trim()) / 1000),
+    }),
+  });
   if (fBase) {
     // v1 has no cgroup.kill: its limit is the freezer sequence itself with no user-space work around
     // it (bash builtins only, no fork): FROZEN (re-written until the state reads FROZEN), SIGKILL
@@ -289,7 +298,7 @@ export async function run(o: BenchOptions): Promise<Section> {
   ];
   const TREE_KILL_MAX = 100;
   const columns = [
-    'corral v2 TaskCgroup.kill', 'corral groupKill cgroup.kill', 'kernel cgroup.kill until populated 0 (sh)', 'kernel cgroup.kill (sh)', 'corral v1 TaskCgroup.kill (freezer)',
+    'corral v2 TaskCgroup.kill', 'corral groupKill cgroup.kill', 'kernel cgroup.kill until populated 0 (sh)', 'kernel cgroup.kill, poll(2) until populated 0 (C)', 'kernel cgroup.kill (sh)', 'corral v1 TaskCgroup.kill (freezer)',
     'kernel v1 freezer loop (sh)', 'node procs loop', 'tree-kill',
   ];
   const rows: Row[] = [];
@@ -346,6 +355,7 @@ export async function run(o: BenchOptions): Promise<Section> {
       checks: [
         checkWithin('v2 TaskCgroup.kill within 1.1x of kernel', values['corral v2 TaskCgroup.kill'], kernel, 1.1),
         checkWithin('native groupKill within 1.1x of kernel', values['corral groupKill cgroup.kill'], kernel, 1.1),
+        checkWithin('v2 TaskCgroup.kill within 1.1x of the event-driven C waiter', values['corral v2 TaskCgroup.kill'], values['kernel cgroup.kill, poll(2) until populated 0 (C)'], 1.1),
         checkWithin('v1 freezer kill within 1.5x of the v1 kernel-side loop', values['corral v1 TaskCgroup.kill (freezer)'], values['kernel v1 freezer loop (sh)'], 1.5),
       ],
       extra: {
@@ -357,7 +367,7 @@ export async function run(o: BenchOptions): Promise<Section> {
   notes.push(
     'tree-kill is run only up to N=100: it spawns one `ps -o pid --ppid P` per process, each scanning all of /proc, so its cost is quadratic (a trial on this machine: N=100 in 2.4 s, N=1000 in 126 s, beyond the 10-minute budget).',
     'tree-kill populations (pause rows) are a process tree in which every 10th child double-forked a setsid\'d daemon (as services do); the daemons are no longer in the root\'s tree, so tree-kill cannot see them: they are the survivors shown, counted in cgroup.procs 200 ms after tree-kill called back. Its time is until its callback, not until the group is empty (it never is). The forking row uses the forking population for every method.',
-    'Kernel limit: bash writes cgroup.kill and re-reads cgroup.events until `populated 0` (the end corral\'s v2 kill waits for: the group can be removed), timed with $EPOCHREALTIME inside bash (excludes bash start-up); the targets compare with it. "kernel cgroup.kill (sh)" re-reads cgroup.procs until empty instead, an earlier end (a dying process leaves cgroup.procs before it has finished exiting), for reference. corral times are taken in JS around the call; its waits are events on the loop (cgroup.events notifications on cgroup2, timers on v1); its writes and signals are one step each on a thread of its own (native/control.cc), so nothing of a kill runs on the loop. "groupKill in-worker" is groupKill\'s own elapsedNs (ms), from its first write to the empty group.',
+    'Kernel limit: bash writes cgroup.kill and re-reads cgroup.events until `populated 0` (the end corral\'s v2 kill waits for: the group can be removed), timed with $EPOCHREALTIME inside bash (excludes bash start-up); the targets compare with it. "kernel cgroup.kill, poll(2) until populated 0 (C)" ends at the same point but sleeps in poll(2) on cgroup.events between reads, as corral\'s event-driven wait does (scripts/bench/killwait.c, timed inside the program): the cost of waiting for an event instead of spinning. "kernel cgroup.kill (sh)" re-reads cgroup.procs until empty instead, an earlier end (a dying process leaves cgroup.procs before it has finished exiting), for reference. corral times are taken in JS around the call; its waits are events on the loop (cgroup.events notifications on cgroup2, timers on v1); its writes and signals are one step each on a thread of its own (native/control.cc), so nothing of a kill runs on the loop. "groupKill in-worker" is groupKill\'s own elapsedNs (ms), from its first write to the empty group.',
     'The forking row: 100 processes forking flat out on 2 cores; every waiter (bash loop, worker thread, event loop) competes with them for a CPU, so that row measures scheduling latency as much as killing.',
     'v1 freezer path: freeze, wait for FROZEN, SIGKILL every pid, thaw, wait until empty — the only whole-group kill v1 offers. Its limit, "kernel v1 freezer loop (sh)", is the same sequence in bash builtins on a freezer group (timed inside bash): corral\'s v1 TaskCgroup.kill is compared with it (goal within 1.5x); corral\'s groups are in every v1 controller, the baseline\'s in the freezer only.',
   );
