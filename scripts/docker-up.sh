@@ -38,10 +38,25 @@ if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; 
 fi
 command -v dockerd >/dev/null 2>&1 || { say "dockerd still missing after installing docker.io"; exit 1; }
 
+# dockerd keeps the pid of the containerd it manages in this file. After a dockerd that was killed,
+# the file can name a pid the system has since reused for something else: dockerd then takes that
+# process for containerd and times out waiting for its socket ("containerd is still running").
+clear_stale_containerd_pid() {
+  local f=/var/run/docker/containerd/containerd.pid p
+  [ -f "$f" ] || return 0
+  pgrep -x dockerd >/dev/null 2>&1 && return 0
+  p=$(cat "$f" 2>/dev/null || true)
+  if [ -z "$p" ] || [ "$(cat "/proc/$p/comm" 2>/dev/null)" != containerd ]; then
+    say "removing a stale $f (pid ${p:-none} is not containerd)"
+    rm -f "$f"
+  fi
+}
+
 start_dockerd() {
   # $@: extra flags
   mkdir -p "$(dirname "$LOG")"
   LOG_OFFSET=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
+  clear_stale_containerd_pid
   say "starting dockerd $* (log: $LOG)"
   # setsid + nohup: the daemon outlives this script and the test run that called it.
   # shellcheck disable=SC2086
