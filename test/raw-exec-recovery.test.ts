@@ -359,6 +359,38 @@ ts('a full state dir (ENOSPC on a tiny tmpfs): startTask fails before anything e
   t.deepEqual(pidsWith(mark), []);
 });
 
+ts('the running record: appended by the spawn thread with pid and start time; when that append fails (record gone), the driver writes it', async (t) => {
+  const sb = sandbox(t, 'runrec');
+  const mgr = createCgroupManager({ parentName: sb.parent });
+  // Removes the task's record between its create and the spawn, once: the spawn's append gets ENOENT.
+  let drop: string | undefined;
+  const createAsync = mgr.createAsync.bind(mgr);
+  mgr.createAsync = async (...a: Parameters<typeof mgr.createAsync>) => {
+    const g = await createAsync(...a);
+    if (drop) fs.rmSync(drop);
+    drop = undefined;
+    return g;
+  };
+  const d = driverFor(t, sb, { cgroupManager: mgr });
+  const store = new TaskStore(sb.stateDir);
+  const lines = (id: string) => fs.readFileSync(store.fileFor(id), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { state: string; driverState: { pid: number; pgid: number; startTime: number } });
+  const a = sleeper(randomUUID(), 'appended', marker());
+  const ha = await d.startTask(a);
+  const la = lines(a.id);
+  t.deepEqual(la.map((l) => l.state), ['starting', 'running']);
+  const pid = (ha.driverState as { pid: number }).pid;
+  t.like(la[1]!.driverState, { pid, pgid: pid, startTime: processStartTime(pid) });
+  t.deepEqual(store.getRecord(a.id)?.handle, ha);
+  const b = sleeper(randomUUID(), 'rewritten', marker());
+  drop = store.fileFor(b.id);
+  const hb = await d.startTask(b);
+  const lb = lines(b.id);
+  t.deepEqual(lb.map((l) => l.state), ['running']);
+  t.is(lb[0]!.driverState.pid, (hb.driverState as { pid: number }).pid);
+  for (const id of [a.id, b.id]) await d.destroyTask(id, { force: true });
+  t.false(fs.existsSync(store.fileFor(a.id)));
+});
+
 test('exec user check: no recorded user, or a denied one, is ExecUserRefusedError (ERR_TASK_NO_USER)', (t) => {
   const plugin = resolvePluginConfig({ deniedHostUids: '0', deniedHostGids: '10-15' });
   const task = (s: Partial<RawState> & { groups?: unknown }) => ({ id: 'x', state: s }) as unknown as Parameters<typeof checkExecUser>[0];
