@@ -248,8 +248,11 @@ export class GroupOps {
     }
   }
 
-  private waitEmptyHere(procs: string, timeoutMs: number, opts: { v2?: boolean; deadline?: number; rekill?: { count: number } }): Promise<void> {
+  private waitEmptyHere(
+    procs: string, timeoutMs: number, opts: { v2?: boolean; deadline?: number; rekill?: { count: number }; after?: Promise<void> },
+  ): Promise<void> {
     const dir = path.dirname(procs);
+    let after = opts.after;
     const v2 = opts.v2 ?? this.hasEvents(dir);
     let lastKill = now();
     // Something that raced in between the kill and the thaw gets SIGKILLed again every ~10 ms.
@@ -261,6 +264,11 @@ export class GroupOps {
     return this.waitWithTick({
       check: () => {
         if (rekill?.failure() !== undefined) throw rekill.failure();
+        if (after) {
+          const first = after;
+          after = undefined;
+          return first.then(() => this.isEmpty(procs, v2));
+        }
         return this.isEmpty(procs, v2);
       },
       ...(v2 ? { eventsPath: path.join(dir, 'cgroup.events') } : {}),
@@ -333,11 +341,13 @@ export class GroupOps {
     out: { count: number }, elapsed: () => GroupKillResult, first: { done: boolean },
   ): Promise<GroupKillResult> {
     switch (method) {
-      case 'cgroup.kill':
-        await this.writeAsync(path.join(dir, 'cgroup.kill'), '1');
-        first.done = true;
-        await this.waitEmptyHere(procs, timeoutMs, { v2: true, deadline });
+      case 'cgroup.kill': {
+        // The wait's notifications are armed while the write is on its way, not after it returned:
+        // the first check waits for the write, then reads.
+        const written = this.writeAsync(path.join(dir, 'cgroup.kill'), '1').then(() => { first.done = true; });
+        await this.waitEmptyHere(procs, timeoutMs, { v2: true, deadline, after: written });
         return elapsed();
+      }
       case 'freeze-v2':
       case 'freezer-v1': {
         const v1 = method === 'freezer-v1';
