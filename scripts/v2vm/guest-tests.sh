@@ -7,9 +7,14 @@
 # 1. says what the guest is (kernel, vCPUs, memory, cgroup2 controllers) and checks it is v2-only;
 # 2. loads the native addon with plain node (fast; a broken build fails here with a clear message);
 # 3. runs ava on FILE... with timeouts raised for the emulated guest, one test file at a time;
+#    the docker files among them (test/docker*) run after the others, in a second ava run, with a
+#    dockerd of the guest's own up around it (scripts/v2vm/guest-docker.sh up/down; the files learn of
+#    it from CORRAL_TEST_DOCKER=required): the other files (cli-docker, examples) see no dockerd there,
+#    as before. Stopping it fails the lane if a container or a container's cgroup is left; a dockerd
+#    that does not start fails it too (loudly), unless the docker binaries are not on the host;
 # 4. runs the stress script (scripts/asan/stress.ts, release addon) for V2_STRESS_ROUNDS rounds (300, about 90 s; 0: skip);
 # 5. runs scripts/check-leftovers.sh: the tests must leave nothing under corral* on v2 either.
-# Exit: ava's status, or check-leftovers' (1), or 3 when this is not a v2-only guest.
+# Exit: ava's status, or 1 (check-leftovers, the dockerd's start or stop), or 3 when this is not a v2-only guest.
 set -uo pipefail
 [[ -n ${V2VM_GUEST-} ]] || { echo "guest-tests: runs only inside the v2 VM (use npm run test:v2)" >&2; exit 2; }
 now() { date +%s%N; }
@@ -43,27 +48,52 @@ if [[ -n ${V2_NODE_OPTIONS-} ]]; then export NODE_OPTIONS="${NODE_OPTIONS:+$NODE
 mkdir -p /tmp/cores && ulimit -c unlimited 2>/dev/null && echo '/tmp/cores/core.%e.%p.%s' > /proc/sys/kernel/core_pattern 2>/dev/null ||
   say "core dumps not enabled (ulimit or core_pattern refused)"
 dmesg -c >/dev/null 2>&1 || true
-say "ava ${V2_AVA_ARGS:---timeout=10m --concurrency=1} on $# file(s): $*"
-t=$(now)
-# shellcheck disable=SC2086  # V2_AVA_ARGS is a list of flags
-node node_modules/ava/entrypoints/cli.mjs ${V2_AVA_ARGS:---timeout=10m --concurrency=1} "$@" 2>&1 | tee /tmp/ava-v2.out
-rc=${PIPESTATUS[0]}
-say "ava exited $rc after $(el "$t")s"
-# KNOWN OPEN BUG (2026-11-23): once, test/raw-exec.test.ts's worker died of SIGSEGV in this guest
-# before its first test finished; it did not recur in a re-run and never showed on the host. Until
-# it is found, a file whose worker was killed by a signal (and nothing else failed) is re-run once,
-# and the lane says so loudly. Any other failure, or a second crash, fails the lane.
-if ((rc)); then
-  crashed=$(sed -n 's/^ *✘ \(test\/[^ ]*\.test\.ts\) exited due to \(SIG[A-Z]*\).*/\1/p' /tmp/ava-v2.out | sort -u)
-  others=$(grep '✘' /tmp/ava-v2.out | grep -vc 'exited due to SIG' || true)
-  if [[ -n $crashed && $others == 0 ]]; then
-    say "CRASH: worker of $(echo $crashed) killed by a signal (known open bug); re-running once"
-    # shellcheck disable=SC2086
-    if node node_modules/ava/entrypoints/cli.mjs ${V2_AVA_ARGS:---timeout=10m --concurrency=1} $crashed; then
-      say "CRASH then PASS on re-run: $(echo $crashed) — the lane passes, but the crash is a real bug to find"
-      rc=0
+# ava_run FILE...: one ava run; sets rc (0 if it passed) — only ever from 0 to non-zero.
+ava_run() {
+  local t arc crashed others
+  say "ava ${V2_AVA_ARGS:---timeout=10m --concurrency=1} on $# file(s): $*"
+  t=$(now)
+  # shellcheck disable=SC2086  # V2_AVA_ARGS is a list of flags
+  node node_modules/ava/entrypoints/cli.mjs ${V2_AVA_ARGS:---timeout=10m --concurrency=1} "$@" 2>&1 | tee /tmp/ava-v2.out
+  arc=${PIPESTATUS[0]}
+  say "ava exited $arc after $(el "$t")s"
+  # KNOWN OPEN BUG (2026-11-23): once, test/raw-exec.test.ts's worker died of SIGSEGV in this guest
+  # before its first test finished; it did not recur in a re-run and never showed on the host. Until
+  # it is found, a file whose worker was killed by a signal (and nothing else failed) is re-run once,
+  # and the lane says so loudly. Any other failure, or a second crash, fails the lane.
+  if ((arc)); then
+    crashed=$(sed -n 's/^ *✘ \(test\/[^ ]*\.test\.ts\) exited due to \(SIG[A-Z]*\).*/\1/p' /tmp/ava-v2.out | sort -u)
+    others=$(grep '✘' /tmp/ava-v2.out | grep -vc 'exited due to SIG' || true)
+    if [[ -n $crashed && $others == 0 ]]; then
+      say "CRASH: worker of $(echo $crashed) killed by a signal (known open bug); re-running once"
+      # shellcheck disable=SC2086
+      if node node_modules/ava/entrypoints/cli.mjs ${V2_AVA_ARGS:---timeout=10m --concurrency=1} $crashed; then
+        say "CRASH then PASS on re-run: $(echo $crashed) — the lane passes, but the crash is a real bug to find"
+        arc=0
+      fi
     fi
   fi
+  ((rc)) || rc=$arc
+}
+
+rc=0 plain=() dockerfiles=()
+for f in "$@"; do if [[ ${f#./} == test/docker* ]]; then dockerfiles+=("$f"); else plain+=("$f"); fi; done
+((${#plain[@]} == 0)) || ava_run "${plain[@]}"
+if ((${#dockerfiles[@]})); then
+  t=$(now)
+  say "docker: starting the guest's own dockerd for ${dockerfiles[*]}"
+  bash scripts/v2vm/guest-docker.sh up
+  case $? in
+    0)
+      say "docker: dockerd and the test image ready after $(el "$t")s"
+      export CORRAL_TEST_DOCKER=required; ava_run "${dockerfiles[@]}"; unset CORRAL_TEST_DOCKER
+      # While the dockerd still answers: check-leftovers looks for the suite's containers too.
+      bash scripts/check-leftovers.sh || { say "check-leftovers (docker files): the tests left something behind (see above)"; ((rc)) || rc=1; }
+      bash scripts/v2vm/guest-docker.sh down || { say "FAILED: stopping the guest's dockerd found leftovers or failed (see above)"; ((rc)) || rc=1; }
+      say "docker: $(el "$t")s in all (dockerd start, image, tests, stop)" ;;
+    4) say "DOCKER FILES NOT RUN: the docker binaries are not installed on the host (see above): ${dockerfiles[*]}" ;;
+    *) say "FAILED: the guest's dockerd could not be started (see above); ${dockerfiles[*]} not run"; ((rc)) || rc=1 ;;
+  esac
 fi
 
 # The stress lane's script (scripts/asan/stress.ts) with the release addon, on the real v2-only kernel:
