@@ -123,6 +123,9 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     // Exclusive: another agent's record of this id refuses the start (TaskExistsError).
     const handle = startingHandle(v, cfg, mgr);
     await this.store.createAsync(handle as unknown as TaskHandle, 'starting');
+    // Many starts' pool jobs finish together and their continuations would run in one turn: each
+    // start takes its next synchronous step on a turn of its own.
+    await this.nextTurn();
     const fds = new FdSet();
     let cg: TaskCgroup | undefined;
     let spawned: SpawnResult | undefined;
@@ -131,7 +134,10 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     try {
       const out = v.stdoutFd ?? (v.stdoutPath ? fds.add(openOutput(v.stdoutPath)) : -1);
       const errFd = v.stderrFd ?? (v.stderrPath ? fds.add(openOutput(v.stderrPath)) : -1);
-      if (mgr) cg = await mgr.createAsync(v.allocId, v.name, { resources: v.resources });
+      if (mgr) {
+        cg = await mgr.createAsync(v.allocId, v.name, { resources: v.resources });
+        await this.nextTurn();
+      }
       const placement = cg?.placement ?? {};
       const state = handle.driverState;
       if (cg && state.cgroup) state.cgroup.paths = { ...cg.paths };
