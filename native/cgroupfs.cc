@@ -11,6 +11,7 @@
 #include "args.h"
 #include "errors.h"
 #include "fd.h"
+#include "record_file.h"
 
 namespace corral {
 
@@ -211,8 +212,8 @@ static Napi::Value StatfsType(const Napi::CallbackInfo& info) {
 
 // One step of applyAsync.
 struct FsOp {
-  enum Kind { kMkdir, kWrite, kRmdir, kAbsent } kind;
-  std::string path, value;
+  enum Kind { kMkdir, kWrite, kRmdir, kAbsent, kCreate } kind;
+  std::string path, value, tmp;
 };
 
 // Runs a list of cgroupfs steps (mkdir, write, rmdir, absent) in order on the libuv pool: short work
@@ -220,6 +221,9 @@ struct FsOp {
 // kernel shares with every other cgroup operation on the host). Stops at the first failure.
 // `absent` fails with EEXIST when the path exists: a group's creation checks that none of its name
 // exists elsewhere in the same job as its mkdirs, instead of one pool hop per lookup before it.
+// `create` puts a whole new file in place exclusively (record_file.cc's WriteRecord: a temp file,
+// then link; EEXIST from link when it exists): a task's write-ahead record, in the same job as, and
+// before, its group's mkdirs.
 class ApplyWorker : public Napi::AsyncWorker {
  public:
   ApplyWorker(Napi::Function cb, std::vector<FsOp> ops) : Napi::AsyncWorker(cb, "corral.applyAsync"), ops_(std::move(ops)) {}
@@ -232,6 +236,13 @@ class ApplyWorker : public Napi::AsyncWorker {
         err = WriteOnce(op.path.c_str(), op.value.data(), op.value.size(), &sc);
       } else if (op.kind == FsOp::kMkdir) {
         if (::mkdir(op.path.c_str(), 0755) < 0) err = errno, sc = "mkdir";
+      } else if (op.kind == FsOp::kCreate) {
+        SysError e = WriteRecord(op.tmp, op.path, op.value, true);
+        if (e) {
+          failed_ = static_cast<int64_t>(i);
+          err_ = e;
+          return;
+        }
       } else if (op.kind == FsOp::kAbsent) {
         struct stat st;
         if (::stat(op.path.c_str(), &st) == 0) err = EEXIST, sc = "stat";
@@ -263,7 +274,7 @@ class ApplyWorker : public Napi::AsyncWorker {
   SysError err_;
 };
 
-// applyAsync(ops: [op: 'mkdir' | 'write' | 'rmdir' | 'absent', path: string, value?: string][], callback(err | null))
+// applyAsync(ops: [op: 'mkdir' | 'write' | 'rmdir' | 'absent' | 'create', path: string, value?: string, tmp?: string][], callback(err | null))
 static Napi::Value ApplyAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsFunction())
@@ -287,11 +298,16 @@ static Napi::Value ApplyAsync(const Napi::CallbackInfo& info) {
       op.kind = FsOp::kRmdir;
     } else if (kind == "absent") {
       op.kind = FsOp::kAbsent;
+    } else if (kind == "create") {
+      op.kind = FsOp::kCreate;
+      if (!StringArg(env, t.Get(2u), "applyAsync: value", &op.value)) return env.Undefined();
+      if (!StringArg(env, t.Get(3u), "applyAsync: tmp", &op.tmp)) return env.Undefined();
+      if (op.tmp.empty() || op.path.empty()) return ThrowType(env, "applyAsync: create needs a path and a temp path");
     } else if (kind == "write") {
       op.kind = FsOp::kWrite;
       if (!StringArg(env, t.Get(2u), "applyAsync: value", &op.value)) return env.Undefined();
     } else {
-      return ThrowType(env, "applyAsync: op must be 'mkdir', 'write', 'rmdir' or 'absent'");
+      return ThrowType(env, "applyAsync: op must be 'mkdir', 'write', 'rmdir', 'absent' or 'create'");
     }
     ops.push_back(std::move(op));
   }

@@ -47,6 +47,8 @@ int WriteNew(const std::string& tmp, const std::string& text, const char** sc) {
   return err;
 }
 
+}  // namespace
+
 // The temp file, then link(2) (exclusive: EEXIST when the record exists) or rename(2) over it.
 // The temp name goes either way.
 SysError WriteRecord(const std::string& tmp, const std::string& file, const std::string& text, bool exclusive) {
@@ -66,8 +68,6 @@ SysError WriteRecord(const std::string& tmp, const std::string& file, const std:
   }
   return e;
 }
-
-}  // namespace
 
 // Appends `text` (one record line) to the existing `file` in one write(2): no truncation and no
 // rename over the file, so ext4 does not start writeback of it (auto_da_alloc does on both, ~1 ms).

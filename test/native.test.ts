@@ -474,6 +474,18 @@ test('applyAsync: absent fails with EEXIST naming the path and stops there; step
   t.like(e, { code: 'EEXIST', syscall: 'stat', path: dir, index: 1 });
   t.true(fs.existsSync(dir), 'no step after the failed check ran');
   t.throws(() => n.applyAsync([['nope' as never, dir]], () => {}), { instanceOf: TypeError });
+  // create: exclusive, whole, no temp file left either way; the steps after it run only if it did.
+  const file = path.join(dir, 'rec.json');
+  const tmpFile = `${file}.1.tmp`;
+  t.is(await apply([['create', file, 'one\n', tmpFile], ['mkdir', path.join(dir, 'after')]]), null);
+  t.is(fs.readFileSync(file, 'utf8'), 'one\n');
+  t.true(fs.existsSync(path.join(dir, 'after')));
+  const again = await apply([['create', file, 'two\n', tmpFile], ['mkdir', path.join(dir, 'after2')]]);
+  t.like(again, { code: 'EEXIST', syscall: 'link', path: file, index: 0 });
+  t.is(fs.readFileSync(file, 'utf8'), 'one\n');
+  t.false(fs.existsSync(path.join(dir, 'after2')));
+  t.deepEqual(fs.readdirSync(dir).sort(), ['after', 'rec.json']);
+  t.throws(() => n.applyAsync([['create', file, 'x'] as never], () => {}), { instanceOf: TypeError }, 'create without a temp path');
 });
 
 test('spawn record: the spawn thread appends the line with pid and start time filled in; a failed append is reported, the process runs', async (t) => {

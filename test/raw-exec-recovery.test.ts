@@ -15,6 +15,7 @@ import { resolvePluginConfig } from '../src/drivers/raw_exec/config.js';
 import { checkExecUser } from '../src/drivers/raw_exec/recover.js';
 import { createCgroupManager } from '../src/cgroups/index.js';
 import { TaskStore } from '../src/store/task-store.js';
+import { TaskExistsError } from '../src/errors.js';
 import { processStartTime } from '../src/store/owner.js';
 import type { TaskConfig, TaskHandle } from '../src/drivers/contract.js';
 import { groupDirsUnder, hostLayout, isRoot, pidAlive, waitFor } from './helpers/cgroups.js';
@@ -389,6 +390,33 @@ ts('the running record: appended by the spawn thread with pid and start time; wh
   t.is(lb[0]!.driverState.pid, (hb.driverState as { pid: number }).pid);
   for (const id of [a.id, b.id]) await d.destroyTask(id, { force: true });
   t.false(fs.existsSync(store.fileFor(a.id)));
+});
+
+ts('the record and the group in one job: another agent\'s record refuses the start with nothing made; a failure after the record removes it', async (t) => {
+  const sb = sandbox(t, 'onejob');
+  const d = driverFor(t, sb);
+  const store = new TaskStore(sb.stateDir);
+  // Another agent's record of the id (written by a store of another owner, as a live agent would).
+  const theirs = sleeper(randomUUID(), 'theirs', marker());
+  const other = new TaskStore(sb.stateDir, { owner: { pid: 1, startTime: processStartTime(1)! } });
+  other.create({ version: 1, driver: 'raw_exec', taskId: theirs.id, allocId: theirs.allocId, taskName: theirs.name, startedAt: new Date().toISOString(), config: theirs, driverState: {} } as TaskHandle, 'running');
+  const before = fs.readFileSync(store.fileFor(theirs.id), 'utf8');
+  await t.throwsAsync(d.startTask(theirs), { instanceOf: TaskExistsError });
+  t.is(fs.readFileSync(store.fileFor(theirs.id), 'utf8'), before, 'their record untouched');
+  t.deepEqual(groupDirsUnder(sb.parent), [], 'no group made');
+  // A step after the record fails: the group's name exists where a reserved task of that name would be.
+  const mine = sleeper(randomUUID(), 'clash', marker());
+  const mgr = createCgroupManager({ parentName: sb.parent });
+  const recipeConflict = mgr.version === 'v1'
+    ? path.join(hostLayout().v1Mounts.cpuset!, sb.parent, 'reserve', `${mine.allocId}-${mine.name}`)
+    : path.join(hostLayout().root, `${sb.parent}.slice`, 'reserve.slice', `${mine.allocId}-${mine.name}.scope`);
+  fs.mkdirSync(recipeConflict, { recursive: true });
+  sb.defer(() => fs.rmdirSync(recipeConflict));
+  const err = await t.throwsAsync(d.startTask(mine));
+  t.is((err as NodeJS.ErrnoException).code, 'EEXIST');
+  t.false(fs.existsSync(store.fileFor(mine.id)), 'our record removed');
+  t.deepEqual(groupDirsUnder(sb.parent).filter((g) => g !== recipeConflict), [], 'no group of ours left');
+  t.deepEqual(pidsWith(mine.id), []);
 });
 
 test('exec user check: no recorded user, or a denied one, is ExecUserRefusedError (ERR_TASK_NO_USER)', (t) => {

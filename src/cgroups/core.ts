@@ -142,8 +142,8 @@ export interface GroupRecipe<G> {
  * mkdirs (one pool hop; a cgroupfs lookup waits while the host's mkdirs and rmdirs hold kernfs), and
  * under the host lock for a reservation.
  */
-function planOf<G>(r: GroupRecipe<G>): FsOp[] {
-  return [...r.conflicts.map((d): FsOp => ['absent', d]), ...r.plan()];
+function planOf<G>(r: GroupRecipe<G>, before: readonly FsOp[] = []): FsOp[] {
+  return [...before, ...r.conflicts.map((d): FsOp => ['absent', d]), ...r.plan()];
 }
 
 /** The parent's one-time set-up: `locked` runs under the host lock (the partition), `done` marks it ready. */
@@ -266,7 +266,7 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
     try {
       await this.ensureParentAsync();
       const r = this.recipe(allocId, taskName, name, res);
-      const make = () => this.applyPlanAsync(planOf(r), r.reserves);
+      const make = () => this.applyPlanAsync(planOf(r, opts.before), r.reserves);
       await (r.reserves ? this.lock.holdAsync(make) : make());
       const g = r.build();
       this.groups.set(name, g);
@@ -334,7 +334,7 @@ export abstract class ManagerCore<G extends BaseTaskCgroup> implements CgroupMan
     for (const d of made.reverse()) tryRmdir(d);
     if (reserves) this.io.writeSome(this.resyncWrites());
     const op = ops[failed];
-    if ((op?.[0] === 'mkdir' || op?.[0] === 'absent') && (err as CgroupError).code === 'EEXIST') return eexist(op[1]);
+    if ((op?.[0] === 'mkdir' || op?.[0] === 'absent') && (err as CgroupError).code === 'EEXIST') return Object.assign(eexist(op[1]), { index: failed });
     return err;
   }
 

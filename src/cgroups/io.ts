@@ -5,7 +5,7 @@
  * The addon can be replaced (tests inject a fake to exercise error paths).
  */
 import * as fs from 'node:fs';
-import { native, type FsOp, type NativeAddon, type NativeErrorInfo } from '../native.js';
+import { native, type FsOp, type NativeAddon, type NativeErrorInfo, type RecordFileAddon } from '../native.js';
 import { CgroupError } from '../errors.js';
 import { parseSignal } from '../signals.js';
 import { GroupOps, type GroupKillMethod, type GroupKillResult } from './waits.js';
@@ -105,6 +105,12 @@ export class CgroupIO {
       if (op[0] === 'write') {
         const r = this.addon().writeFiles([op[1]], [op[2]])[0];
         if (r) err = errorFromInfo(r, 'write', op[1], `writing ${JSON.stringify(op[2])} to ${op[1]}`);
+      } else if (op[0] === 'create') {
+        try {
+          (this.addon() as unknown as RecordFileAddon).writeRecord(op[3], op[1], op[2], true);
+        } catch (e) {
+          err = CgroupError.from(e, op[1]);
+        }
       } else {
         try {
           if (op[0] === 'mkdir') fs.mkdirSync(op[1]);
@@ -133,7 +139,7 @@ export class CgroupIO {
   }
 
   /**
-   * mkdir / write / rmdir / absent steps in order, off the event loop (libuv pool): cgroup creation and its
+   * mkdir / write / rmdir / absent / create steps in order, off the event loop (libuv pool): cgroup creation and its
    * limit writes can stall in the kernel. Throws the CgroupError of the first failed step (later
    * steps did not run); `index` on it says which.
    */

@@ -1,4 +1,5 @@
 /** Shared types of the cgroups layer. */
+import type { FsOp } from '../native.js';
 
 /** What is mounted: `hybrid` is cgroup2 at /sys/fs/cgroup/unified beside v1 controllers. */
 export type CgroupMode = 'v1' | 'hybrid' | 'v2';
@@ -114,6 +115,14 @@ export interface TaskCgroup {
 
 export interface CreateOptions {
   resources?: TaskResources;
+  /**
+   * createAsync: steps of the caller's that run first, in the same pool job as the group's own
+   * (a raw_exec start's write-ahead record, a `create` step: it is on disk before the group exists,
+   * without a pool hop of its own). The job stops at the first failed step; what these steps made is
+   * the caller's to undo. A failure's `index` counts from the first of them: below
+   * `before.length`, one of them failed and nothing of the group was made.
+   */
+  before?: readonly FsOp[];
 }
 
 export interface CgroupManager {

@@ -33,7 +33,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { InvalidConfigError, TaskExistsError, TaskNotFoundError, TaskOwnedError } from '../errors.js';
 import type { TaskHandle } from '../drivers/contract.js';
-import { recordFileNative } from '../native.js';
+import { recordFileNative, type FsOp } from '../native.js';
 import { type OwnerStatus, type TaskOwner, invalidOwner, ownerStatus, processStartTime, selfOwner } from './owner.js';
 
 export { type OwnerStatus, type TaskOwner, ownerStatus, selfOwner } from './owner.js';
@@ -118,6 +118,27 @@ export class TaskStore {
       if (isLinkExists(err)) throw new TaskExistsError(handle.taskId);
       throw err;
     }
+  }
+
+  /**
+   * The create of a task's record as a step (`create`: exclusive) for a batch that runs it off the
+   * loop before the task's group is made (CreateOptions.before), instead of a pool job of its own.
+   * A failure of the step itself goes through createStepError.
+   */
+  async createStep(handle: TaskHandle, state: RecordState = 'starting'): Promise<FsOp> {
+    if (!this.tasksDirMade) {
+      await fsp.mkdir(this.tasksDir, { recursive: true, mode: 0o700 });
+      this.tasksDirMade = true;
+    }
+    const file = this.fileFor(handle.taskId);
+    return ['create', file, this.serialise(handle, state), this.tmpName(file)];
+  }
+
+  /** What createAsync would have thrown for a failed createStep: TaskExistsError, or the errno error. */
+  createStepError(handle: TaskHandle, err: unknown): Error {
+    if (isLinkExists(err) && (err as NodeJS.ErrnoException).path === this.fileFor(handle.taskId)) return new TaskExistsError(handle.taskId);
+    const e = err as NodeJS.ErrnoException;
+    return Object.assign(new Error(e.message), { code: e.code, errno: e.errno === undefined ? undefined : -Math.abs(e.errno), syscall: e.syscall, path: e.path });
   }
 
   /**

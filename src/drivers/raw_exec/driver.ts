@@ -16,7 +16,7 @@ import type {
 import { type CoreOptions, DriverCore, type RecoverAllResult as CoreRecoverAllResult } from '../core/driver.js';
 import { killUntilGone, readProcStat, sessionMembers } from '../../util/proc.js';
 import { openCgroupManager } from './cgroups.js';
-import { type RawExecPluginConfig, type RawExecTaskConfig, type ResolvedPluginConfig, resolvePluginConfig, validateTask } from './config.js';
+import { type RawExecPluginConfig, type RawExecTaskConfig, type ResolvedPluginConfig, type ValidatedTask, resolvePluginConfig, validateTask } from './config.js';
 import { execInTask } from './exec.js';
 import { type RawExecDriverState, RawExecTask } from './task.js';
 import { handleCopy, runningLine, startingHandle } from './record.js';
@@ -120,24 +120,23 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     if (this.tasks.has(v.id)) throw new TaskExistsError(v.id);
     // Write-ahead: the record (starting, ours) is on disk before the group exists and before
     // anything runs, so a crash at any later instant leaves a record that recovery resolves.
-    // Exclusive: another agent's record of this id refuses the start (TaskExistsError).
+    // Exclusive: another agent's record of this id refuses the start (TaskExistsError). With a group,
+    // the record's create is the first step of the group's own pool job (no hop of its own).
     const handle = startingHandle(v, cfg, mgr);
-    await this.store.createAsync(handle as unknown as TaskHandle, 'starting');
+    const h = handle as unknown as TaskHandle;
+    let cg: TaskCgroup | undefined;
+    if (mgr) cg = await this.createGroupAndRecord(mgr, v, h);
+    else await this.store.createAsync(h, 'starting');
     // Many starts' pool jobs finish together and their continuations would run in one turn: each
     // start takes its next synchronous step on a turn of its own.
     await this.nextTurn();
     const fds = new FdSet();
-    let cg: TaskCgroup | undefined;
     let spawned: SpawnResult | undefined;
     let attached = false;
     const persisted = true;
     try {
       const out = v.stdoutFd ?? (v.stdoutPath ? fds.add(openOutput(v.stdoutPath)) : -1);
       const errFd = v.stderrFd ?? (v.stderrPath ? fds.add(openOutput(v.stderrPath)) : -1);
-      if (mgr) {
-        cg = await mgr.createAsync(v.allocId, v.name, { resources: v.resources });
-        await this.nextTurn();
-      }
       const placement = cg?.placement ?? {};
       const state = handle.driverState;
       if (cg && state.cgroup) state.cgroup.paths = { ...cg.paths };
@@ -181,6 +180,22 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
       throw err;
     } finally {
       fds.closeAll();
+    }
+  }
+
+  /**
+   * The task's record, then its group, in one pool job (CreateOptions.before). A failure of the
+   * record's own step (index 0) is the store's error (TaskExistsError for another agent's record);
+   * one after it left our record and no group: the record goes too.
+   */
+  private async createGroupAndRecord(mgr: CgroupManager, v: ValidatedTask, h: TaskHandle): Promise<TaskCgroup> {
+    try {
+      return await mgr.createAsync(v.allocId, v.name, { resources: v.resources, before: [await this.store.createStep(h, 'starting')] });
+    } catch (err) {
+      const index = (err as { index?: number }).index;
+      if (index === 0) throw this.store.createStepError(h, err);
+      if (index !== undefined) await this.undoStart(v.id, undefined, false, undefined, true).catch(() => {});
+      throw err;
     }
   }
 
