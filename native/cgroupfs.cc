@@ -212,7 +212,7 @@ static Napi::Value StatfsType(const Napi::CallbackInfo& info) {
 
 // One step of applyAsync.
 struct FsOp {
-  enum Kind { kMkdir, kWrite, kRmdir, kAbsent, kCreate } kind;
+  enum Kind { kMkdir, kWrite, kRmdir, kAbsent, kCreate, kUnlink } kind;
   std::string path, value, tmp;
 };
 
@@ -223,7 +223,8 @@ struct FsOp {
 // exists elsewhere in the same job as its mkdirs, instead of one pool hop per lookup before it.
 // `create` puts a whole new file in place exclusively (record_file.cc's WriteRecord: a temp file,
 // then link; EEXIST from link when it exists): a task's write-ahead record, in the same job as, and
-// before, its group's mkdirs.
+// before, its group's mkdirs. `unlink` removes a file (one already gone counts as removed): the
+// task's record, in the same job as, and after, its group's last rmdir.
 class ApplyWorker : public Napi::AsyncWorker {
  public:
   ApplyWorker(Napi::Function cb, std::vector<FsOp> ops) : Napi::AsyncWorker(cb, "corral.applyAsync"), ops_(std::move(ops)) {}
@@ -243,6 +244,8 @@ class ApplyWorker : public Napi::AsyncWorker {
           err_ = e;
           return;
         }
+      } else if (op.kind == FsOp::kUnlink) {
+        if (::unlink(op.path.c_str()) < 0 && errno != ENOENT) err = errno, sc = "unlink";
       } else if (op.kind == FsOp::kAbsent) {
         struct stat st;
         if (::stat(op.path.c_str(), &st) == 0) err = EEXIST, sc = "stat";
@@ -274,7 +277,7 @@ class ApplyWorker : public Napi::AsyncWorker {
   SysError err_;
 };
 
-// applyAsync(ops: [op: 'mkdir' | 'write' | 'rmdir' | 'absent' | 'create', path: string, value?: string, tmp?: string][], callback(err | null))
+// applyAsync(ops: [op: 'mkdir' | 'write' | 'rmdir' | 'absent' | 'create' | 'unlink', path: string, value?: string, tmp?: string][], callback(err | null))
 static Napi::Value ApplyAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsFunction())
@@ -298,6 +301,8 @@ static Napi::Value ApplyAsync(const Napi::CallbackInfo& info) {
       op.kind = FsOp::kRmdir;
     } else if (kind == "absent") {
       op.kind = FsOp::kAbsent;
+    } else if (kind == "unlink") {
+      op.kind = FsOp::kUnlink;
     } else if (kind == "create") {
       op.kind = FsOp::kCreate;
       if (!StringArg(env, t.Get(2u), "applyAsync: value", &op.value)) return env.Undefined();
@@ -307,7 +312,7 @@ static Napi::Value ApplyAsync(const Napi::CallbackInfo& info) {
       op.kind = FsOp::kWrite;
       if (!StringArg(env, t.Get(2u), "applyAsync: value", &op.value)) return env.Undefined();
     } else {
-      return ThrowType(env, "applyAsync: op must be 'mkdir', 'write', 'rmdir', 'absent' or 'create'");
+      return ThrowType(env, "applyAsync: op must be 'mkdir', 'write', 'rmdir', 'absent', 'create' or 'unlink'");
     }
     ops.push_back(std::move(op));
   }

@@ -122,9 +122,10 @@ export interface EventsWatch {
 /**
  * One step of applyAsync. `absent` fails with EEXIST (syscall 'stat') when the path exists. `create`
  * [path, text, tmp] puts a new whole file in place exclusively: written to `tmp`, then linked (EEXIST,
- * syscall 'link', when `path` exists); the temp file never survives.
+ * syscall 'link', when `path` exists); the temp file never survives. `unlink` removes a file (one
+ * already gone counts as removed).
  */
-export type FsOp = readonly ['mkdir' | 'rmdir' | 'absent', string] | readonly ['write', string, string] | readonly ['create', string, string, string];
+export type FsOp = readonly ['mkdir' | 'rmdir' | 'absent' | 'unlink', string] | readonly ['write', string, string] | readonly ['create', string, string, string];
 
 export interface NativeAddon {
   /** Writes value[i] to paths[i] (open O_WRONLY, one write, close). Returns one entry per item: null on success. */
@@ -134,7 +135,7 @@ export interface NativeAddon {
   /** Parses a `cgroup.procs` (or `tasks`) file. Throws on error. */
   readProcs(procsPath: string): Int32Array;
   /**
-   * mkdir / write / rmdir / absent / create steps in order on the libuv pool (cgroup creation and limits off the loop);
+   * mkdir / write / rmdir / absent / create / unlink steps in order on the libuv pool (cgroup creation and limits off the loop);
    * stops at the first failure: an Error with errno fields and `index` of the failed step.
    */
   applyAsync(ops: FsOp[], callback: (err: (NativeError & { index: number }) | null) => void): void;

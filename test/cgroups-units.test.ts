@@ -245,6 +245,7 @@ function fakeAddon(cpusetRoot?: string): FakeAddon {
         try {
           if (op[0] === 'mkdir') fs.mkdirSync(op[1]);
           else if (op[0] === 'rmdir') fs.rmdirSync(op[1]);
+          else if (op[0] === 'unlink') fs.rmSync(op[1], { force: true });
           else if (op[0] === 'absent') {
             if (fs.existsSync(op[1])) throw Object.assign(new Error(`EEXIST: ${op[1]}`), { code: 'EEXIST', errno: -17, syscall: 'stat', path: op[1] });
           } else {

@@ -171,3 +171,32 @@ v1test('recovery: open() re-attaches a group (with its reservation); cleanupStal
   await reopened.destroy();
   t.deepEqual(groupDirsUnder(parent), []);
 });
+
+v1test('destroy({ after }): the steps run in the job of the last rmdir, once the group is gone; a second destroy does not run them', async (t, m, sb) => {
+  const file = path.join(sb.stateDir, 'record.json');
+  fs.mkdirSync(sb.stateDir, { recursive: true });
+  fs.writeFileSync(file, 'x\n');
+  const g = await m.createAsync(newAllocId(), 'after');
+  const dirs = (g as unknown as { owned: string[] }).owned; // the share group it joined is not one
+  t.true(dirs.length > 0);
+  t.true(await g.destroy({ after: [['unlink', file]] }));
+  t.false(fs.existsSync(file));
+  t.deepEqual(dirs.filter((d) => fs.existsSync(d)), []);
+  fs.writeFileSync(file, 'y\n');
+  t.false(await g.destroy({ after: [['unlink', file]] }), 'already destroyed: the caller runs its steps itself');
+  t.true(fs.existsSync(file));
+  // A group that cannot be removed (a process in it) keeps the file.
+  const busy = await m.createAsync(newAllocId(), 'busy');
+  const procs = Object.values(busy.paths).map((d) => path.join(d, 'cgroup.procs'));
+  const { spawnProcess } = await import('../src/native.js');
+  const r = await spawnProcess({ file: '/bin/sleep', argv: ['sleep', '30'], envp: [], stdio: [-1, -1, -1], timeoutMs: 10_000, joinProcs: procs });
+  sb.defer(() => { try { r.process.signal(9); } catch { /* gone */ } });
+  const rmdirOnly = (busy as unknown as { owned: string[] }).owned;
+  const { rmdirRetryAsync, CgroupIO } = await import('../src/cgroups/io.js');
+  await t.throwsAsync(rmdirRetryAsync(new CgroupIO(), rmdirOnly, 50, [['unlink', file]]), { code: 'EBUSY' });
+  t.true(fs.existsSync(file), 'the record stays while the group does');
+  r.process.signal(9);
+  await new Promise((res) => r.process.watch(true, res));
+  t.true(await busy.destroy({ after: [['unlink', file]] }));
+  t.false(fs.existsSync(file));
+});

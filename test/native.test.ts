@@ -486,6 +486,11 @@ test('applyAsync: absent fails with EEXIST naming the path and stops there; step
   t.false(fs.existsSync(path.join(dir, 'after2')));
   t.deepEqual(fs.readdirSync(dir).sort(), ['after', 'rec.json']);
   t.throws(() => n.applyAsync([['create', file, 'x'] as never], () => {}), { instanceOf: TypeError }, 'create without a temp path');
+  // unlink: a file already gone counts as removed; a failure (a directory) stops the batch.
+  t.is(await apply([['unlink', file], ['unlink', file]]), null);
+  t.false(fs.existsSync(file));
+  t.like(await apply([['unlink', path.join(dir, 'after')], ['rmdir', path.join(dir, 'after')]]), { code: 'EISDIR', syscall: 'unlink', index: 0 });
+  t.true(fs.existsSync(path.join(dir, 'after')));
 });
 
 test('spawn record: the spawn thread appends the line with pid and start time filled in; a failed append is reported, the process runs', async (t) => {

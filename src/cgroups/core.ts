@@ -100,13 +100,14 @@ export abstract class BaseTaskCgroup implements TaskCgroup {
   abstract limitHits(): LimitHits;
   abstract stats(): CgroupStats;
 
-  destroy(opts: { timeoutMs?: number } = {}): Promise<void> {
-    if (this.destroyed) return Promise.resolve();
-    this.destroying ??= this.doDestroy(opts.timeoutMs ?? this.ctx.killTimeoutMs).finally(() => { this.destroying = undefined; });
-    return this.destroying;
+  destroy(opts: { timeoutMs?: number; after?: readonly FsOp[] } = {}): Promise<boolean> {
+    if (this.destroyed) return Promise.resolve(false);
+    if (this.destroying) return this.destroying.then(() => false);
+    this.destroying = this.doDestroy(opts.timeoutMs ?? this.ctx.killTimeoutMs, opts.after ?? []).finally(() => { this.destroying = undefined; });
+    return this.destroying.then(() => (opts.after ?? []).length > 0);
   }
 
-  private async doDestroy(timeoutMs: number): Promise<void> {
+  private async doDestroy(timeoutMs: number, after: readonly FsOp[]): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let pids: number[] = [];
     try {
@@ -118,7 +119,7 @@ export abstract class BaseTaskCgroup implements TaskCgroup {
     // An empty group can be removed frozen or not; exits still finishing are EBUSY, retried. The
     // rmdirs run off the loop (a v1 rmdir waits for the cgroup mutex, which every other group's
     // creation and removal on the host also takes).
-    await rmdirRetryAsync(this.ctx.io, this.owned, Math.max(1, deadline - Date.now()));
+    await rmdirRetryAsync(this.ctx.io, this.owned, Math.max(1, deadline - Date.now()), after);
     this.destroyed = true;
     await this.ctx.forget(this);
   }

@@ -115,6 +115,7 @@ export class CgroupIO {
         try {
           if (op[0] === 'mkdir') fs.mkdirSync(op[1]);
           else if (op[0] === 'rmdir') fs.rmdirSync(op[1]);
+          else if (op[0] === 'unlink') fs.rmSync(op[1], { force: true });
           else if (fs.existsSync(op[1])) throw Object.assign(new Error(`EEXIST: ${op[1]} exists`), { code: 'EEXIST', errno: -17, syscall: 'stat', path: op[1] });
         } catch (e) {
           err = CgroupError.from(e, op[1]);
@@ -139,7 +140,7 @@ export class CgroupIO {
   }
 
   /**
-   * mkdir / write / rmdir / absent / create steps in order, off the event loop (libuv pool): cgroup creation and its
+   * mkdir / write / rmdir / absent / create / unlink steps in order, off the event loop (libuv pool): cgroup creation and its
    * limit writes can stall in the kernel. Throws the CgroupError of the first failed step (later
    * steps did not run); `index` on it says which.
    */
@@ -218,17 +219,20 @@ export function tryRmdir(p: string): true | NodeJS.ErrnoException {
  * directory on, on timers with exponential backoff (never a busy loop), until `timeoutMs`. A
  * directory already gone counts as removed. Throws the last CgroupError.
  */
-export async function rmdirRetryAsync(io: CgroupIO, dirs: readonly string[], timeoutMs: number): Promise<void> {
+export async function rmdirRetryAsync(io: CgroupIO, dirs: readonly string[], timeoutMs: number, after: readonly FsOp[] = []): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let delay = 1;
   let from = 0;
-  while (from < dirs.length) {
+  for (;;) {
+    if (from >= dirs.length && after.length === 0) return;
     try {
-      await io.applyAsync(dirs.slice(from).map((d) => ['rmdir', d] as const));
+      // `after` rides in the job of the last rmdir: it runs only once every directory is gone.
+      await io.applyAsync([...dirs.slice(from).map((d) => ['rmdir', d] as const), ...after]);
       return;
     } catch (err) {
       const e = err as CgroupError & { index?: number };
       const at = from + (e.index ?? 0);
+      if (at >= dirs.length) throw err; // one of `after`'s steps
       if (e.code === 'ENOENT') { from = at + 1; continue; }
       if (e.code !== 'EBUSY' || Date.now() >= deadline) throw err;
       from = at;

@@ -110,7 +110,12 @@ export interface TaskCgroup {
   limitHits(): LimitHits;
   stats(): CgroupStats;
   /** Kills what is left, removes the directories (rmdir retried on EBUSY), releases reserved cores. Idempotent. */
-  destroy(opts?: { timeoutMs?: number }): Promise<void>;
+  /**
+   * `after`: steps run in the same pool job as the group's last rmdir, so only once the group is
+   * gone (a raw_exec task's record: its `unlink`). Resolves true when they ran; false when this call
+   * did not remove the group (already destroyed, or a destroy already under way): run them yourself.
+   */
+  destroy(opts?: { timeoutMs?: number; after?: readonly FsOp[] }): Promise<boolean>;
 }
 
 export interface CreateOptions {

@@ -166,6 +166,11 @@ export class TaskStore {
     return { file: this.fileFor(handle.taskId), text: this.serialise(handle, state) };
   }
 
+  /** The delete of a task's record as a step (`unlink`; a record already gone is deleted), for a batch that runs it last. */
+  deleteStep(taskId: string): FsOp {
+    return ['unlink', this.fileFor(taskId)];
+  }
+
   /** delete off the event loop (one unlink; a record already gone is deleted). */
   async deleteAsync(taskId: string): Promise<void> {
     try {

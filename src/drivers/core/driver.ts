@@ -13,6 +13,7 @@ import {
 } from '../../errors.js';
 import { parseSignal } from '../../signals.js';
 import type { StoreProblem, TaskRecord, TaskStore } from '../../store/task-store.js';
+import type { FsOp } from '../../native.js';
 import { anySignal, sleep } from '../../util/abort.js';
 import { EventHub } from '../../util/event-hub.js';
 import { optMs } from '../../util/validate.js';
@@ -159,8 +160,12 @@ export abstract class DriverCore<T extends CoreTask, D extends object = object> 
   protected abstract signal(task: T, sig: { name: NodeJS.Signals; number: number }): Promise<void>;
   /** Runs `cmd` in the task; `signal` aborts when the driver shuts down (the command is then killed). */
   protected abstract exec(task: T, cmd: string[], timeoutMs: number, signal: AbortSignal): Promise<ExecTaskResult>;
-  /** Kills what is left and removes what the task holds; returns what the `destroyed` event says. */
-  protected abstract destroy(task: T): Promise<string>;
+  /**
+   * Kills what is left and removes what the task holds; `what` is what the `destroyed` event says.
+   * `record` is the step that removes the task's record: a driver may run it in its own last pool
+   * job, once nothing of the task is left (`recordRemoved`); otherwise the core removes the record.
+   */
+  protected abstract destroy(task: T, record: FsOp): Promise<{ what: string; recordRemoved: boolean }>;
   protected abstract stats(task: T, intervalMs: number, signal: AbortSignal): AsyncIterable<TaskResourceUsage>;
   /** Ends the driver's own loops, streams and timers (the life signal has aborted already). */
   protected abstract closeDriver(): Promise<void> | void;
@@ -379,9 +384,9 @@ export abstract class DriverCore<T extends CoreTask, D extends object = object> 
       if (await this.isRunning(t, force)) {
         if (!force) throw new TaskRunningError(taskId);
       }
-      const what = await this.destroy(t);
+      const { what, recordRemoved } = await this.destroy(t, this.store.deleteStep(taskId));
       this.tasks.delete(taskId);
-      await this.store.deleteAsync(taskId);
+      if (!recordRemoved) await this.store.deleteAsync(taskId);
       this.emit(t, 'destroyed', what);
     } finally {
       release();

@@ -399,7 +399,7 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
     }
   }
 
-  protected async destroy(task: DockerTask): Promise<string> {
+  protected async destroy(task: DockerTask): Promise<{ what: string; recordRemoved: boolean }> {
     if (task.exitResult === undefined && !this.gc.container) await this.kill(task, 'SIGKILL', 9, true);
     if (this.gc.container) {
       try {
@@ -417,7 +417,7 @@ export class DockerDriver extends DriverCore<DockerTask, DockerTaskDriverConfig>
     // The container (inside the group, on a v2 cgroupfs engine) is gone: the group and its cores go too.
     if (task.group) await task.group.destroy();
     this.images.release(task.handle.driverState.image, task.id);
-    return `container ${task.handle.driverState.containerName} ${this.gc.container ? 'removed' : 'left in place (gc.container is off)'}`;
+    return { what: `container ${task.handle.driverState.containerName} ${this.gc.container ? 'removed' : 'left in place (gc.container is off)'}`, recordRemoved: false };
   }
 
   protected async signal(task: DockerTask, sig: Sig): Promise<void> {

@@ -6,7 +6,7 @@
  * DriverCore's; this file holds raw_exec's hooks.
  */
 import { DriverUnavailableError, SpawnError, TaskExistsError, TaskNotFoundError } from '../../errors.js';
-import { native, spawnProcess, type ProcessHandle, type SpawnResult } from '../../native.js';
+import { native, spawnProcess, type FsOp, type ProcessHandle, type SpawnResult } from '../../native.js';
 import { TaskStore } from '../../store/task-store.js';
 import { sleepUnless } from '../../util/abort.js';
 import type { CgroupManager, TaskCgroup } from '../../cgroups/types.js';
@@ -397,12 +397,14 @@ export class RawExecDriver extends DriverCore<RawExecTask, RawExecTaskConfig> {
     return true;
   }
 
-  protected async destroy(task: RawExecTask): Promise<string> {
+  protected async destroy(task: RawExecTask, record: FsOp): Promise<{ what: string; recordRemoved: boolean }> {
     if (task.running || task.pids().length > 0) await task.stop(0, 9, this.lifeSignal);
-    if (task.cgroup) await task.cgroup.destroy({ timeoutMs: this.config.killTimeoutMs });
+    // The record goes in the job of the group's last rmdir (one pool hop less), so only once the
+    // group is gone.
+    const recordRemoved = task.cgroup ? await task.cgroup.destroy({ timeoutMs: this.config.killTimeoutMs, after: [record] }) : false;
     task.detach();
     task.destroyed = true;
-    return 'task destroyed: processes killed, cgroup removed, handle forgotten';
+    return { what: 'task destroyed: processes killed, cgroup removed, handle forgotten', recordRemoved };
   }
 
   protected async signal(task: RawExecTask, sig: Sig): Promise<void> {
