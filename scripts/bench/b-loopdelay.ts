@@ -86,7 +86,7 @@ export async function run(o: BenchOptions): Promise<Section> {
     rows: [row],
     notes: [
       `monitorEventLoopDelay (1 ms resolution) and a 10 ms setInterval heartbeat while ${N} startTask calls run at once (sleep 120 in its own cgroup each), ${reps} repetitions, median shown; load average at the end: ${os.loadavg()[0]!.toFixed(1)} on ${os.cpus().length} CPUs.`,
-      'Off the loop per start: the write-ahead record and its update (one native pool job each: temp file, then link or rename), the cgroup\'s mkdirs and limit writes (one applyAsync batch on the libuv pool), the spawn (a thread of its own); waits are loop events. What stays on the loop: validation, the native spawn call (it queues the job to a pool thread), a /proc stat read and the pidfd watch — one start\'s share per loop turn.',
+      'Off the loop per start: the write-ahead record and the cgroup\'s mkdirs and limit writes (one applyAsync batch on the libuv pool, the record first), the spawn and the record\'s running line (a thread of corral\'s own); waits are loop events. What stays on the loop: validation, the native spawn call (it queues the job to a pool thread) and the pidfd watch — one start\'s share per loop turn, a turn of its own after each pool job, one spawn result delivered per turn.',
     ],
   };
 }
