@@ -216,7 +216,7 @@ struct FsOp {
   std::string path, value, tmp;
 };
 
-// Runs a list of cgroupfs steps (mkdir, write, rmdir, absent) in order on the libuv pool: short work
+// Runs a list of steps (mkdir, write, rmdir, absent, create, unlink) in order on the libuv pool: short work
 // that never waits for a condition, but whose syscalls can stall (cgroup creation takes locks the
 // kernel shares with every other cgroup operation on the host). Stops at the first failure.
 // `absent` fails with EEXIST when the path exists: a group's creation checks that none of its name

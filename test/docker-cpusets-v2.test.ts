@@ -24,7 +24,7 @@ import type { CgroupLayout, CgroupManager } from '../src/cgroups/types.js';
 import type { TaskConfig } from '../src/drivers/contract.js';
 import { DockerDriver } from '../src/drivers/docker/index.js';
 import { silentLogger } from '../src/util/logger.js';
-import { cpusAllowed, groupDirsUnder, hostLayout, isRoot, newAllocId, procCgroups, waitFor } from './helpers/cgroups.js';
+import { cpusAllowed, groupDirsUnder, newAllocId, procCgroups, v2CpusetHost, waitFor } from './helpers/cgroups.js';
 import { TEST_IMAGE, docker, exists, randomUUID } from './helpers/docker.js';
 import { type Sandbox, bound, sandbox, within } from './helpers/sandbox.js';
 
@@ -32,16 +32,9 @@ const REQUIRED = process.env.CORRAL_TEST_DOCKER === 'required';
 
 /** Why this host cannot show the v2 placement (undefined: it can), with its layout. */
 async function whyNot(): Promise<{ reason?: string; layout?: CgroupLayout }> {
-  if (!isRoot) return { reason: 'not root' };
-  let layout: CgroupLayout;
-  try {
-    layout = hostLayout();
-  } catch (err) {
-    return { reason: `cgroup detection failed: ${(err as Error).message}` };
-  }
-  if (layout.mode !== 'v2') return { reason: `cgroup mode ${layout.mode}, not a cgroups-v2-only host (npm run test:v2 runs this file in a v2 guest)` };
-  const ctl = fs.readFileSync(path.join(layout.root, 'cgroup.controllers'), 'utf8').split(/\s+/);
-  if (!ctl.includes('cpuset')) return { reason: `${layout.root} offers no cpuset controller` };
+  const host = v2CpusetHost();
+  if (!host.layout) return { reason: host.reason! };
+  const layout = host.layout;
   let info: { CgroupVersion?: string; CgroupDriver?: string };
   try {
     await within(docker.ping(), 10_000, 'docker ping');

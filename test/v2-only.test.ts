@@ -19,34 +19,17 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createCgroupManager } from '../src/cgroups/factory.js';
-import { detectCgroupLayout } from '../src/cgroups/detect.js';
 import { coresMinus, formatCpuList } from '../src/cgroups/cpulist.js';
 import { sharesToWeight } from '../src/cgroups/resources.js';
-import type { CgroupLayout, CgroupManager, TaskCgroup } from '../src/cgroups/types.js';
+import type { CgroupManager, TaskCgroup } from '../src/cgroups/types.js';
 import { spawnProcess, type ExitInfo } from '../src/native.js';
-import { cpusAllowed, isRoot, newAllocId, procCgroups, startInGroup, waitFor, type Started } from './helpers/cgroups.js';
+import { cpusAllowed, newAllocId, procCgroups, startInGroup, v2CpusetHost, waitFor, type Started } from './helpers/cgroups.js';
 import { bound, sandbox } from './helpers/sandbox.js';
 
 /** The guest is emulated (10-50x slower than the host): bounds are stretched there (CORRAL_TEST_SLOWDOWN). waitFor stretches its own. */
 const ms = bound;
 
-function whyNotV2(): { layout?: CgroupLayout; reason?: string } {
-  if (!isRoot) return { reason: 'not root' };
-  let layout: CgroupLayout;
-  try {
-    layout = detectCgroupLayout();
-  } catch (err) {
-    return { reason: `cgroup detection failed: ${(err as Error).message}` };
-  }
-  if (layout.mode !== 'v2') {
-    return { reason: `detection reports mode ${layout.mode} (root ${layout.root}), not a cgroups-v2-only host; run npm run test:v2 for the v2 lane` };
-  }
-  const ctl = fs.readFileSync(path.join(layout.root, 'cgroup.controllers'), 'utf8').split(/\s+/).filter(Boolean);
-  if (!ctl.includes('cpuset')) return { reason: `mode v2 but ${layout.root} offers no cpuset controller (${ctl.join(' ') || 'none'})` };
-  return { layout };
-}
-
-const { layout, reason: skipReason } = whyNotV2();
+const { layout, reason: skipReason } = v2CpusetHost();
 
 function v2test(title: string, fn: (t: ExecutionContext, m: CgroupManager, parent: string) => Promise<void> | void, needs: string[] = []): void {
   test.serial(title, async (t) => {

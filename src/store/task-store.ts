@@ -35,6 +35,7 @@ import { InvalidConfigError, TaskExistsError, TaskNotFoundError, TaskOwnedError 
 import type { TaskHandle } from '../drivers/contract.js';
 import { recordFileNative, type FsOp } from '../native.js';
 import { type OwnerStatus, type TaskOwner, invalidOwner, ownerStatus, processStartTime, selfOwner } from './owner.js';
+import { type RecordState, parseRecordText } from './record-format.js';
 
 export { type OwnerStatus, type TaskOwner, ownerStatus, selfOwner } from './owner.js';
 
@@ -46,7 +47,7 @@ const CLAIM_RE = /^(.*\.json)\.claim\.(\d+)\.(\d+)$/;
 /** `<record>.<pid>-<starttime>.<n>.tmp`: a write in progress by that process. */
 const TMP_RE = /\.(\d+)-(\d+)\.\d+\.tmp$/;
 
-export type RecordState = 'starting' | 'running';
+export type { RecordState } from './record-format.js';
 
 export interface StoreProblem {
   file: string;
@@ -126,10 +127,7 @@ export class TaskStore {
    * A failure of the step itself goes through createStepError.
    */
   async createStep(handle: TaskHandle, state: RecordState = 'starting'): Promise<FsOp> {
-    if (!this.tasksDirMade) {
-      await fsp.mkdir(this.tasksDir, { recursive: true, mode: 0o700 });
-      this.tasksDirMade = true;
-    }
+    await this.tasksDirAsync();
     const file = this.fileFor(handle.taskId);
     return ['create', file, this.serialise(handle, state), this.tmpName(file)];
   }
@@ -351,14 +349,18 @@ export class TaskStore {
    * task lifecycle on an idle machine. The temp file never survives a failure.
    */
   private async writeRecordAsync(file: string, text: string, exclusive: boolean): Promise<void> {
-    if (!this.tasksDirMade) {
-      await fsp.mkdir(this.tasksDir, { recursive: true, mode: 0o700 });
-      this.tasksDirMade = true;
-    }
+    await this.tasksDirAsync();
     const tmp = this.tmpName(file);
     await new Promise<void>((resolve, reject) => {
       recordFileNative().writeRecordAsync(tmp, file, text, exclusive, (err) => (err ? reject(err) : resolve()));
     });
+  }
+
+  /** The tasks directory, made off the loop the first time a record is written. */
+  private async tasksDirAsync(): Promise<void> {
+    if (this.tasksDirMade) return;
+    await fsp.mkdir(this.tasksDir, { recursive: true, mode: 0o700 });
+    this.tasksDirMade = true;
   }
 
   private tmpName(file: string): string {
@@ -377,47 +379,13 @@ export class TaskStore {
     return this.parseRecord(text, asFile);
   }
 
-  /**
-   * A record file holds one or more records, one per line; the last complete line is the current one.
-   * A line still being appended shows as a tail without its newline and is skipped; a file with no
-   * complete line is read whole (records written by hand or before records had a newline).
-   */
+  /** A record file's text as its current record, which must be `asFile`'s (record-format.ts). */
   private parseRecord(text: string, asFile: string): { record: TaskRecord } | { problem: string } {
-    const lines = text.split('\n');
-    lines.pop();
-    let last: { problem: string } | undefined;
-    for (let i = lines.length - 1; i >= 0; i--) {
-      if (lines[i]!.trim() === '') continue;
-      const r = this.parseLine(lines[i]!, asFile);
-      if ('record' in r) return r;
-      last ??= r;
-    }
-    return last ?? this.parseLine(text, asFile);
-  }
-
-  private parseLine(text: string, asFile: string): { record: TaskRecord } | { problem: string } {
-    let v: unknown;
-    try {
-      v = JSON.parse(text);
-    } catch (err) {
-      return { problem: `corrupt JSON: ${(err as Error).message}` };
-    }
-    const why = invalidRecord(v);
-    if (why) return { problem: `not a corral task record: ${why}` };
-    const { state, owner, ...rest } = v as TaskHandle & { state?: RecordState; owner?: TaskOwner };
-    const handle = rest as TaskHandle;
-    if (this.fileFor(handle.taskId) !== asFile) return { problem: `file name does not match task id ${JSON.stringify(handle.taskId)}` };
+    const r = parseRecordText(text, (h) => (this.fileFor(h.taskId) === asFile ? undefined : `file name does not match task id ${JSON.stringify(h.taskId)}`));
+    if ('problem' in r) return r;
+    const { handle, state, owner } = r;
     return {
-      record: {
-        taskId: handle.taskId,
-        driver: handle.driver,
-        file: asFile,
-        // Records from before write-ahead were written once the task ran.
-        state: state ?? 'running',
-        owner,
-        ownerStatus: ownerStatus(owner, this.owner),
-        handle,
-      },
+      record: { taskId: handle.taskId, driver: handle.driver, file: asFile, state, owner, ownerStatus: ownerStatus(owner, this.owner), handle },
     };
   }
 }
@@ -435,18 +403,4 @@ function restoreClaim(claim: string, file: string): void {
 /** The exclusive create's refusal: the record exists (not an EEXIST of the temp file). */
 function isLinkExists(err: unknown): boolean {
   return (err as NodeJS.ErrnoException | null)?.code === 'EEXIST' && (err as NodeJS.ErrnoException).syscall === 'link';
-}
-
-function invalidRecord(v: unknown): string | undefined {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'not an object';
-  const h = v as Record<string, unknown>;
-  if (h.version !== 1) return `unknown version ${JSON.stringify(h.version)}`;
-  for (const k of ['driver', 'taskId', 'allocId', 'taskName', 'startedAt'] as const) {
-    if (typeof h[k] !== 'string' || (h[k] as string).length === 0) return `missing ${k}`;
-  }
-  if (typeof h.config !== 'object' || h.config === null) return 'missing config';
-  if (typeof h.driverState !== 'object' || h.driverState === null) return 'missing driverState';
-  if (h.state !== undefined && h.state !== 'starting' && h.state !== 'running') return `unknown state ${JSON.stringify(h.state)}`;
-  if (h.owner !== undefined) return invalidOwner(h.owner);
-  return undefined;
 }

@@ -19,6 +19,26 @@ export function hostLayout(): CgroupLayout {
   return detectCgroupLayout();
 }
 
+/**
+ * The layout of a cgroups-v2-only host with the cpuset controller, as the v2 lane's guest is; else
+ * why this host is not one (the test says so and skips).
+ */
+export function v2CpusetHost(): { layout?: CgroupLayout; reason?: string } {
+  if (!isRoot) return { reason: 'not root' };
+  let layout: CgroupLayout;
+  try {
+    layout = detectCgroupLayout();
+  } catch (err) {
+    return { reason: `cgroup detection failed: ${(err as Error).message}` };
+  }
+  if (layout.mode !== 'v2') {
+    return { reason: `detection reports mode ${layout.mode} (root ${layout.root}), not a cgroups-v2-only host; run npm run test:v2 for the v2 lane` };
+  }
+  const ctl = fs.readFileSync(path.join(layout.root, 'cgroup.controllers'), 'utf8').split(/\s+/).filter(Boolean);
+  if (!ctl.includes('cpuset')) return { reason: `mode v2 but ${layout.root} offers no cpuset controller (${ctl.join(' ') || 'none'})` };
+  return { layout };
+}
+
 /** The v2 layout to test the v2 manager on: the root on a v2 host, /sys/fs/cgroup/unified on a hybrid one; undefined on pure v1. */
 export function v2Layout(): CgroupLayout | undefined {
   try {
